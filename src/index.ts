@@ -1,0 +1,2 @@
+/** switchyard public API. */
+export {};
