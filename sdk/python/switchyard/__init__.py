@@ -183,20 +183,20 @@ def step(
     **extra: Any,
 ) -> None:
     """Report that training step `step` finished. Fields left as None are omitted from the line."""
-    fields: Dict[str, Any] = dict(extra)
-    fields["step"] = int(step)
+    fields: Dict[str, Any] = {"step": int(step)}
     if loss is not None:
         fields["loss"] = float(loss)
     if tokens is not None:
         fields["tokens"] = int(tokens)
     if compute_s is not None:
         fields["compute_s"] = float(compute_s)
+    fields.update((k, v) for k, v in extra.items() if k not in fields)
     report("step", **fields)
 
 
 def done(step: int, **extra: Any) -> None:
     """Report that training finished at `step` (the last step completed)."""
-    report("done", **dict(extra, step=int(step)))
+    report("done", step=int(step), **{k: v for k, v in extra.items() if k != "step"})
 
 
 # ---------------------------------------------------------------------------------------------
