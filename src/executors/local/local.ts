@@ -1,0 +1,168 @@
+import { spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { constants as osConstants } from "node:os";
+import { pythonSdkDir } from "../../paths.js";
+import type { Executor, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "../port.js";
+import { visibilityEnv } from "../port.js";
+import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procfs.js";
+
+/**
+ * Each rank runs under a tiny POSIX-sh wrapper that leads the rank's own process group, waits for the rank and records
+ * its exit status and time in a file. The wrapper is detached from the server, so ranks and their exit records
+ * outlive a crash of switchyard; a restarted server reads the records. Arguments travel as "$@", never as a shell
+ * string, so nothing from a job spec is ever parsed by a shell.
+ */
+const wrapperScript = [
+  'exit_file="$1"; shift',
+  '"$@"',
+  "code=$?",
+  'printf \'{"code":%d,"t":%s}\\n\' "$code" "$(date +%s%3N)" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"',
+].join("\n");
+
+const signalNames = new Map<number, string>(
+  Object.entries(osConstants.signals).map(([name, num]) => [num as number, name]),
+);
+
+export function localNodeNames(poolName: string, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `${poolName}-${i}`);
+}
+
+export class LocalExecutor implements Executor {
+  readonly kind = "local";
+
+  async launch(req: LaunchRequest): Promise<LaunchedRank[]> {
+    mkdirSync(req.dir, { recursive: true });
+    mkdirSync(req.checkpointDir, { recursive: true });
+    const worldSize = req.nodes.length * req.procsPerNode;
+    const launched: LaunchedRank[] = [];
+    for (const [nodeRank, node] of req.nodes.entries()) {
+      const devices = Array.from({ length: req.procsPerNode }, (_, i) => i % req.pool.devicesPerNode);
+      for (let localRank = 0; localRank < req.procsPerNode; localRank++) {
+        const rank = nodeRank * req.procsPerNode + localRank;
+        const logPath = path.join(req.dir, `rank-${rank}.log`);
+        const reportPath = path.join(req.dir, `rank-${rank}.jsonl`);
+        const exitPath = path.join(req.dir, `rank-${rank}.exit`);
+        const env: Record<string, string> = {
+          ...(process.env as Record<string, string>),
+          ...req.env,
+          RANK: String(rank),
+          LOCAL_RANK: String(localRank),
+          WORLD_SIZE: String(worldSize),
+          LOCAL_WORLD_SIZE: String(req.procsPerNode),
+          NODE_RANK: String(nodeRank),
+          GROUP_RANK: String(nodeRank),
+          MASTER_ADDR: "127.0.0.1",
+          MASTER_PORT: String(req.masterPort),
+          ...visibilityEnv(req.pool.accelerator.vendor, [...new Set(devices)]),
+          SWITCHYARD_ACCELERATOR: req.pool.accelerator.vendor,
+          SWITCHYARD_POOL: req.pool.name,
+          SWITCHYARD_NODE: node,
+          SWITCHYARD_JOB: req.jobName,
+          SWITCHYARD_JOB_ID: req.jobId,
+          SWITCHYARD_ATTEMPT: String(req.attempt),
+          SWITCHYARD_REPORT: reportPath,
+          SWITCHYARD_CHECKPOINT_DIR: req.checkpointDir,
+          SWITCHYARD_RESUME_FROM: req.resumeFrom ?? "",
+          PYTHONPATH: [pythonSdkDir, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+          PYTHONUNBUFFERED: "1",
+        };
+        const log = openSync(logPath, "a");
+        try {
+          const child = spawn("/bin/sh", ["-c", wrapperScript, "switchyard-rank", exitPath, ...req.command], {
+            cwd: req.workdir,
+            env,
+            detached: true,
+            stdio: ["ignore", log, log],
+          });
+          const pid = await new Promise<number>((resolve, reject) => {
+            child.once("spawn", () => resolve(child.pid!));
+            child.once("error", reject);
+          });
+          child.unref();
+          launched.push({ rank, node, pid, startTicks: readProcStat(pid)?.startTicks ?? null, logPath, reportPath });
+        } finally {
+          closeSync(log);
+        }
+      }
+    }
+    return launched;
+  }
+
+  async poll(attemptDir: string, ranks: readonly RankHandle[]): Promise<RankStatus[]> {
+    return ranks.map((r): RankStatus => {
+      const exitFile = path.join(attemptDir, `rank-${r.rank}.exit`);
+      const record = readExitRecord(exitFile);
+      if (record) return exited(r.rank, record);
+      if (r.pid !== null && isSameProcessAlive(r.pid, r.startTicks)) return { rank: r.rank, state: "running" };
+      // The wrapper may have written its record between the two checks above.
+      const late = readExitRecord(exitFile);
+      if (late) return exited(r.rank, late);
+      return { rank: r.rank, state: "vanished", at: Date.now() };
+    });
+  }
+
+  async stop(ranks: readonly RankHandle[], graceMs: number): Promise<void> {
+    const groups = ranks
+      .filter((r) => r.pid !== null && isSameProcessAlive(r.pid, r.startTicks))
+      .map((r) => r.pid!);
+    // Also reach groups whose wrapper already died but whose rank lives on.
+    const all = [...new Set([...groups, ...ranks.map((r) => r.pid).filter((p): p is number => p !== null)])];
+    const alive = all.filter((g) => groupAlive(g) && groupOwnedBy(g, ranks));
+    for (const g of alive) signalGroup(g, "SIGCONT"); // a stopped (hung) process cannot act on SIGTERM
+    for (const g of alive) signalGroup(g, "SIGTERM");
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && alive.some(groupAlive)) await sleep(50);
+    for (const g of alive) if (groupAlive(g)) signalGroup(g, "SIGKILL");
+    const hardDeadline = Date.now() + 5000;
+    while (Date.now() < hardDeadline && alive.some(groupAlive)) await sleep(20);
+  }
+
+  signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {
+    if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return false;
+    const target = childPids(rank.pid)[0] ?? rank.pid;
+    try {
+      process.kill(target, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** A pid recorded for a rank leads its group; guard against the pid having been reused by something else. */
+function groupOwnedBy(pgid: number, ranks: readonly RankHandle[]): boolean {
+  const rank = ranks.find((r) => r.pid === pgid);
+  if (!rank) return false;
+  const stat = readProcStat(pgid);
+  // The leader is gone but members remain: the group id cannot be reused while members hold it.
+  if (!stat) return true;
+  return rank.startTicks === null || stat.startTicks === rank.startTicks;
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+function exited(rank: number, record: { code: number; t: number }): RankStatus {
+  // sh reports death by signal N as 128+N.
+  const bySignal = record.code > 128 && record.code < 128 + 65 ? signalNames.get(record.code - 128) : undefined;
+  return bySignal
+    ? { rank, state: "exited", code: null, signal: bySignal, at: record.t }
+    : { rank, state: "exited", code: record.code, signal: null, at: record.t };
+}
+
+function readExitRecord(file: string): { code: number; t: number } | null {
+  try {
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as { code: number; t: number };
+    return typeof parsed.code === "number" ? parsed : null;
+  } catch {
+    return null;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,64 @@
+import type { PoolSpec, Vendor } from "../core/spec.js";
+
+/** The Executor port: executors do what they are told and report what they see; the supervisor decides. */
+
+export interface LaunchRequest {
+  jobId: string;
+  jobName: string;
+  attempt: number;
+  /** Per-attempt folder for logs, reports and exit records. */
+  dir: string;
+  pool: PoolSpec;
+  nodes: string[];
+  procsPerNode: number;
+  command: string[];
+  env: Record<string, string>;
+  workdir: string;
+  masterPort: number;
+  checkpointDir: string;
+  resumeFrom: string | null;
+}
+
+export interface LaunchedRank {
+  rank: number;
+  node: string;
+  pid: number;
+  startTicks: number | null;
+  logPath: string;
+  reportPath: string;
+}
+
+export interface RankHandle {
+  rank: number;
+  pid: number | null;
+  startTicks: number | null;
+  logPath: string;
+}
+
+export type RankStatus =
+  | { rank: number; state: "running" }
+  | { rank: number; state: "exited"; code: number | null; signal: string | null; at: number }
+  /** Gone without an exit record (e.g. killed together with its wrapper): treated as killed. */
+  | { rank: number; state: "vanished"; at: number };
+
+export interface Executor {
+  readonly kind: string;
+  launch(req: LaunchRequest): Promise<LaunchedRank[]>;
+  poll(attemptDir: string, ranks: readonly RankHandle[]): Promise<RankStatus[]>;
+  /** SIGTERM the whole gang, wait up to graceMs, then SIGKILL what is left. */
+  stop(ranks: readonly RankHandle[], graceMs: number): Promise<void>;
+  /** Sends a signal to the rank's own process (not its wrapper): chaos and stack dumps. */
+  signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean;
+}
+
+export function visibilityEnv(vendor: Vendor, devices: readonly number[]): Record<string, string> {
+  const list = devices.join(",");
+  switch (vendor) {
+    case "nvidia":
+      return { CUDA_VISIBLE_DEVICES: list };
+    case "ascend":
+      return { ASCEND_RT_VISIBLE_DEVICES: list };
+    case "cpu":
+      return {};
+  }
+}

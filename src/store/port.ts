@@ -1,0 +1,140 @@
+import type { AttemptState, JobState } from "../core/states.js";
+import type { CompiledJobSpec } from "../core/spec.js";
+
+/**
+ * The Store port: everything the supervisor remembers. Adapters (SQLite now, PostgreSQL later) implement it and pass
+ * one conformance suite. No connection or transaction type leaks out.
+ */
+
+export interface JobRecord {
+  id: string;
+  name: string;
+  spec: CompiledJobSpec;
+  state: JobState;
+  reason: string | null;
+  restarts: number;
+  createdAt: number;
+  updatedAt: number;
+  endedAt: number | null;
+}
+
+export interface AttemptRecord {
+  jobId: string;
+  n: number;
+  state: AttemptState;
+  pool: string;
+  nodes: string[];
+  masterPort: number;
+  dir: string;
+  resumeFrom: string | null;
+  resumeStep: number | null;
+  startedAt: number;
+  endedAt: number | null;
+  reason: string | null;
+}
+
+export interface RankRecord {
+  jobId: string;
+  attempt: number;
+  rank: number;
+  node: string;
+  pid: number | null;
+  /** Process start time from /proc (clock ticks since boot): identifies the process together with the pid. */
+  startTicks: number | null;
+  logPath: string;
+  reportPath: string;
+  reportOffset: number;
+  exitCode: number | null;
+  exitSignal: string | null;
+  exitedAt: number | null;
+}
+
+export interface IncidentRecord {
+  id: number;
+  jobId: string;
+  attempt: number;
+  cause: string;
+  culpritRank: number | null;
+  culpritNode: string | null;
+  detectedAt: number;
+  summary: string;
+  evidence: Record<string, unknown>;
+}
+
+export interface NodeRecord {
+  name: string;
+  pool: string;
+  devices: number;
+  cordoned: boolean;
+  strikes: number;
+  reason: string | null;
+}
+
+export interface EventRecord {
+  id: number;
+  jobId: string | null;
+  t: number;
+  kind: string;
+  message: string;
+  data: Record<string, unknown>;
+}
+
+export interface StepSample {
+  jobId: string;
+  attempt: number;
+  rank: number;
+  step: number;
+  t: number;
+  loss: number | null;
+  tokens: number | null;
+  computeS: number | null;
+}
+
+export interface CheckpointRecord {
+  jobId: string;
+  step: number;
+  path: string;
+  verified: boolean;
+  reason: string | null;
+  seenAt: number;
+}
+
+export interface Store {
+  createJob(job: Omit<JobRecord, "endedAt" | "updatedAt" | "restarts" | "reason">): Promise<void>;
+  updateJob(id: string, patch: Partial<Pick<JobRecord, "state" | "reason" | "restarts" | "endedAt">>): Promise<void>;
+  getJob(idOrName: string): Promise<JobRecord | null>;
+  listJobs(opts?: { activeOnly?: boolean }): Promise<JobRecord[]>;
+
+  createAttempt(attempt: AttemptRecord): Promise<void>;
+  updateAttempt(
+    jobId: string,
+    n: number,
+    patch: Partial<Pick<AttemptRecord, "state" | "endedAt" | "reason">>,
+  ): Promise<void>;
+  listAttempts(jobId: string): Promise<AttemptRecord[]>;
+
+  upsertRank(rank: RankRecord): Promise<void>;
+  listRanks(jobId: string, attempt: number): Promise<RankRecord[]>;
+
+  /** Appends step samples and moves the rank's report offset, atomically: a crash never half-ingests a chunk. */
+  ingestReports(jobId: string, attempt: number, rank: number, newOffset: number, samples: StepSample[]): Promise<void>;
+  listSteps(jobId: string, opts?: { rank?: number; afterT?: number }): Promise<StepSample[]>;
+  lastStep(jobId: string): Promise<StepSample | null>;
+
+  addIncident(incident: Omit<IncidentRecord, "id">): Promise<number>;
+  listIncidents(jobId: string): Promise<IncidentRecord[]>;
+
+  upsertCheckpoint(checkpoint: CheckpointRecord): Promise<void>;
+  listCheckpoints(jobId: string): Promise<CheckpointRecord[]>;
+  deleteCheckpoint(jobId: string, step: number): Promise<void>;
+
+  /** Registers nodes the cluster config declares; existing nodes keep their cordon state and strikes. */
+  syncNodes(nodes: Array<Pick<NodeRecord, "name" | "pool" | "devices">>): Promise<void>;
+  listNodes(): Promise<NodeRecord[]>;
+  updateNode(name: string, patch: Partial<Pick<NodeRecord, "cordoned" | "strikes" | "reason">>): Promise<void>;
+
+  addEvent(event: Omit<EventRecord, "id">): Promise<number>;
+  listEvents(opts: { jobId?: string; afterId?: number; limit?: number }): Promise<EventRecord[]>;
+
+  close(): Promise<void>;
+}

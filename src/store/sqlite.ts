@@ -1,0 +1,372 @@
+import Database from "better-sqlite3";
+import type { AttemptState, JobState } from "../core/states.js";
+import { terminalJobStates } from "../core/states.js";
+import type {
+  AttemptRecord,
+  CheckpointRecord,
+  EventRecord,
+  IncidentRecord,
+  JobRecord,
+  NodeRecord,
+  RankRecord,
+  StepSample,
+  Store,
+} from "./port.js";
+
+/** Ordered schema migrations; `user_version` records how many ran. Append only. */
+const migrations: readonly string[] = [
+  `
+  CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,
+    restarts INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, ended_at INTEGER
+  );
+  CREATE INDEX jobs_name ON jobs(name, created_at);
+  CREATE TABLE attempts (
+    job_id TEXT NOT NULL REFERENCES jobs(id), n INTEGER NOT NULL, state TEXT NOT NULL, pool TEXT NOT NULL,
+    nodes TEXT NOT NULL, master_port INTEGER NOT NULL, dir TEXT NOT NULL, resume_from TEXT, resume_step INTEGER,
+    started_at INTEGER NOT NULL, ended_at INTEGER, reason TEXT, PRIMARY KEY (job_id, n)
+  );
+  CREATE TABLE ranks (
+    job_id TEXT NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL, node TEXT NOT NULL, pid INTEGER,
+    start_ticks INTEGER, log_path TEXT NOT NULL, report_path TEXT NOT NULL, report_offset INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER, exit_signal TEXT, exited_at INTEGER, PRIMARY KEY (job_id, attempt, rank)
+  );
+  CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, attempt INTEGER NOT NULL, cause TEXT NOT NULL,
+    culprit_rank INTEGER, culprit_node TEXT, detected_at INTEGER NOT NULL, summary TEXT NOT NULL, evidence TEXT NOT NULL
+  );
+  CREATE INDEX incidents_job ON incidents(job_id);
+  CREATE TABLE checkpoints (
+    job_id TEXT NOT NULL, step INTEGER NOT NULL, path TEXT NOT NULL, verified INTEGER NOT NULL, reason TEXT,
+    seen_at INTEGER NOT NULL, PRIMARY KEY (job_id, step)
+  );
+  CREATE TABLE nodes (
+    name TEXT PRIMARY KEY, pool TEXT NOT NULL, devices INTEGER NOT NULL, cordoned INTEGER NOT NULL DEFAULT 0,
+    strikes INTEGER NOT NULL DEFAULT 0, reason TEXT
+  );
+  CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT, t INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL,
+    data TEXT NOT NULL
+  );
+  CREATE INDEX events_job ON events(job_id, id);
+  CREATE TABLE steps (
+    job_id TEXT NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL, step INTEGER NOT NULL, t REAL NOT NULL,
+    loss REAL, tokens INTEGER, compute_s REAL, PRIMARY KEY (job_id, attempt, rank, step)
+  );
+  `,
+];
+
+type Row = Record<string, unknown>;
+
+const num = (v: unknown): number => Number(v);
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+/** SQLite adapter: one file, WAL journal, synchronous=FULL so a kill at any instant leaves a consistent database. */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.pragma("foreign_keys = ON");
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const current = this.db.pragma("user_version", { simple: true }) as number;
+    for (let v = current; v < migrations.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(migrations[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  async createJob(job: Omit<JobRecord, "endedAt" | "updatedAt" | "restarts" | "reason">): Promise<void> {
+    this.db
+      .prepare(
+        "INSERT INTO jobs (id, name, spec, state, created_at, updated_at) VALUES (@id, @name, @spec, @state, @t, @t)",
+      )
+      .run({ id: job.id, name: job.name, spec: JSON.stringify(job.spec), state: job.state, t: job.createdAt });
+  }
+
+  async updateJob(
+    id: string,
+    patch: Partial<Pick<JobRecord, "state" | "reason" | "restarts" | "endedAt">>,
+  ): Promise<void> {
+    const sets: string[] = ["updated_at = @now"];
+    const params: Row = { id, now: Date.now() };
+    if (patch.state !== undefined) (sets.push("state = @state"), (params.state = patch.state));
+    if (patch.reason !== undefined) (sets.push("reason = @reason"), (params.reason = patch.reason));
+    if (patch.restarts !== undefined) (sets.push("restarts = @restarts"), (params.restarts = patch.restarts));
+    if (patch.endedAt !== undefined) (sets.push("ended_at = @endedAt"), (params.endedAt = patch.endedAt));
+    this.db.prepare(`UPDATE jobs SET ${sets.join(", ")} WHERE id = @id`).run(params);
+  }
+
+  async getJob(idOrName: string): Promise<JobRecord | null> {
+    const row = this.db
+      .prepare("SELECT * FROM jobs WHERE id = ? OR name = ? ORDER BY (id = ?) DESC, created_at DESC LIMIT 1")
+      .get(idOrName, idOrName, idOrName) as Row | undefined;
+    return row ? toJob(row) : null;
+  }
+
+  async listJobs(opts: { activeOnly?: boolean } = {}): Promise<JobRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM jobs ORDER BY created_at DESC").all() as Row[];
+    const jobs = rows.map(toJob);
+    return opts.activeOnly ? jobs.filter((j) => !terminalJobStates.has(j.state)) : jobs;
+  }
+
+  async createAttempt(a: AttemptRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO attempts (job_id, n, state, pool, nodes, master_port, dir, resume_from, resume_step, started_at,
+         ended_at, reason) VALUES (@jobId, @n, @state, @pool, @nodes, @masterPort, @dir, @resumeFrom, @resumeStep,
+         @startedAt, @endedAt, @reason)`,
+      )
+      .run({ ...a, nodes: JSON.stringify(a.nodes) });
+  }
+
+  async updateAttempt(
+    jobId: string,
+    n: number,
+    patch: Partial<Pick<AttemptRecord, "state" | "endedAt" | "reason">>,
+  ): Promise<void> {
+    const sets: string[] = [];
+    const params: Row = { jobId, n };
+    if (patch.state !== undefined) (sets.push("state = @state"), (params.state = patch.state));
+    if (patch.endedAt !== undefined) (sets.push("ended_at = @endedAt"), (params.endedAt = patch.endedAt));
+    if (patch.reason !== undefined) (sets.push("reason = @reason"), (params.reason = patch.reason));
+    if (sets.length === 0) return;
+    this.db.prepare(`UPDATE attempts SET ${sets.join(", ")} WHERE job_id = @jobId AND n = @n`).run(params);
+  }
+
+  async listAttempts(jobId: string): Promise<AttemptRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM attempts WHERE job_id = ? ORDER BY n").all(jobId) as Row[];
+    return rows.map((r) => ({
+      jobId: String(r.job_id),
+      n: num(r.n),
+      state: String(r.state) as AttemptState,
+      pool: String(r.pool),
+      nodes: JSON.parse(String(r.nodes)) as string[],
+      masterPort: num(r.master_port),
+      dir: String(r.dir),
+      resumeFrom: strOrNull(r.resume_from),
+      resumeStep: numOrNull(r.resume_step),
+      startedAt: num(r.started_at),
+      endedAt: numOrNull(r.ended_at),
+      reason: strOrNull(r.reason),
+    }));
+  }
+
+  async upsertRank(r: RankRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO ranks (job_id, attempt, rank, node, pid, start_ticks, log_path, report_path, report_offset,
+           exit_code, exit_signal, exited_at)
+         VALUES (@jobId, @attempt, @rank, @node, @pid, @startTicks, @logPath, @reportPath, @reportOffset, @exitCode,
+           @exitSignal, @exitedAt)
+         ON CONFLICT (job_id, attempt, rank) DO UPDATE SET node = excluded.node, pid = excluded.pid,
+           start_ticks = excluded.start_ticks, exit_code = excluded.exit_code, exit_signal = excluded.exit_signal,
+           exited_at = excluded.exited_at`,
+      )
+      .run(r);
+  }
+
+  async listRanks(jobId: string, attempt: number): Promise<RankRecord[]> {
+    const rows = this.db
+      .prepare("SELECT * FROM ranks WHERE job_id = ? AND attempt = ? ORDER BY rank")
+      .all(jobId, attempt) as Row[];
+    return rows.map((r) => ({
+      jobId: String(r.job_id),
+      attempt: num(r.attempt),
+      rank: num(r.rank),
+      node: String(r.node),
+      pid: numOrNull(r.pid),
+      startTicks: numOrNull(r.start_ticks),
+      logPath: String(r.log_path),
+      reportPath: String(r.report_path),
+      reportOffset: num(r.report_offset),
+      exitCode: numOrNull(r.exit_code),
+      exitSignal: strOrNull(r.exit_signal),
+      exitedAt: numOrNull(r.exited_at),
+    }));
+  }
+
+  async ingestReports(
+    jobId: string,
+    attempt: number,
+    rank: number,
+    newOffset: number,
+    samples: StepSample[],
+  ): Promise<void> {
+    const insert = this.db.prepare(
+      `INSERT OR REPLACE INTO steps (job_id, attempt, rank, step, t, loss, tokens, compute_s)
+       VALUES (@jobId, @attempt, @rank, @step, @t, @loss, @tokens, @computeS)`,
+    );
+    const move = this.db.prepare(
+      "UPDATE ranks SET report_offset = ? WHERE job_id = ? AND attempt = ? AND rank = ?",
+    );
+    this.db.transaction(() => {
+      for (const s of samples) insert.run(s);
+      move.run(newOffset, jobId, attempt, rank);
+    })();
+  }
+
+  async listSteps(jobId: string, opts: { rank?: number; afterT?: number } = {}): Promise<StepSample[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM steps WHERE job_id = @jobId AND (@rank IS NULL OR rank = @rank) AND t > @afterT
+         ORDER BY t, rank`,
+      )
+      .all({ jobId, rank: opts.rank ?? null, afterT: opts.afterT ?? -1 }) as Row[];
+    return rows.map(toStep);
+  }
+
+  async lastStep(jobId: string): Promise<StepSample | null> {
+    const row = this.db
+      .prepare("SELECT * FROM steps WHERE job_id = ? ORDER BY attempt DESC, step DESC, rank LIMIT 1")
+      .get(jobId) as Row | undefined;
+    return row ? toStep(row) : null;
+  }
+
+  async addIncident(i: Omit<IncidentRecord, "id">): Promise<number> {
+    const info = this.db
+      .prepare(
+        `INSERT INTO incidents (job_id, attempt, cause, culprit_rank, culprit_node, detected_at, summary, evidence)
+         VALUES (@jobId, @attempt, @cause, @culpritRank, @culpritNode, @detectedAt, @summary, @evidence)`,
+      )
+      .run({ ...i, evidence: JSON.stringify(i.evidence) });
+    return Number(info.lastInsertRowid);
+  }
+
+  async listIncidents(jobId: string): Promise<IncidentRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM incidents WHERE job_id = ? ORDER BY id").all(jobId) as Row[];
+    return rows.map((r) => ({
+      id: num(r.id),
+      jobId: String(r.job_id),
+      attempt: num(r.attempt),
+      cause: String(r.cause),
+      culpritRank: numOrNull(r.culprit_rank),
+      culpritNode: strOrNull(r.culprit_node),
+      detectedAt: num(r.detected_at),
+      summary: String(r.summary),
+      evidence: JSON.parse(String(r.evidence)) as Record<string, unknown>,
+    }));
+  }
+
+  async upsertCheckpoint(c: CheckpointRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO checkpoints (job_id, step, path, verified, reason, seen_at)
+         VALUES (@jobId, @step, @path, @verified, @reason, @seenAt)
+         ON CONFLICT (job_id, step) DO UPDATE SET path = excluded.path, verified = excluded.verified,
+           reason = excluded.reason, seen_at = excluded.seen_at`,
+      )
+      .run({ ...c, verified: c.verified ? 1 : 0 });
+  }
+
+  async listCheckpoints(jobId: string): Promise<CheckpointRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM checkpoints WHERE job_id = ? ORDER BY step").all(jobId) as Row[];
+    return rows.map((r) => ({
+      jobId: String(r.job_id),
+      step: num(r.step),
+      path: String(r.path),
+      verified: num(r.verified) === 1,
+      reason: strOrNull(r.reason),
+      seenAt: num(r.seen_at),
+    }));
+  }
+
+  async deleteCheckpoint(jobId: string, step: number): Promise<void> {
+    this.db.prepare("DELETE FROM checkpoints WHERE job_id = ? AND step = ?").run(jobId, step);
+  }
+
+  async syncNodes(nodes: Array<Pick<NodeRecord, "name" | "pool" | "devices">>): Promise<void> {
+    const upsert = this.db.prepare(
+      `INSERT INTO nodes (name, pool, devices) VALUES (@name, @pool, @devices)
+       ON CONFLICT (name) DO UPDATE SET pool = excluded.pool, devices = excluded.devices`,
+    );
+    this.db.transaction(() => {
+      for (const n of nodes) upsert.run(n);
+    })();
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM nodes ORDER BY pool, name").all() as Row[];
+    return rows.map((r) => ({
+      name: String(r.name),
+      pool: String(r.pool),
+      devices: num(r.devices),
+      cordoned: num(r.cordoned) === 1,
+      strikes: num(r.strikes),
+      reason: strOrNull(r.reason),
+    }));
+  }
+
+  async updateNode(name: string, patch: Partial<Pick<NodeRecord, "cordoned" | "strikes" | "reason">>): Promise<void> {
+    const sets: string[] = [];
+    const params: Row = { name };
+    if (patch.cordoned !== undefined) (sets.push("cordoned = @cordoned"), (params.cordoned = patch.cordoned ? 1 : 0));
+    if (patch.strikes !== undefined) (sets.push("strikes = @strikes"), (params.strikes = patch.strikes));
+    if (patch.reason !== undefined) (sets.push("reason = @reason"), (params.reason = patch.reason));
+    if (sets.length === 0) return;
+    this.db.prepare(`UPDATE nodes SET ${sets.join(", ")} WHERE name = @name`).run(params);
+  }
+
+  async addEvent(e: Omit<EventRecord, "id">): Promise<number> {
+    const info = this.db
+      .prepare("INSERT INTO events (job_id, t, kind, message, data) VALUES (@jobId, @t, @kind, @message, @data)")
+      .run({ ...e, data: JSON.stringify(e.data) });
+    return Number(info.lastInsertRowid);
+  }
+
+  async listEvents(opts: { jobId?: string; afterId?: number; limit?: number }): Promise<EventRecord[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM events WHERE (@jobId IS NULL OR job_id = @jobId) AND id > @afterId ORDER BY id LIMIT @limit`,
+      )
+      .all({ jobId: opts.jobId ?? null, afterId: opts.afterId ?? 0, limit: opts.limit ?? 1000 }) as Row[];
+    return rows.map((r) => ({
+      id: num(r.id),
+      jobId: strOrNull(r.job_id),
+      t: num(r.t),
+      kind: String(r.kind),
+      message: String(r.message),
+      data: JSON.parse(String(r.data)) as Record<string, unknown>,
+    }));
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}
+
+function toJob(r: Row): JobRecord {
+  return {
+    id: String(r.id),
+    name: String(r.name),
+    spec: JSON.parse(String(r.spec)) as JobRecord["spec"],
+    state: String(r.state) as JobState,
+    reason: strOrNull(r.reason),
+    restarts: num(r.restarts),
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+    endedAt: numOrNull(r.ended_at),
+  };
+}
+
+function toStep(r: Row): StepSample {
+  return {
+    jobId: String(r.job_id),
+    attempt: num(r.attempt),
+    rank: num(r.rank),
+    step: num(r.step),
+    t: num(r.t),
+    loss: numOrNull(r.loss),
+    tokens: numOrNull(r.tokens),
+    computeS: numOrNull(r.compute_s),
+  };
+}

@@ -1,0 +1,552 @@
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
+import path from "node:path";
+import { attributeFailure, type RankExit } from "../core/culprit.js";
+import type { Clock } from "../core/clock.js";
+import { decideRecovery, placeAttempt } from "../core/recovery.js";
+import type { ClusterSpec, CompiledJobSpec, PoolSpec } from "../core/spec.js";
+import { AttemptState, JobState, assertJobTransition, terminalJobStates } from "../core/states.js";
+import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
+import { findPython, pythonPlaceholder } from "../executors/python.js";
+import { localNodeNames } from "../executors/local/local.js";
+import type { AttemptRecord, JobRecord, RankRecord, StepSample, Store } from "../store/port.js";
+import { findResumePoint, pruneCheckpoints, verifyCheckpoint } from "./checkpoint-scan.js";
+import { parseLogProgress, parseReportLine, readNewLines, tailLines } from "./reports.js";
+
+export interface SupervisorOptions {
+  store: Store;
+  executor: Executor;
+  clock: Clock;
+  cluster: ClusterSpec;
+  /** SWITCHYARD_HOME: attempt folders go under jobs/. */
+  home: string;
+  /** How often running jobs are looked at. */
+  pollMs?: number;
+  log?: (msg: string) => void;
+}
+
+interface JobRuntime {
+  /** Earliest time the next attempt may launch (backoff). */
+  nextLaunchAt: number;
+  busy: boolean;
+  /** Log offsets for regex progress (re-read from 0 after a restart; samples are idempotent). */
+  logOffsets: Map<number, number>;
+  waitingNoted: boolean;
+}
+
+/**
+ * Drives every job through core's policies: launch, watch, attribute failures, cordon, resume. The only place that
+ * decides. All state lives in the store and on disk, so a new Supervisor over the same home re-adopts running ranks.
+ */
+export class Supervisor {
+  private readonly runtimes = new Map<string, JobRuntime>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private stopped = false;
+
+  constructor(private readonly opts: SupervisorOptions) {}
+
+  get cluster(): ClusterSpec {
+    return this.opts.cluster;
+  }
+
+  private get store(): Store {
+    return this.opts.store;
+  }
+
+  async start(): Promise<void> {
+    await this.store.syncNodes(
+      this.opts.cluster.pools.flatMap((p) =>
+        localNodeNames(p.name, p.nodes).map((name) => ({ name, pool: p.name, devices: p.devicesPerNode })),
+      ),
+    );
+    for (const job of await this.store.listJobs({ activeOnly: true })) {
+      await this.event(job.id, "supervisor.adopted", `control plane restarted; re-adopting job in state ${job.state}`);
+    }
+    this.stopped = false;
+    this.timer = setInterval(() => void this.tick(), this.opts.pollMs ?? 200);
+    await this.tick();
+  }
+
+  /** Stops watching. Running ranks are left alone: they outlive the control plane by design. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    while (this.ticking) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  async submit(spec: CompiledJobSpec): Promise<JobRecord> {
+    const resolved = this.resolveCommand(spec);
+    const id = `${spec.name}-${randomBytes(3).toString("hex")}`;
+    const now = this.opts.clock.now();
+    await this.store.createJob({ id, name: spec.name, spec: resolved, state: JobState.Pending, createdAt: now });
+    await this.event(id, "job.submitted", `job ${id} submitted from ${spec.source}`, {
+      command: resolved.command,
+      pools: resolved.pools,
+    });
+    await this.tick();
+    return (await this.store.getJob(id))!;
+  }
+
+  private resolveCommand(spec: CompiledJobSpec): CompiledJobSpec {
+    if (!spec.command.includes(pythonPlaceholder)) return spec;
+    const python = findPython();
+    if (!python) {
+      throw new Error(
+        `${spec.source}: command uses ${pythonPlaceholder} but no Python interpreter was found ` +
+          "(fix: install python3, or set SWITCHYARD_PYTHON to an interpreter)",
+      );
+    }
+    return { ...spec, command: spec.command.map((c) => (c === pythonPlaceholder ? python.path : c)) };
+  }
+
+  async cancel(idOrName: string): Promise<JobRecord> {
+    const job = await this.store.getJob(idOrName);
+    if (!job) throw new Error(`no job named ${idOrName}`);
+    if (terminalJobStates.has(job.state)) return job;
+    const rt = this.runtime(job.id);
+    while (rt.busy) await new Promise((r) => setTimeout(r, 10));
+    rt.busy = true;
+    try {
+      const attempt = await this.currentAttempt(job.id);
+      if (attempt && attempt.endedAt === null) {
+        await this.stopAttempt(job, attempt, AttemptState.Cancelled, "cancelled by user");
+      }
+      await this.setJobState(job, JobState.Cancelled, "cancelled by user");
+      await this.event(job.id, "job.cancelled", "job cancelled by user");
+    } finally {
+      rt.busy = false;
+    }
+    return (await this.store.getJob(job.id))!;
+  }
+
+  async setCordon(node: string, cordoned: boolean, reason: string): Promise<void> {
+    const known = (await this.store.listNodes()).find((n) => n.name === node);
+    if (!known) throw new Error(`no node named ${node}`);
+    await this.store.updateNode(node, cordoned ? { cordoned, reason } : { cordoned, reason: null, strikes: 0 });
+    await this.event(null, cordoned ? "node.cordoned" : "node.uncordoned", `${node}: ${reason}`, { node });
+  }
+
+  /** Ranks of a job's current attempt, for chaos tooling and stack dumps. */
+  async currentRanks(jobId: string): Promise<{ attempt: AttemptRecord; ranks: RankRecord[] } | null> {
+    const attempt = await this.currentAttempt(jobId);
+    if (!attempt) return null;
+    return { attempt, ranks: await this.store.listRanks(jobId, attempt.n) };
+  }
+
+  signalRank(rank: RankRecord, signal: NodeJS.Signals): boolean {
+    return this.opts.executor.signalRank(rank, signal);
+  }
+
+  private runtime(jobId: string): JobRuntime {
+    let rt = this.runtimes.get(jobId);
+    if (!rt) {
+      rt = { nextLaunchAt: 0, busy: false, logOffsets: new Map(), waitingNoted: false };
+      this.runtimes.set(jobId, rt);
+    }
+    return rt;
+  }
+
+  private async currentAttempt(jobId: string): Promise<AttemptRecord | undefined> {
+    const attempts = await this.store.listAttempts(jobId);
+    return attempts[attempts.length - 1];
+  }
+
+  /** One pass over every active job. Never throws: a bad job must not stop the others from being watched. */
+  async tick(): Promise<void> {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      for (const job of await this.store.listJobs({ activeOnly: true })) {
+        const rt = this.runtime(job.id);
+        if (rt.busy) continue;
+        rt.busy = true;
+        try {
+          await this.advance(job, rt);
+        } catch (err) {
+          this.opts.log?.(`job ${job.id}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        } finally {
+          rt.busy = false;
+        }
+      }
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async advance(job: JobRecord, rt: JobRuntime): Promise<void> {
+    const attempt = await this.currentAttempt(job.id);
+    const attemptLive = attempt !== undefined && attempt.endedAt === null;
+    if (!attemptLive) {
+      if (job.state === JobState.Pending || job.state === JobState.Recovering) {
+        if (this.opts.clock.now() >= rt.nextLaunchAt) await this.launch(job, rt);
+      }
+      return;
+    }
+    if (attempt.state === AttemptState.Launching) {
+      // The control plane died while launching: the gang may be incomplete. Stop what exists and launch again,
+      // without charging the job a restart (it was not the job's fault).
+      await this.stopAttempt(job, attempt, AttemptState.Failed, "control plane restarted during launch");
+      await this.setJobState(job, JobState.Recovering, "relaunching after an interrupted launch");
+      return;
+    }
+    await this.watch(job, attempt, rt);
+  }
+
+  private async launch(job: JobRecord, rt: JobRuntime): Promise<void> {
+    const spec = job.spec;
+    const nodes = await this.store.listNodes();
+    const placement = placeAttempt(
+      spec.pools,
+      this.opts.cluster.pools.map((p) => p.name),
+      nodes,
+      spec.nodes,
+    );
+    if (placement.pool === null) {
+      if (!rt.waitingNoted) {
+        rt.waitingNoted = true;
+        await this.event(job.id, "job.waiting", `waiting for capacity: ${placement.reason}`);
+      }
+      return;
+    }
+    rt.waitingNoted = false;
+    const pool = this.opts.cluster.pools.find((p) => p.name === placement.pool) as PoolSpec;
+
+    const { chosen, skipped } = await findResumePoint(spec.checkpoint.dir);
+    for (const s of skipped) {
+      const reason = s.verification.ok ? "" : s.verification.reason;
+      await this.store.upsertCheckpoint({
+        jobId: job.id,
+        step: s.step,
+        path: s.path,
+        verified: false,
+        reason,
+        seenAt: this.opts.clock.now(),
+      });
+      await this.event(job.id, "checkpoint.skipped", `skipping checkpoint ${s.path}: ${reason}`, {
+        path: s.path,
+        step: s.step,
+        reason,
+      });
+    }
+    if (chosen) {
+      await this.store.upsertCheckpoint({
+        jobId: job.id,
+        step: chosen.step,
+        path: chosen.path,
+        verified: true,
+        reason: null,
+        seenAt: this.opts.clock.now(),
+      });
+    }
+
+    const previous = await this.currentAttempt(job.id);
+    const n = (previous?.n ?? 0) + 1;
+    const dir = path.join(this.opts.home, "jobs", job.id, `attempt-${n}`);
+    await mkdir(dir, { recursive: true });
+    const attempt: AttemptRecord = {
+      jobId: job.id,
+      n,
+      state: AttemptState.Launching,
+      pool: pool.name,
+      nodes: placement.nodes,
+      masterPort: await freePort(),
+      dir,
+      resumeFrom: chosen?.path ?? null,
+      resumeStep: chosen?.step ?? null,
+      startedAt: this.opts.clock.now(),
+      endedAt: null,
+      reason: null,
+    };
+    await this.store.createAttempt(attempt);
+    await this.setJobState(job, JobState.Starting, null);
+    const launched = await this.opts.executor.launch({
+      jobId: job.id,
+      jobName: job.name,
+      attempt: n,
+      dir,
+      pool,
+      nodes: placement.nodes,
+      procsPerNode: spec.procsPerNode,
+      command: spec.command,
+      env: spec.env,
+      workdir: spec.workdir,
+      masterPort: attempt.masterPort,
+      checkpointDir: spec.checkpoint.dir,
+      resumeFrom: attempt.resumeFrom,
+    });
+    for (const r of launched) {
+      await this.store.upsertRank({
+        jobId: job.id,
+        attempt: n,
+        rank: r.rank,
+        node: r.node,
+        pid: r.pid,
+        startTicks: r.startTicks,
+        logPath: r.logPath,
+        reportPath: r.reportPath,
+        reportOffset: 0,
+        exitCode: null,
+        exitSignal: null,
+        exitedAt: null,
+      });
+    }
+    await this.store.updateAttempt(job.id, n, { state: AttemptState.Running });
+    rt.logOffsets.clear();
+    const from = chosen ? `resuming from ${chosen.path} (step ${chosen.step})` : "starting fresh (no verified checkpoint)";
+    await this.event(job.id, "attempt.launched", `attempt ${n} on ${pool.name} [${placement.nodes.join(", ")}]: ${from}`, {
+      attempt: n,
+      pool: pool.name,
+      nodes: placement.nodes,
+      resumeStep: chosen?.step ?? null,
+      masterPort: attempt.masterPort,
+    });
+  }
+
+  private async watch(job: JobRecord, attempt: AttemptRecord, rt: JobRuntime): Promise<void> {
+    const ranks = await this.store.listRanks(job.id, attempt.n);
+    const sawProgress = await this.ingest(job, attempt, ranks, rt);
+    if (sawProgress && job.state === JobState.Starting) await this.setJobState(job, JobState.Running, null);
+
+    const statuses = await this.opts.executor.poll(attempt.dir, ranks);
+    await this.recordExits(ranks, statuses);
+    const exits = toRankExits(ranks, statuses);
+    const failures = exits.filter((e) => e.code !== 0);
+    if (failures.length > 0) {
+      await this.ingest(job, attempt, ranks, rt); // the last reports before the crash count
+      await this.handleFailure(job, attempt, ranks, statuses);
+      return;
+    }
+    if (exits.length === ranks.length && ranks.length > 0) {
+      await this.ingest(job, attempt, ranks, rt);
+      await this.store.updateAttempt(job.id, attempt.n, { state: AttemptState.Succeeded, endedAt: this.opts.clock.now() });
+      const last = await this.store.lastStep(job.id);
+      await this.setJobState(job, JobState.Succeeded, null);
+      await this.event(job.id, "job.succeeded", `job finished at step ${last?.step ?? "?"} after ${job.restarts} restart(s)`, {
+        step: last?.step ?? null,
+        restarts: job.restarts,
+      });
+      await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, null);
+    }
+  }
+
+  private async recordExits(ranks: RankRecord[], statuses: RankStatus[]): Promise<void> {
+    for (const s of statuses) {
+      const r = ranks.find((x) => x.rank === s.rank);
+      if (!r || r.exitedAt !== null || s.state === "running") continue;
+      const updated: RankRecord = {
+        ...r,
+        exitCode: s.state === "exited" ? s.code : null,
+        exitSignal: s.state === "exited" ? s.signal : "VANISHED",
+        exitedAt: s.at,
+      };
+      await this.store.upsertRank(updated);
+      Object.assign(r, updated);
+    }
+  }
+
+  /** Reads new report lines (and log lines in regex mode); returns whether any step was seen. */
+  private async ingest(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[], rt: JobRuntime): Promise<boolean> {
+    let saw = false;
+    const regex = job.spec.progress.regex ? new RegExp(job.spec.progress.regex) : null;
+    for (const r of ranks) {
+      const { lines, offset } = await readNewLines(r.reportPath, r.reportOffset);
+      const samples: StepSample[] = [];
+      for (const line of lines) {
+        const parsed = parseReportLine(line);
+        if (!parsed) continue;
+        if (parsed.kind === "step") {
+          samples.push({
+            jobId: job.id,
+            attempt: attempt.n,
+            rank: r.rank,
+            step: parsed.step,
+            t: parsed.t,
+            loss: parsed.loss,
+            tokens: parsed.tokens,
+            computeS: parsed.computeS,
+          });
+        } else if (parsed.kind === "checkpoint" && r.rank === 0) {
+          await this.onCheckpointReported(job, parsed.step, parsed.path, attempt.resumeFrom);
+        }
+      }
+      if (offset !== r.reportOffset) {
+        await this.store.ingestReports(job.id, attempt.n, r.rank, offset, samples);
+        r.reportOffset = offset;
+      }
+      if (regex) {
+        const logOffset = rt.logOffsets.get(r.rank) ?? 0;
+        const log = await readNewLines(r.logPath, logOffset);
+        const fromLog: StepSample[] = [];
+        for (const line of log.lines) {
+          const p = parseLogProgress(line, regex);
+          if (p) {
+            fromLog.push({
+              jobId: job.id,
+              attempt: attempt.n,
+              rank: r.rank,
+              step: p.step,
+              t: this.opts.clock.now(),
+              loss: p.loss,
+              tokens: null,
+              computeS: null,
+            });
+          }
+        }
+        rt.logOffsets.set(r.rank, log.offset);
+        if (fromLog.length > 0) await this.store.ingestReports(job.id, attempt.n, r.rank, r.reportOffset, fromLog);
+        saw ||= fromLog.length > 0;
+      }
+      saw ||= samples.length > 0;
+    }
+    return saw;
+  }
+
+  private async onCheckpointReported(job: JobRecord, step: number, dir: string, protect: string | null): Promise<void> {
+    const verification = await verifyCheckpoint(dir, step);
+    await this.store.upsertCheckpoint({
+      jobId: job.id,
+      step,
+      path: dir,
+      verified: verification.ok,
+      reason: verification.ok ? null : verification.reason,
+      seenAt: this.opts.clock.now(),
+    });
+    await this.event(
+      job.id,
+      verification.ok ? "checkpoint.saved" : "checkpoint.invalid",
+      verification.ok ? `checkpoint at step ${step} verified` : `checkpoint at step ${step} does not verify: ${verification.reason}`,
+      { step, path: dir },
+    );
+    if (verification.ok) {
+      for (const removed of await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, protect)) {
+        const m = /step-(\d+)$/.exec(removed);
+        if (m) await this.store.deleteCheckpoint(job.id, Number(m[1]));
+      }
+    }
+  }
+
+  private async handleFailure(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    ranks: RankRecord[],
+    statuses: RankStatus[],
+  ): Promise<void> {
+    const detectedAt = this.opts.clock.now();
+    const exits = await Promise.all(
+      toRankExits(ranks, statuses).map(async (e) => ({ ...e, tail: await tailLines(ranksLog(ranks, e.rank), 20) })),
+    );
+    const attribution = attributeFailure(exits)!;
+    const culprit = attribution.culprit;
+    await this.stopAttempt(job, attempt, AttemptState.Failed, attribution.reason);
+
+    const node = (await this.store.listNodes()).find((n) => n.name === culprit.node);
+    const decision = decideRecovery(job.spec.recovery, {
+      restarts: job.restarts,
+      culpritNodeStrikes: node?.strikes ?? 0,
+      hardDeviceEvidence: false,
+    });
+    const cause = culprit.signal ? "crash:signal" : "crash:exit";
+    await this.store.addIncident({
+      jobId: job.id,
+      attempt: attempt.n,
+      cause,
+      culpritRank: culprit.rank,
+      culpritNode: culprit.node,
+      detectedAt,
+      summary: attribution.reason,
+      evidence: {
+        code: culprit.code,
+        signal: culprit.signal,
+        exitedAt: culprit.at,
+        tail: culprit.tail.slice(-10),
+        victims: attribution.victims.map((v) => v.rank),
+        lastStep: (await this.store.lastStep(job.id))?.step ?? null,
+      },
+    });
+    await this.event(job.id, "incident", `attempt ${attempt.n} failed: ${attribution.reason} (node ${culprit.node})`, {
+      attempt: attempt.n,
+      rank: culprit.rank,
+      node: culprit.node,
+      cause,
+    });
+    if (node) {
+      await this.store.updateNode(node.name, {
+        strikes: node.strikes + 1,
+        ...(decision.cordonCulpritNode ? { cordoned: true, reason: `${node.strikes + 1} strike(s); last: ${attribution.reason}` } : {}),
+      });
+      if (decision.cordonCulpritNode && !node.cordoned) {
+        await this.event(job.id, "node.cordoned", `cordoned ${node.name} after ${node.strikes + 1} strike(s)`, {
+          node: node.name,
+        });
+      }
+    }
+    if (decision.action === "fail") {
+      await this.setJobState(job, JobState.Failed, decision.reason);
+      await this.event(job.id, "job.failed", decision.reason);
+      return;
+    }
+    await this.store.updateJob(job.id, { restarts: job.restarts + 1 });
+    await this.setJobState(job, JobState.Recovering, null);
+    this.runtime(job.id).nextLaunchAt = this.opts.clock.now() + decision.backoffMs;
+    await this.event(job.id, "job.restarting", `restart ${job.restarts + 1} of ${job.spec.recovery.maxRestarts} in ${decision.backoffMs} ms`);
+  }
+
+  private async stopAttempt(job: JobRecord, attempt: AttemptRecord, state: AttemptState, reason: string): Promise<void> {
+    await this.store.updateAttempt(job.id, attempt.n, { state: AttemptState.Stopping });
+    const ranks = await this.store.listRanks(job.id, attempt.n);
+    const handles: RankHandle[] = ranks;
+    await this.opts.executor.stop(handles, job.spec.recovery.graceSeconds * 1000);
+    await this.store.updateAttempt(job.id, attempt.n, { state, endedAt: this.opts.clock.now(), reason });
+  }
+
+  private async setJobState(job: JobRecord, to: JobState, reason: string | null): Promise<void> {
+    const current = (await this.store.getJob(job.id))!;
+    if (current.state === to) return;
+    assertJobTransition(current.state, to);
+    await this.store.updateJob(job.id, {
+      state: to,
+      ...(reason !== null ? { reason } : {}),
+      ...(terminalJobStates.has(to) ? { endedAt: this.opts.clock.now() } : {}),
+    });
+    job.state = to;
+  }
+
+  private async event(jobId: string | null, kind: string, message: string, data: Record<string, unknown> = {}): Promise<void> {
+    await this.store.addEvent({ jobId, t: this.opts.clock.now(), kind, message, data });
+    this.opts.log?.(`${jobId ?? "-"} ${kind}: ${message}`);
+  }
+}
+
+function ranksLog(ranks: RankRecord[], rank: number): string {
+  return ranks.find((r) => r.rank === rank)?.logPath ?? "";
+}
+
+function toRankExits(ranks: RankRecord[], statuses: RankStatus[]): RankExit[] {
+  const exits: RankExit[] = [];
+  for (const s of statuses) {
+    if (s.state === "running") continue;
+    const r = ranks.find((x) => x.rank === s.rank);
+    if (!r) continue;
+    // Keep the first observed exit time: a rank's exit is recorded once.
+    const at = r.exitedAt ?? s.at;
+    if (s.state === "vanished") exits.push({ rank: r.rank, node: r.node, code: null, signal: "VANISHED", at, tail: [] });
+    else exits.push({ rank: r.rank, node: r.node, code: s.code, signal: s.signal, at, tail: [] });
+  }
+  return exits;
+}
+
+/** A port nobody listens on now; fresh per attempt so orphans of an old attempt can never join a new one. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
