@@ -1,0 +1,276 @@
+/**
+ * Services YAML for the gateway: which models exist, which pools serve them (in priority order), and which backends
+ * belong to each pool — external URLs, or a `replicas:` block that the supervisor launches (issue 4 part 5).
+ * Compiled in stages (STYLE.md): YAML text -> validated raw config -> compiled config with every default filled in.
+ */
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+export const EngineKind = {
+  vllm: "vllm",
+  vllmAscend: "vllm-ascend",
+  mindie: "mindie",
+  llamacpp: "llamacpp",
+  openaiGeneric: "openai-generic",
+} as const;
+export type EngineKind = (typeof EngineKind)[keyof typeof EngineKind];
+const engineKinds = Object.values(EngineKind) as [EngineKind, ...EngineKind[]];
+
+const tlsSchema = z
+  .object({
+    caFile: z.string().min(1).optional(),
+    insecureSkipVerify: z.boolean().optional(),
+  })
+  .strict();
+
+const backendSchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "letters, digits, _ . : - (1-64 characters)").optional(),
+    url: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }),
+    engine: z.enum(engineKinds),
+    weight: z.number().positive().max(1000).optional(),
+    /** Name of the environment variable holding the backend's API key (never the key itself in YAML). */
+    apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name").optional(),
+    metricsUrl: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }).optional(),
+    maxInFlight: z.number().int().positive().optional(),
+    tls: tlsSchema.optional(),
+  })
+  .strict();
+
+const replicasSchema = z
+  .object({
+    count: z.number().int().min(1).max(1024),
+    engine: z.enum(engineKinds),
+    /** argv, never a shell string; `{port}` is replaced by the replica's port. */
+    command: z.array(z.string().min(1)).min(1),
+    /** First port; replica i listens on port + i. */
+    port: z.number().int().min(1).max(65535),
+    host: z.string().min(1).default("127.0.0.1"),
+    env: z.record(z.string(), z.string()).default({}),
+    weight: z.number().positive().max(1000).optional(),
+    readyTimeoutS: z.number().positive().default(600),
+    maxInFlight: z.number().int().positive().optional(),
+    apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name").optional(),
+  })
+  .strict();
+
+const poolSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, _ . - (1-64 characters)"),
+    /** Lower is preferred; defaults to the pool's position in the list. */
+    priority: z.number().int().min(0).optional(),
+    /** The pool counts as saturated when every backend's engine queue holds at least this many waiting requests. */
+    queueThreshold: z.number().int().min(1).optional(),
+    backends: z.array(backendSchema).default([]),
+    replicas: replicasSchema.optional(),
+  })
+  .strict();
+
+const serviceSchema = z
+  .object({
+    model: z.string().min(1).max(256),
+    aliases: z.array(z.string().min(1).max(256)).default([]),
+    pools: z.array(poolSchema).min(1),
+  })
+  .strict();
+
+const settingsSchema = z
+  .object({
+    maxBodyBytes: z.number().int().positive().optional(),
+    maxAttempts: z.number().int().min(1).max(10).optional(),
+    connectTimeoutMs: z.number().int().positive().optional(),
+    ttftTimeoutMs: z.number().int().positive().optional(),
+    stallTimeoutMs: z.number().int().positive().optional(),
+    nonStreamTimeoutMs: z.number().int().positive().optional(),
+    ejectAfterFailures: z.number().int().min(1).optional(),
+    ejectCooldownMs: z.number().int().positive().optional(),
+    maxEjectCooldownMs: z.number().int().positive().optional(),
+    healthIntervalMs: z.number().int().positive().optional(),
+    healthTimeoutMs: z.number().int().positive().optional(),
+    unhealthyAfterProbes: z.number().int().min(1).optional(),
+    defaultQueueThreshold: z.number().int().min(1).optional(),
+  })
+  .strict();
+
+export const servicesFileSchema = z
+  .object({
+    gateway: settingsSchema.default({}),
+    services: z.array(serviceSchema).min(1),
+  })
+  .strict();
+
+export type ServicesFile = z.infer<typeof servicesFileSchema>;
+export type BackendConfig = z.infer<typeof backendSchema>;
+export type ReplicaSpec = z.infer<typeof replicasSchema>;
+
+export interface GatewaySettings {
+  maxBodyBytes: number;
+  maxAttempts: number;
+  connectTimeoutMs: number;
+  /** Streaming: from sending the request until the first complete SSE event. */
+  ttftTimeoutMs: number;
+  /** Longest silence between two upstream chunks once the answer has started. */
+  stallTimeoutMs: number;
+  /** Non-streaming: whole answer deadline. */
+  nonStreamTimeoutMs: number;
+  ejectAfterFailures: number;
+  ejectCooldownMs: number;
+  maxEjectCooldownMs: number;
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  unhealthyAfterProbes: number;
+  defaultQueueThreshold: number;
+}
+
+export const defaultGatewaySettings: GatewaySettings = {
+  maxBodyBytes: 8 * 1024 * 1024,
+  maxAttempts: 3,
+  connectTimeoutMs: 2_000,
+  ttftTimeoutMs: 60_000,
+  stallTimeoutMs: 30_000,
+  nonStreamTimeoutMs: 600_000,
+  ejectAfterFailures: 3,
+  ejectCooldownMs: 5_000,
+  maxEjectCooldownMs: 60_000,
+  healthIntervalMs: 5_000,
+  healthTimeoutMs: 2_000,
+  unhealthyAfterProbes: 2,
+  defaultQueueThreshold: 16,
+};
+
+export interface CompiledBackend {
+  id: string;
+  url: string;
+  engine: EngineKind;
+  weight: number;
+  apiKeyEnv?: string;
+  metricsUrl?: string;
+  maxInFlight?: number;
+  tls?: { caFile?: string; insecureSkipVerify?: boolean };
+}
+
+export interface CompiledPool {
+  name: string;
+  priority: number;
+  queueThreshold: number;
+  backends: CompiledBackend[];
+  replicas?: ReplicaSpec;
+}
+
+export interface CompiledService {
+  model: string;
+  aliases: string[];
+  /** Sorted by priority, most preferred first. */
+  pools: CompiledPool[];
+}
+
+export interface CompiledServices {
+  settings: GatewaySettings;
+  services: CompiledService[];
+}
+
+/** A config error that names the file, the field and what to do. */
+export class ServicesConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly issues: string[],
+  ) {
+    super(`${file}: invalid services config:\n${issues.map((i) => `  - ${i}`).join("\n")}`);
+    this.name = "ServicesConfigError";
+  }
+}
+
+/** Backend URLs name the server root; a trailing `/v1` (as in OpenAI base URLs) is dropped since requests carry it. */
+export function normalizeBackendUrl(url: string): string {
+  return url.replace(/\/+$/, "").replace(/\/v1$/, "");
+}
+
+function pathOf(path: readonly PropertyKey[]): string {
+  return path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "");
+}
+
+/** Validates and compiles services YAML text. `file` is used only in error messages. */
+export function parseServicesYaml(text: string, file = "<services>"): CompiledServices {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ServicesConfigError(file, [`not valid YAML: ${err instanceof Error ? err.message : String(err)}`]);
+  }
+  const result = servicesFileSchema.safeParse(raw);
+  if (!result.success) {
+    throw new ServicesConfigError(
+      file,
+      result.error.issues.map((i) => `${pathOf(i.path) || "(top level)"}: ${i.message}`),
+    );
+  }
+  return compileServices(result.data, file);
+}
+
+export function loadServicesFile(file: string): CompiledServices {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ServicesConfigError(file, [`cannot read file: ${err instanceof Error ? err.message : String(err)}`]);
+  }
+  return parseServicesYaml(text, file);
+}
+
+export function compileServices(data: ServicesFile, file = "<services>"): CompiledServices {
+  const settings: GatewaySettings = { ...defaultGatewaySettings };
+  for (const [k, v] of Object.entries(data.gateway)) {
+    if (v !== undefined) (settings as unknown as Record<string, number>)[k] = v;
+  }
+  const issues: string[] = [];
+  const names = new Map<string, string>();
+  const backendIds = new Set<string>();
+  const services = data.services.map((svc, si): CompiledService => {
+    for (const name of [svc.model, ...svc.aliases]) {
+      const prior = names.get(name);
+      if (prior !== undefined) {
+        issues.push(`services[${si}]: model name "${name}" is already used by ${prior}; each name must be unique`);
+      }
+      names.set(name, `services[${si}]`);
+    }
+    const poolNames = new Set<string>();
+    const pools = svc.pools.map((pool, pi): CompiledPool => {
+      const where = `services[${si}].pools[${pi}]`;
+      if (poolNames.has(pool.name)) issues.push(`${where}.name: pool "${pool.name}" appears twice in this service`);
+      poolNames.add(pool.name);
+      if (pool.backends.length === 0 && pool.replicas === undefined) {
+        issues.push(`${where}: has neither backends nor replicas; add a backends: list or a replicas: block`);
+      }
+      const backends = pool.backends.map((b, bi): CompiledBackend => {
+        const id = b.id ?? `${svc.model}/${pool.name}/${bi}`;
+        if (backendIds.has(id)) issues.push(`${where}.backends[${bi}].id: "${id}" is already used; ids must be unique`);
+        backendIds.add(id);
+        return {
+          id,
+          url: normalizeBackendUrl(b.url),
+          engine: b.engine,
+          weight: b.weight ?? 1,
+          ...(b.apiKeyEnv !== undefined && { apiKeyEnv: b.apiKeyEnv }),
+          ...(b.metricsUrl !== undefined && { metricsUrl: b.metricsUrl }),
+          ...(b.maxInFlight !== undefined && { maxInFlight: b.maxInFlight }),
+          ...(b.tls !== undefined && { tls: b.tls }),
+        };
+      });
+      if (pool.replicas && pool.replicas.port + pool.replicas.count - 1 > 65535) {
+        issues.push(`${where}.replicas: port + count - 1 exceeds 65535; choose a lower port`);
+      }
+      return {
+        name: pool.name,
+        priority: pool.priority ?? pi,
+        queueThreshold: pool.queueThreshold ?? settings.defaultQueueThreshold,
+        backends,
+        ...(pool.replicas !== undefined && { replicas: pool.replicas }),
+      };
+    });
+    pools.sort((a, b) => a.priority - b.priority);
+    return { model: svc.model, aliases: svc.aliases, pools };
+  });
+  if (issues.length > 0) throw new ServicesConfigError(file, issues);
+  return { settings, services };
+}

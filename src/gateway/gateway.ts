@@ -1,0 +1,891 @@
+/**
+ * The gateway core: a plain Node request handler (`gateway.handle`) that authenticates, picks a backend, and relays the
+ * answer byte for byte. Retries go to a different backend only while nothing has reached the client; after that a
+ * failure becomes an in-band SSE error event (never `[DONE]`) or a broken connection — never a silent truncation.
+ */
+import { randomUUID } from "node:crypto";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import { pino, type Logger } from "pino";
+import { Backend, PoolTier, Service, pickBackend, type BackendRegistration, type BackendSnapshot } from "./backends.js";
+import { defaultGatewaySettings, normalizeBackendUrl, type CompiledServices, type GatewaySettings } from "./config.js";
+import type { KeyAuthenticator } from "./keys.js";
+import { GatewayMetrics } from "./metrics.js";
+import { parsePrometheusText } from "./engines.js";
+import { request as undiciRequest } from "undici";
+
+export interface GatewayOptions {
+  settings?: Partial<GatewaySettings>;
+  /** When given, every /v1 request needs a valid key. */
+  auth?: KeyAuthenticator;
+  logger?: Logger;
+  /** Environment used to resolve `apiKeyEnv` of configured backends. */
+  env?: NodeJS.ProcessEnv;
+}
+
+const PROXIED_PATHS = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]);
+
+// Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway owns.
+const DROP_REQUEST_HEADERS = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+  "authorization",
+  "content-length",
+  "expect",
+]);
+const DROP_RESPONSE_HEADERS = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+]);
+
+const RETRYABLE_BODY_LIMIT = 64 * 1024;
+const BUFFERED_RESPONSE_LIMIT = 64 * 1024 * 1024;
+const SSE_PENDING_LIMIT = 4 * 1024 * 1024;
+
+type FailureKind = "connect" | "status_5xx" | "status_429" | "ttft_timeout" | "timeout" | "stall" | "cut" | "upstream";
+
+class AttemptTimeout extends Error {
+  constructor(readonly kind: "ttft_timeout" | "timeout" | "stall") {
+    super(kind);
+  }
+}
+class ClientGone extends Error {}
+
+/** How one attempt ended. */
+type AttemptResult =
+  | { kind: "answered"; status: number }
+  | { kind: "failed-after-commit"; failure: FailureKind; status: number }
+  | { kind: "client-gone" }
+  | {
+      kind: "retry";
+      failure: FailureKind;
+      message: string;
+      /** An upstream 5xx/429 answer, kept to pass through when no other backend is left. */
+      response?: { status: number; headers: Record<string, string | string[]>; body: Buffer };
+    };
+
+function errorBody(message: string, type: string, code: string): string {
+  return JSON.stringify({ error: { message, type, code, param: null } });
+}
+
+function sendJson(res: ServerResponse, status: number, body: string, extra?: Record<string, string>): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    ...extra,
+  });
+  res.end(body);
+}
+
+function upstreamFailureKind(err: unknown): FailureKind {
+  if (err instanceof AttemptTimeout) return err.kind;
+  const code = (err as { code?: string } | null)?.code;
+  if (
+    code === "ECONNREFUSED" ||
+    code === "ECONNRESET" ||
+    code === "EHOSTUNREACH" ||
+    code === "ENETUNREACH" ||
+    code === "ENOTFOUND" ||
+    code === "EAI_AGAIN" ||
+    code === "UND_ERR_CONNECT_TIMEOUT" ||
+    code === "UND_ERR_SOCKET"
+  ) {
+    return code === "UND_ERR_SOCKET" ? "cut" : "connect";
+  }
+  return "upstream";
+}
+
+function parseRetryAfterMs(value: string | string[] | undefined, now: number): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (v === undefined) return undefined;
+  const s = Number(v);
+  if (Number.isFinite(s) && s >= 0) return Math.min(s, 3600) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.min(at - now, 3_600_000));
+}
+
+/** Index just past the last SSE event boundary (blank line) in buf, or -1. */
+function lastEventBoundary(buf: Buffer): number {
+  const lf = buf.lastIndexOf("\n\n");
+  const crlf = buf.lastIndexOf("\r\n\r\n");
+  return Math.max(lf < 0 ? -1 : lf + 2, crlf < 0 ? -1 : crlf + 4);
+}
+
+const DONE_MARKER = "data: [DONE]";
+function endsWithDone(segment: Buffer): boolean {
+  const tail = segment.subarray(Math.max(0, segment.length - 32));
+  return tail.includes(DONE_MARKER);
+}
+
+export class Gateway {
+  readonly settings: GatewaySettings;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  private readonly services = new Map<string, Service>();
+  /** Alias or model name -> service. */
+  private readonly names = new Map<string, Service>();
+  private readonly backendsById = new Map<string, Backend>();
+  private readonly auth: KeyAuthenticator | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private probing = false;
+  private closed = false;
+  private readonly createdAt = Math.floor(Date.now() / 1000);
+
+  constructor(config: CompiledServices | undefined, opts: GatewayOptions = {}) {
+    this.settings = { ...defaultGatewaySettings, ...config?.settings, ...opts.settings };
+    this.auth = opts.auth;
+    this.logger = opts.logger ?? pino({ level: "silent" });
+    this.metrics = new GatewayMetrics(() => this.backendsById.values());
+    const env = opts.env ?? process.env;
+    for (const svc of config?.services ?? []) {
+      const service = this.addService(svc.model, svc.aliases);
+      for (const pool of svc.pools) {
+        service.addTier(new PoolTier(pool.name, pool.priority, pool.queueThreshold, this.settings));
+        for (const b of pool.backends) {
+          const apiKey = b.apiKeyEnv !== undefined ? env[b.apiKeyEnv] : undefined;
+          if (b.apiKeyEnv !== undefined && (apiKey === undefined || apiKey === "")) {
+            throw new Error(
+              `backend ${b.id}: environment variable ${b.apiKeyEnv} (apiKeyEnv) is not set; export it or remove apiKeyEnv`,
+            );
+          }
+          this.registerBackend({
+            service: svc.model,
+            pool: pool.name,
+            id: b.id,
+            url: b.url,
+            engine: b.engine,
+            weight: b.weight,
+            ...(apiKey !== undefined && { apiKey }),
+            ...(b.metricsUrl !== undefined && { metricsUrl: b.metricsUrl }),
+            ...(b.maxInFlight !== undefined && { maxInFlight: b.maxInFlight }),
+            ...(b.tls !== undefined && { tls: b.tls }),
+          });
+        }
+      }
+    }
+  }
+
+  /** Adds a model name the gateway answers for (no backends yet). Throws if a name is taken by another service. */
+  addService(model: string, aliases: string[] = []): Service {
+    const existing = this.services.get(model);
+    if (existing !== undefined) return existing;
+    for (const name of [model, ...aliases]) {
+      if (this.names.has(name)) throw new Error(`model name "${name}" is already served by another service`);
+    }
+    const service = new Service(model);
+    this.services.set(model, service);
+    for (const name of [model, ...aliases]) this.names.set(name, service);
+    return service;
+  }
+
+  /**
+   * Adds a backend at runtime (used by supervised replicas as they become ready). Creates the pool when missing.
+   * Returns the backend id.
+   */
+  registerBackend(reg: BackendRegistration): string {
+    if (this.closed) throw new Error("gateway is closed");
+    const service = this.services.get(reg.service) ?? this.names.get(reg.service);
+    if (service === undefined) throw new Error(`unknown service "${reg.service}"; add it with addService() first`);
+    let tier = service.tier(reg.pool);
+    if (tier === undefined) {
+      tier = new PoolTier(
+        reg.pool,
+        reg.poolPriority ?? service.tiers.length,
+        reg.poolQueueThreshold ?? this.settings.defaultQueueThreshold,
+        this.settings,
+      );
+      service.addTier(tier);
+    }
+    const id = reg.id ?? `${service.model}/${reg.pool}/${randomUUID().slice(0, 8)}`;
+    if (this.backendsById.has(id)) throw new Error(`backend id "${id}" is already registered`);
+    const backend = new Backend(
+      id,
+      service.model,
+      tier,
+      normalizeBackendUrl(reg.url),
+      reg.engine,
+      reg.weight ?? 1,
+      reg.apiKey,
+      reg.metricsUrl,
+      reg.maxInFlight,
+      this.settings,
+      reg.tls,
+    );
+    tier.backends.push(backend);
+    this.backendsById.set(id, backend);
+    if (this.healthTimer !== undefined) void this.probe(backend);
+    return id;
+  }
+
+  /** Stops routing to a backend; in-flight requests finish, then its connections close. */
+  async unregisterBackend(id: string): Promise<boolean> {
+    const backend = this.backendsById.get(id);
+    if (backend === undefined) return false;
+    backend.draining = true;
+    this.backendsById.delete(id);
+    const tier = backend.pool;
+    tier.backends = tier.backends.filter((b) => b !== backend);
+    await backend.dispatcher.close();
+    return true;
+  }
+
+  backends(): BackendSnapshot[] {
+    const now = Date.now();
+    return [...this.backendsById.values()].map((b) => b.snapshot(now));
+  }
+
+  backend(id: string): BackendSnapshot | undefined {
+    return this.backendsById.get(id)?.snapshot(Date.now());
+  }
+
+  /** Total requests in flight to all backends. */
+  inFlight(): number {
+    let n = 0;
+    for (const b of this.backendsById.values()) n += b.inFlight;
+    return n;
+  }
+
+  /** Starts active health and load probes (one right away, then every healthIntervalMs). */
+  startHealthChecks(): void {
+    if (this.healthTimer !== undefined || this.closed) return;
+    this.healthTimer = setInterval(() => void this.probeAll(), this.settings.healthIntervalMs);
+    this.healthTimer.unref();
+    void this.probeAll();
+  }
+
+  async probeAll(): Promise<void> {
+    if (this.probing) return;
+    this.probing = true;
+    try {
+      await Promise.all([...this.backendsById.values()].map((b) => this.probe(b)));
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  private async probe(b: Backend): Promise<void> {
+    const headers: Record<string, string> = {};
+    if (b.apiKey !== undefined) headers.authorization = `Bearer ${b.apiKey}`;
+    const timeout = this.settings.healthTimeoutMs;
+    try {
+      const res = await b.dispatcher.request({
+        path: b.basePath + b.adapter.healthPath,
+        method: "GET",
+        headers,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        signal: AbortSignal.timeout(timeout),
+      });
+      const text = (await res.body.text()).slice(0, 4096);
+      const verdict = b.adapter.judgeHealth(res.statusCode, text);
+      if (verdict.ready) {
+        b.activeHealthy = true;
+        b.consecutiveProbeFailures = 0;
+        b.engineSaturated = verdict.saturated === true;
+      } else {
+        this.probeFailed(b, `health probe: ${verdict.detail ?? `status ${res.statusCode}`}`);
+      }
+    } catch (err) {
+      this.probeFailed(b, `health probe: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    const metricsUrl =
+      b.metricsUrl ??
+      (b.adapter.defaultMetricsPath !== undefined ? b.origin + b.basePath + b.adapter.defaultMetricsPath : undefined);
+    if (metricsUrl === undefined) return;
+    try {
+      const res =
+        b.metricsUrl === undefined
+          ? await b.dispatcher.request({
+              path: b.basePath + b.adapter.defaultMetricsPath!,
+              method: "GET",
+              headers,
+              signal: AbortSignal.timeout(timeout),
+            })
+          : await undiciRequest(metricsUrl, { headers, signal: AbortSignal.timeout(timeout) });
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        return;
+      }
+      const load = b.adapter.parseLoad(parsePrometheusText(await res.body.text()));
+      b.waiting = load.waiting ?? 0;
+      b.running = load.running ?? 0;
+      b.cacheUsage = load.cacheUsage;
+    } catch {
+      // Metrics are optional (llama.cpp without --metrics, MindIE without monitor mode): routing uses in-flight only.
+    }
+  }
+
+  private probeFailed(b: Backend, reason: string): void {
+    b.consecutiveProbeFailures++;
+    b.lastError = reason;
+    if (b.consecutiveProbeFailures >= this.settings.unhealthyAfterProbes) b.activeHealthy = false;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.healthTimer !== undefined) clearInterval(this.healthTimer);
+    this.healthTimer = undefined;
+    await Promise.all([...this.backendsById.values()].map((b) => b.dispatcher.destroy()));
+  }
+
+  /** The Node request handler. */
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.route(req, res).catch((err: unknown) => {
+      this.logger.error({ err: err instanceof Error ? err.message : String(err) }, "gateway internal error");
+      sendJson(res, 500, errorBody("internal gateway error", "switchyard_gateway_error", "internal_error"));
+    });
+  };
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const rawUrl = req.url ?? "/";
+    const q = rawUrl.indexOf("?");
+    const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    if (req.method === "GET" && path === "/metrics") {
+      const text = await this.metrics.registry.metrics();
+      res.writeHead(200, { "content-type": this.metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (req.method === "GET" && path === "/healthz") {
+      const now = Date.now();
+      const backends = [...this.backendsById.values()];
+      const routable = backends.filter((b) => b.available(now)).length;
+      sendJson(res, 200, JSON.stringify({ status: "ok", backends: backends.length, routable }));
+      return;
+    }
+    if (!path.startsWith("/v1/")) {
+      this.reject(req, res, 404, "not_found", `no route for ${req.method ?? "?"} ${path}`, "not_found");
+      return;
+    }
+    let keyId: string | undefined;
+    if (this.auth !== undefined) {
+      const verdict = this.auth.authenticate(req.headers.authorization);
+      if (!verdict.ok) {
+        req.resume();
+        if (verdict.reason === "rate_limited") {
+          this.reject(req, res, 429, "rate_limited", "rate limit of this API key exceeded", "rate_limit_exceeded", {
+            "retry-after": String(verdict.retryAfterS ?? 1),
+          });
+        } else {
+          this.reject(req, res, 401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", "invalid_api_key");
+        }
+        return;
+      }
+      keyId = verdict.keyId;
+    }
+    if (req.method === "GET" && path === "/v1/models") {
+      const data = [...this.names.keys()].map((id) => ({ id, object: "model", created: this.createdAt, owned_by: "switchyard" }));
+      sendJson(res, 200, JSON.stringify({ object: "list", data }));
+      return;
+    }
+    if (req.method !== "POST" || !PROXIED_PATHS.has(path)) {
+      req.resume();
+      this.reject(req, res, 404, "not_found", `no route for ${req.method ?? "?"} ${path}`, "not_found");
+      return;
+    }
+    const body = await this.readBody(req, res);
+    if (body === undefined) return;
+    let model: unknown;
+    let stream = false;
+    try {
+      const parsed: unknown = JSON.parse(body.toString("utf8"));
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+      model = (parsed as { model?: unknown }).model;
+      stream = (parsed as { stream?: unknown }).stream === true;
+    } catch {
+      this.reject(req, res, 400, "bad_request", "request body must be a JSON object", "invalid_request_error");
+      return;
+    }
+    if (typeof model !== "string") {
+      this.reject(req, res, 400, "bad_request", 'request body needs a "model" string', "invalid_request_error");
+      return;
+    }
+    const service = this.names.get(model);
+    if (service === undefined) {
+      this.reject(req, res, 404, "unknown_model", `model "${model}" is not served here; see GET /v1/models`, "model_not_found");
+      return;
+    }
+    await this.proxy(req, res, { path, rawUrl, body, stream, service, started, keyId });
+  }
+
+  private reject(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    reason: string,
+    message: string,
+    code: string,
+    extra?: Record<string, string>,
+  ): void {
+    this.metrics.rejected.inc({ reason });
+    sendJson(res, status, errorBody(message, status === 429 ? "rate_limit_error" : "invalid_request_error", code), extra);
+    this.logger.info({ method: req.method, path: (req.url ?? "").split("?")[0], status, reason }, "rejected");
+  }
+
+  /** Reads the request body up to maxBodyBytes; answers 413 and returns undefined beyond it. */
+  private readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer | undefined> {
+    const limit = this.settings.maxBodyBytes;
+    const declared = Number(req.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > limit) {
+      this.reject(req, res, 413, "too_large", `request body exceeds ${limit} bytes`, "request_too_large", {
+        connection: "close",
+      });
+      req.destroy();
+      return Promise.resolve(undefined);
+    }
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let done = false;
+      req.on("data", (chunk: Buffer) => {
+        if (done) return;
+        size += chunk.length;
+        if (size > limit) {
+          done = true;
+          this.reject(req, res, 413, "too_large", `request body exceeds ${limit} bytes`, "request_too_large", {
+            connection: "close",
+          });
+          req.destroy();
+          resolve(undefined);
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on("end", () => {
+        if (done) return;
+        done = true;
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      });
+      req.on("error", () => {
+        if (done) return;
+        done = true;
+        resolve(undefined);
+      });
+      req.on("close", () => {
+        if (done) return;
+        done = true;
+        resolve(undefined);
+      });
+    });
+  }
+
+  private upstreamHeaders(src: IncomingHttpHeaders, backend: Backend, requestId: string): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = {};
+    for (const name in src) {
+      if (DROP_REQUEST_HEADERS.has(name)) continue;
+      const v = src[name];
+      if (v !== undefined) out[name] = v;
+    }
+    if (backend.apiKey !== undefined) out.authorization = `Bearer ${backend.apiKey}`;
+    out["x-request-id"] ??= requestId;
+    return out;
+  }
+
+  private async proxy(
+    req: IncomingMessage,
+    res: ServerResponse,
+    r: {
+      path: string;
+      rawUrl: string;
+      body: Buffer;
+      stream: boolean;
+      service: Service;
+      started: number;
+      keyId: string | undefined;
+    },
+  ): Promise<void> {
+    const requestId = (req.headers["x-request-id"] as string | undefined) ?? randomUUID();
+    const tried = new Set<Backend>();
+    let firstPool: string | undefined;
+    let last: Extract<AttemptResult, { kind: "retry" }> | undefined;
+    let attempts = 0;
+    let outcome: AttemptResult | undefined;
+    let answeredBy: Backend | undefined;
+    while (attempts < this.settings.maxAttempts) {
+      const pick = pickBackend(r.service, tried, Date.now());
+      if (pick === undefined) break;
+      const backend = pick.backend;
+      if (attempts > 0 && last !== undefined) this.metrics.retries.inc({ service: r.service.model, reason: last.failure });
+      attempts++;
+      tried.add(backend);
+      firstPool ??= backend.pool.name;
+      if (pick.spilled) this.metrics.spillovers.inc({ service: r.service.model, to_pool: backend.pool.name });
+      outcome = await this.attempt(req, res, backend, r, requestId);
+      answeredBy = backend;
+      if (outcome.kind !== "retry") break;
+      last = outcome;
+      this.metrics.errors.inc({ service: r.service.model, backend: backend.id, kind: outcome.failure });
+    }
+    const durationMs = performance.now() - r.started;
+    let status: number;
+    if (outcome === undefined || outcome.kind === "retry") {
+      if (last?.response !== undefined) {
+        // No other backend left: hand the client the upstream's own error answer (it carries Retry-After for 429).
+        status = last.response.status;
+        if (!res.headersSent && !res.destroyed) {
+          res.writeHead(status, { ...last.response.headers, "content-length": last.response.body.length });
+          res.end(last.response.body);
+        }
+      } else if (last !== undefined) {
+        const timeout = last.failure === "ttft_timeout" || last.failure === "timeout" || last.failure === "stall";
+        status = timeout ? 504 : 502;
+        sendJson(
+          res,
+          status,
+          errorBody(
+            `no backend answered model "${r.service.model}" after ${attempts} attempt(s); last error: ${last.message}`,
+            "switchyard_gateway_error",
+            timeout ? "upstream_timeout" : "upstream_unavailable",
+          ),
+        );
+      } else {
+        status = 503;
+        sendJson(
+          res,
+          status,
+          errorBody(
+            `no healthy backend for model "${r.service.model}" (all ejected, down or cooling off); retry later`,
+            "switchyard_gateway_error",
+            "no_backend_available",
+          ),
+          { "retry-after": "1" },
+        );
+      }
+      answeredBy = undefined;
+    } else if (outcome.kind === "client-gone") {
+      status = 499;
+    } else {
+      status = outcome.status;
+      if (answeredBy !== undefined && answeredBy.pool.name !== firstPool && firstPool !== undefined) {
+        this.metrics.failovers.inc({ service: r.service.model, from_pool: firstPool, to_pool: answeredBy.pool.name });
+      }
+    }
+    const backendLabel = answeredBy?.id ?? "none";
+    this.metrics.requests.inc({ service: r.service.model, backend: backendLabel, status: String(status) });
+    if (answeredBy !== undefined) this.metrics.latency.observe({ backend: backendLabel }, durationMs / 1000);
+    this.logger.info(
+      {
+        reqId: requestId,
+        method: req.method,
+        path: r.path,
+        model: r.service.model,
+        stream: r.stream,
+        status,
+        backend: backendLabel,
+        attempts,
+        ...(outcome?.kind === "failed-after-commit" && { failure: outcome.failure }),
+        ...(last !== undefined && { lastFailure: last.failure }),
+        ...(r.keyId !== undefined && { key: r.keyId }),
+        ms: Math.round(durationMs * 100) / 100,
+      },
+      "request",
+    );
+  }
+
+  /** One upstream attempt. In-flight accounting is balanced by the finally below on every path. */
+  private async attempt(
+    req: IncomingMessage,
+    res: ServerResponse,
+    backend: Backend,
+    r: { path: string; rawUrl: string; body: Buffer; stream: boolean; service: Service; started: number },
+    requestId: string,
+  ): Promise<AttemptResult> {
+    const trial = backend.ejected;
+    if (trial) backend.trialInFlight = true;
+    backend.inFlight++;
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    let stalled = false;
+    const onClientClose = (): void => {
+      if (!res.writableFinished) controller.abort(new ClientGone());
+    };
+    res.on("close", onClientClose);
+    try {
+      if (res.destroyed) return { kind: "client-gone" };
+      const firstByteMs = r.stream ? this.settings.ttftTimeoutMs : this.settings.nonStreamTimeoutMs;
+      timer = setTimeout(
+        () => controller.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")),
+        firstByteMs,
+      );
+      let upstream;
+      try {
+        upstream = await backend.dispatcher.request({
+          path: backend.basePath + r.rawUrl,
+          method: "POST",
+          headers: this.upstreamHeaders(req.headers, backend, requestId),
+          body: r.body,
+          signal: controller.signal,
+        });
+      } catch (err) {
+        const cause = controller.signal.aborted ? (controller.signal.reason as unknown) : err;
+        if (cause instanceof ClientGone) return { kind: "client-gone" };
+        const failure = upstreamFailureKind(cause);
+        backend.recordFailure(Date.now(), failure);
+        return { kind: "retry", failure, message: `${backend.id}: ${failure} (${errMessage(cause)})` };
+      }
+      const status = upstream.statusCode;
+      if (status >= 500 || status === 429) {
+        const failure: FailureKind = status === 429 ? "status_429" : "status_5xx";
+        const now = Date.now();
+        if (status === 429) {
+          const wait = parseRetryAfterMs(upstream.headers["retry-after"], now) ?? 1000;
+          backend.coolingUntil = now + wait;
+        } else {
+          backend.recordFailure(now, `status ${status}`);
+        }
+        let body: Buffer;
+        try {
+          body = await readLimited(upstream.body, RETRYABLE_BODY_LIMIT);
+        } catch {
+          body = Buffer.from(errorBody(`upstream answered ${status}`, "upstream_error", "upstream_error"));
+        }
+        return {
+          kind: "retry",
+          failure,
+          message: `${backend.id}: upstream answered ${status}`,
+          response: { status, headers: this.clientHeaders(upstream.headers, backend, false), body },
+        };
+      }
+      const contentType = String(upstream.headers["content-type"] ?? "");
+      const sse = contentType.includes("text/event-stream");
+      const result = await this.relay(res, backend, upstream, sse, controller, r.started, () => timer, (t) => {
+        timer = t;
+      }, () => {
+        stalled = true;
+      });
+      if (result.kind === "answered") {
+        backend.recordSuccess();
+      } else if (result.kind === "retry" || result.kind === "failed-after-commit") {
+        backend.recordFailure(Date.now(), stalled ? "stall" : result.failure);
+      }
+      return result;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      res.off("close", onClientClose);
+      backend.inFlight--;
+      if (trial) backend.trialInFlight = false;
+    }
+  }
+
+  private clientHeaders(
+    src: Record<string, string | string[] | undefined>,
+    backend: Backend,
+    streaming: boolean,
+  ): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = {};
+    for (const name in src) {
+      if (DROP_RESPONSE_HEADERS.has(name)) continue;
+      const v = src[name];
+      if (v !== undefined) out[name] = v;
+    }
+    out["x-switchyard-backend"] = backend.id;
+    if (streaming) {
+      out["x-accel-buffering"] = "no";
+      out["cache-control"] ??= "no-cache";
+    }
+    return out;
+  }
+
+  /**
+   * Relays a 2xx/4xx upstream answer. SSE: forwarded event by event as they arrive (a partial event is held until its
+   * blank line, so an error event can always be appended cleanly); the client's headers are sent with the first whole
+   * event, so failures before it can still be retried. Other answers: buffered (bounded) so a failure mid-body becomes
+   * a retry or a 502/504 instead of a truncated 200.
+   */
+  private relay(
+    res: ServerResponse,
+    backend: Backend,
+    upstream: { statusCode: number; headers: Record<string, string | string[] | undefined>; body: NodeJS.ReadableStream & { destroy(err?: Error): void } },
+    sse: boolean,
+    controller: AbortController,
+    started: number,
+    getTimer: () => NodeJS.Timeout | undefined,
+    setTimer: (t: NodeJS.Timeout) => void,
+    markStalled: () => void,
+  ): Promise<AttemptResult> {
+    const status = upstream.statusCode;
+    const body = upstream.body;
+    const stallMs = this.settings.stallTimeoutMs;
+    return new Promise<AttemptResult>((resolve) => {
+      let committed = false;
+      let pending: Buffer | undefined;
+      let buffered: Buffer[] = [];
+      let bufferedBytes = 0;
+      let passthrough = false;
+      let sawDone = false;
+      let gotFirstChunk = false;
+      let settled = false;
+      let stallTimer: NodeJS.Timeout | undefined;
+      const finish = (result: AttemptResult): void => {
+        if (settled) return;
+        settled = true;
+        if (stallTimer !== undefined) clearTimeout(stallTimer);
+        resolve(result);
+      };
+      const commit = (headers: Record<string, string | string[]>): void => {
+        committed = true;
+        res.writeHead(status, headers);
+        if (sse) this.metrics.ttft.observe({ backend: backend.id }, (performance.now() - started) / 1000);
+      };
+      const write = (chunk: Buffer): void => {
+        if (!res.write(chunk)) {
+          body.pause();
+          if (stallTimer !== undefined) clearTimeout(stallTimer);
+          res.once("drain", () => {
+            stallTimer?.refresh();
+            body.resume();
+          });
+        }
+      };
+      const startStallTimer = (): void => {
+        stallTimer = setTimeout(() => {
+          markStalled();
+          controller.abort(new AttemptTimeout("stall"));
+        }, stallMs);
+      };
+      body.on("data", (chunk: Buffer) => {
+        if (settled) return;
+        if (!gotFirstChunk) {
+          gotFirstChunk = true;
+          if (sse) {
+            const t = getTimer();
+            if (t !== undefined) clearTimeout(t);
+          }
+          startStallTimer();
+        } else {
+          stallTimer?.refresh();
+        }
+        if (sse) {
+          const data: Buffer = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+          const cut = lastEventBoundary(data);
+          if (cut < 0) {
+            if (data.length > SSE_PENDING_LIMIT) {
+              controller.abort(new Error("SSE event larger than the gateway's limit"));
+              return;
+            }
+            pending = data;
+            return;
+          }
+          const whole = cut === data.length ? data : data.subarray(0, cut);
+          pending = cut === data.length ? undefined : Buffer.from(data.subarray(cut));
+          if (!committed) commit(this.clientHeaders(upstream.headers, backend, true));
+          sawDone = endsWithDone(whole);
+          write(whole);
+        } else if (passthrough) {
+          write(chunk);
+        } else {
+          buffered.push(chunk);
+          bufferedBytes += chunk.length;
+          if (bufferedBytes > BUFFERED_RESPONSE_LIMIT) {
+            // Too large to hold: send as it comes; a failure from here on breaks the connection (never a clean end).
+            const headers = this.clientHeaders(upstream.headers, backend, false);
+            const len = upstream.headers["content-length"];
+            if (len !== undefined) headers["content-length"] = len;
+            commit(headers);
+            passthrough = true;
+            for (const b of buffered) write(b);
+            buffered = [];
+          }
+        }
+      });
+      body.on("end", () => {
+        if (settled) return;
+        if (sse) {
+          if (sawDone && pending === undefined) {
+            res.end();
+            finish({ kind: "answered", status });
+          } else if (status >= 400 && !committed) {
+            // An error answer labelled as SSE: pass it through as is.
+            const rest = pending ?? Buffer.alloc(0);
+            res.writeHead(status, { ...this.clientHeaders(upstream.headers, backend, false), "content-length": rest.length });
+            res.end(rest);
+            finish({ kind: "answered", status });
+          } else if (!committed) {
+            finish({ kind: "retry", failure: "cut", message: `${backend.id}: stream ended before any event` });
+          } else {
+            this.streamError(res, "upstream stream ended without [DONE]; the answer is incomplete", "stream_truncated");
+            finish({ kind: "failed-after-commit", failure: "cut", status });
+          }
+          return;
+        }
+        if (passthrough) {
+          res.end();
+        } else {
+          const all = buffered.length === 1 ? buffered[0]! : Buffer.concat(buffered, bufferedBytes);
+          res.writeHead(status, { ...this.clientHeaders(upstream.headers, backend, false), "content-length": all.length });
+          res.end(all);
+        }
+        finish({ kind: "answered", status });
+      });
+      body.on("error", (err: Error) => {
+        if (settled) return;
+        const cause = controller.signal.aborted ? (controller.signal.reason as unknown) : err;
+        if (cause instanceof ClientGone) {
+          finish({ kind: "client-gone" });
+          return;
+        }
+        const failure = upstreamFailureKind(cause);
+        const failureKind: FailureKind = failure === "upstream" || failure === "connect" ? "cut" : failure;
+        if (!committed) {
+          finish({ kind: "retry", failure: failureKind, message: `${backend.id}: ${failureKind} (${errMessage(cause)})` });
+        } else if (sse) {
+          this.streamError(
+            res,
+            failureKind === "stall"
+              ? `upstream stalled for more than ${stallMs} ms; the answer is incomplete`
+              : `upstream connection failed mid-answer (${failureKind}); the answer is incomplete`,
+            failureKind === "stall" ? "stream_stalled" : "stream_interrupted",
+          );
+          finish({ kind: "failed-after-commit", failure: failureKind, status });
+        } else {
+          res.destroy();
+          finish({ kind: "failed-after-commit", failure: failureKind, status });
+        }
+      });
+    });
+  }
+
+  /** After the first byte: an in-band error event, no [DONE], then the stream is closed. */
+  private streamError(res: ServerResponse, message: string, code: string): void {
+    if (res.destroyed) return;
+    res.end(`data: ${errorBody(message, "switchyard_gateway_error", code)}\n\n`);
+  }
+}
+
+function errMessage(err: unknown): string {
+  if (err instanceof Error) return (err as { code?: string }).code ?? err.message;
+  return String(err);
+}
+
+async function readLimited(body: AsyncIterable<Buffer> & { destroy(err?: Error): void }, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) {
+      body.destroy();
+      break;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
