@@ -1,12 +1,20 @@
 import { Command, CommanderError } from "commander";
-import { registerPlanCommand } from "./commands/plan.js";
+import { CliError } from "./client.js";
+import { version } from "./context.js";
 import { registerGatewayCommand } from "./commands/gateway.js";
+import { registerJobCommands } from "./commands/jobs.js";
+import { registerPlanCommand } from "./commands/plan.js";
+import { registerServerCommands } from "./commands/server.js";
 
 export function buildProgram(): Command {
   const program = new Command("switchyard")
     .description("Keeps AI training and inference running on mixed, unreliable accelerator fleets")
-    .version("0.1.0")
+    .version(version)
+    .option("--home <dir>", "state folder (default: $SWITCHYARD_HOME or ~/.switchyard)")
+    .option("--json", "machine-readable output")
     .exitOverride();
+  registerServerCommands(program);
+  registerJobCommands(program);
   registerPlanCommand(program);
   registerGatewayCommand(program);
   return program;
@@ -19,7 +27,11 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode;
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof CliError) {
+      console.error(`switchyard: ${err.message}`);
+      return err.exitCode;
+    }
     throw err;
   }
 }

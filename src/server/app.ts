@@ -1,0 +1,178 @@
+import { timingSafeEqual } from "node:crypto";
+import { open, stat } from "node:fs/promises";
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { compileJobSpec } from "../core/spec.js";
+import { SpecError } from "../core/spec-errors.js";
+import type { Store } from "../store/port.js";
+import type { Supervisor } from "../supervisor/supervisor.js";
+
+export interface AppOptions {
+  supervisor: Supervisor;
+  store: Store;
+  /** When set, every /api request must carry `Authorization: Bearer <token>`. */
+  token: string | null;
+  defaultCheckpointRoot: string;
+  version: string;
+}
+
+const maxBodyBytes = 1 << 20;
+const maxLogBytes = 1 << 20;
+
+/** The HTTP API as a plain request handler: bound to a port only in main.ts, tested in-process with app.request(). */
+export function createApp(opts: AppOptions): Hono {
+  const { supervisor, store } = opts;
+  const app = new Hono();
+
+  app.onError((err, c) => {
+    if (err instanceof SpecError) return c.json({ error: err.message, issues: err.issues }, 400);
+    return c.json({ error: err instanceof Error ? err.message : String(err) }, 500);
+  });
+
+  app.use(
+    "/api/*",
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) => c.json({ error: `request body over ${maxBodyBytes} bytes` }, 413),
+    }),
+  );
+  if (opts.token !== null) {
+    const expected = Buffer.from(`Bearer ${opts.token}`);
+    app.use("/api/*", async (c, next) => {
+      const given = Buffer.from(c.req.header("authorization") ?? "");
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+        return c.json({ error: "missing or wrong API token (fix: send Authorization: Bearer <SWITCHYARD_HOME/token>)" }, 401);
+      }
+      await next();
+    });
+  }
+
+  app.get("/api/health", (c) => c.json({ ok: true, version: opts.version, pid: process.pid }));
+
+  app.get("/api/cluster", (c) => c.json(supervisor.cluster));
+
+  app.get("/api/jobs", async (c) => {
+    const jobs = await store.listJobs();
+    const withProgress = await Promise.all(jobs.map(async (j) => ({ ...summary(j), last: await store.lastStep(j.id) })));
+    return c.json(withProgress);
+  });
+
+  app.post("/api/jobs", async (c) => {
+    const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown } | null;
+    if (!body || typeof body.yaml !== "string" || typeof body.file !== "string") {
+      return c.json({ error: "POST /api/jobs wants JSON {yaml: <job spec text>, file: <its path>}" }, 400);
+    }
+    const spec = compileJobSpec(body.yaml, {
+      file: body.file,
+      cluster: supervisor.cluster,
+      defaultCheckpointRoot: opts.defaultCheckpointRoot,
+    });
+    const job = await supervisor.submit(spec);
+    return c.json(summary(job), 201);
+  });
+
+  app.get("/api/jobs/:id", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    const [attempts, incidents, checkpoints, last] = await Promise.all([
+      store.listAttempts(job.id),
+      store.listIncidents(job.id),
+      store.listCheckpoints(job.id),
+      store.lastStep(job.id),
+    ]);
+    return c.json({ ...summary(job), spec: job.spec, attempts, incidents, checkpoints, last });
+  });
+
+  app.post("/api/jobs/:id/cancel", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    return c.json(summary(await supervisor.cancel(job.id)));
+  });
+
+  app.get("/api/jobs/:id/events", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    const after = Number(c.req.query("after") ?? 0);
+    return c.json(await store.listEvents({ jobId: job.id, afterId: Number.isFinite(after) ? after : 0 }));
+  });
+
+  app.get("/api/jobs/:id/steps", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    const rank = c.req.query("rank");
+    return c.json(await store.listSteps(job.id, rank !== undefined ? { rank: Number(rank) } : {}));
+  });
+
+  app.get("/api/jobs/:id/ranks", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    const current = await supervisor.currentRanks(job.id);
+    return c.json(current ?? { attempt: null, ranks: [] });
+  });
+
+  /** A rank's log from a byte offset: `?rank=N&attempt=M&offset=K`; answers the text and the next offset. */
+  app.get("/api/jobs/:id/logs", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    const attempts = await store.listAttempts(job.id);
+    const attemptN = Number(c.req.query("attempt") ?? attempts[attempts.length - 1]?.n ?? 0);
+    const rankN = Number(c.req.query("rank") ?? 0);
+    const rank = (await store.listRanks(job.id, attemptN)).find((r) => r.rank === rankN);
+    if (!rank) return c.json({ error: `job ${job.id} has no rank ${rankN} in attempt ${attemptN}` }, 404);
+    const offset = Math.max(0, Number(c.req.query("offset") ?? 0) || 0);
+    const size = await stat(rank.logPath).then((s) => s.size, () => 0);
+    if (offset >= size) return c.json({ text: "", offset: size, attempt: attemptN, rank: rankN });
+    const handle = await open(rank.logPath, "r");
+    try {
+      const length = Math.min(size - offset, maxLogBytes);
+      const buf = Buffer.alloc(length);
+      await handle.read(buf, 0, length, offset);
+      return c.json({ text: buf.toString("utf8"), offset: offset + length, attempt: attemptN, rank: rankN });
+    } finally {
+      await handle.close();
+    }
+  });
+
+  app.get("/api/nodes", async (c) => c.json(await store.listNodes()));
+
+  app.post("/api/nodes/:name/:action{cordon|uncordon}", async (c) => {
+    const body = (await c.req.json().catch(() => ({}))) as { reason?: unknown };
+    const reason = typeof body.reason === "string" ? body.reason : "by user";
+    await supervisor.setCordon(c.req.param("name"), c.req.param("action") === "cordon", reason);
+    return c.json((await store.listNodes()).find((n) => n.name === c.req.param("name")));
+  });
+
+  app.get("/api/events", async (c) => {
+    const after = Number(c.req.query("after") ?? 0);
+    return c.json(await store.listEvents({ afterId: Number.isFinite(after) ? after : 0 }));
+  });
+
+  app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
+  return app;
+}
+
+function notFound(c: Context, id: string): Response {
+  return c.json({ error: `no job with id or name "${id}" (fix: see \`switchyard ps\`)` }, 404);
+}
+
+function summary(j: {
+  id: string;
+  name: string;
+  state: string;
+  reason: string | null;
+  restarts: number;
+  createdAt: number;
+  endedAt: number | null;
+  spec: { steps: number | null };
+}) {
+  return {
+    id: j.id,
+    name: j.name,
+    state: j.state,
+    reason: j.reason,
+    restarts: j.restarts,
+    createdAt: j.createdAt,
+    endedAt: j.endedAt,
+    steps: j.spec.steps,
+  };
+}
