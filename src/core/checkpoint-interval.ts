@@ -53,5 +53,6 @@ export function expectedGoodput({ intervalS, saveS, restartS, mtbfS }: GoodputIn
 }
 
 function assertPositive(name: string, value: number): void {
-  if (!(value > 0) || !Number.isFinite(value)) throw new RangeError(`${name} must be a positive finite number, got ${value}`);
+  if (!(value > 0) || !Number.isFinite(value))
+    throw new RangeError(`${name} must be a positive finite number, got ${value}`);
 }

@@ -1,4 +1,76 @@
-import type { Command } from "commander";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { InvalidArgumentError, type Command } from "commander";
+import { PlanFileError } from "../../sim/plan-file.js";
+import { DEFAULT_SEED, DEFAULT_TRIALS, loadPlanFile, runPlan } from "../../sim/planner.js";
+import { renderJson, renderTable } from "../../sim/report.js";
+import { completionCdfSvg, lostTimeSvg } from "../../sim/svg.js";
 
-/** `switchyard plan`: placeholder until the planner lands. */
-export function registerPlanCommand(_program: Command): void {}
+interface PlanCommandOptions {
+  json?: boolean;
+  trials: number;
+  seed: number;
+  svg?: string;
+  scenario?: string[];
+}
+
+/** `switchyard plan <plan.yaml>`: predict time-to-train and goodput of a run on one or more fleets. */
+export function registerPlanCommand(program: Command): void {
+  program
+    .command("plan")
+    .description("Predict time-to-train, goodput and interruptions of a training run on each fleet of a plan file")
+    .argument("<plan.yaml>", "plan file (see docs/planner.md)")
+    .option("--json", "print the results as JSON")
+    .option("--trials <n>", "Monte Carlo trials per scenario", integerOption("--trials", 1), DEFAULT_TRIALS)
+    .option("--seed <n>", "random seed; the same seed gives the same numbers", integerOption("--seed", 0), DEFAULT_SEED)
+    .option("--svg <dir>", "write completion-time CDF and lost-time charts (SVG) into this directory")
+    .option("--scenario <name>", "only this scenario (repeatable)", (value: string, previous: string[] | undefined) => [
+      ...(previous ?? []),
+      value,
+    ])
+    .action((file: string, options: PlanCommandOptions) => {
+      process.exitCode = planCommand(file, options);
+    });
+}
+
+function planCommand(file: string, options: PlanCommandOptions): number {
+  let plan;
+  try {
+    plan = loadPlanFile(file);
+  } catch (err) {
+    if (err instanceof PlanFileError) {
+      console.error(`switchyard plan: invalid plan file\n${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  const known = plan.scenarios.map((s) => s.name);
+  const unknown = (options.scenario ?? []).filter((name) => !known.includes(name));
+  if (unknown.length > 0) {
+    console.error(
+      `switchyard plan: ${file}: no scenario named ${unknown.map((n) => `"${n}"`).join(", ")}. Fix: use one of: ${known.join(", ")}`,
+    );
+    return 2;
+  }
+
+  const result = runPlan(plan, { trials: options.trials, seed: options.seed, scenarios: options.scenario });
+  if (options.svg !== undefined) {
+    mkdirSync(options.svg, { recursive: true });
+    const cdfPath = join(options.svg, "completion-cdf.svg");
+    const lostPath = join(options.svg, "lost-time.svg");
+    writeFileSync(cdfPath, completionCdfSvg(result.scenarios));
+    writeFileSync(lostPath, lostTimeSvg(result.scenarios));
+    if (!options.json) console.error(`charts: ${cdfPath}, ${lostPath}`);
+  }
+  console.log(options.json ? renderJson(result) : renderTable(result));
+  return 0;
+}
+
+function integerOption(flag: string, min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new InvalidArgumentError(`${flag} takes a whole number >= ${min}, got "${value}".`);
+    return n;
+  };
+}

@@ -1,0 +1,67 @@
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Command } from "commander";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { registerPlanCommand } from "./plan.js";
+
+const PLAN = `scenarios:
+  - name: only
+    fleet: { device: gpu, devices: 16, devices_per_node: 8, failures: [{ cause: gpu, per_node_day: 0.5 }] }
+    workload: { steps: 100, step_time: 60s }
+    checkpoint: { interval: optimal, save: 10s }
+    recovery: { restart: 2m }
+`;
+
+function runCli(args: string[]): { code: number; out: string; err: string } {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = vi.spyOn(console, "log").mockImplementation((s: string) => void out.push(s));
+  const error = vi.spyOn(console, "error").mockImplementation((s: string) => void err.push(s));
+  process.exitCode = undefined;
+  const program = new Command("switchyard").exitOverride();
+  registerPlanCommand(program);
+  program.parse(["node", "switchyard", "plan", ...args]);
+  const code = typeof process.exitCode === "number" ? process.exitCode : 0;
+  process.exitCode = undefined;
+  log.mockRestore();
+  error.mockRestore();
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+describe("switchyard plan", () => {
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-plan-"));
+  const file = join(dir, "plan.yaml");
+  writeFileSync(file, PLAN);
+  afterEach(() => {
+    process.exitCode = undefined;
+  });
+
+  it("prints the table, and JSON with --json", () => {
+    const table = runCli([file, "--trials", "20"]);
+    expect(table.code).toBe(0);
+    expect(table.out).toMatch(/^ETTR \(95% CI\)/m);
+    const json = runCli([file, "--trials", "20", "--seed", "9", "--json"]);
+    expect(JSON.parse(json.out)).toMatchObject({ trials: 20, seed: 9, scenarios: [{ name: "only" }] });
+  });
+
+  it("writes both charts with --svg", () => {
+    const svgDir = join(dir, "charts");
+    expect(runCli([file, "--trials", "20", "--svg", svgDir]).code).toBe(0);
+    expect(readFileSync(join(svgDir, "completion-cdf.svg"), "utf8")).toMatch(/^<svg/);
+    expect(readFileSync(join(svgDir, "lost-time.svg"), "utf8")).toMatch(/^<svg/);
+  });
+
+  it("exits 2 with file, line, path and fix on a bad plan file", () => {
+    const bad = join(dir, "bad.yaml");
+    writeFileSync(bad, PLAN.replace("restart: 2m", "restart: 2m, retry: 3"));
+    const result = runCli([bad]);
+    expect(result.code).toBe(2);
+    expect(result.err).toContain(`${bad}:6: scenarios[0].recovery.retry: unknown key "retry". Fix:`);
+  });
+
+  it("exits 2 for an unknown scenario or a missing file", () => {
+    expect(runCli([file, "--scenario", "nope"]).err).toContain('no scenario named "nope". Fix: use one of: only');
+    expect(runCli([join(dir, "missing.yaml")]).code).toBe(2);
+  });
+});

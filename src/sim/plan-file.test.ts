@@ -1,0 +1,113 @@
+import { describe, expect, it } from "vitest";
+import { parsePlan, PlanFileError } from "./plan-file.js";
+
+const VALID = `scenarios:
+  - name: a
+    fleet:
+      device: gpu
+      devices: 64
+      devices_per_node: 8
+      failures:
+        - { cause: gpu, per_device_day: 0.001, detect: 5m }
+    workload: { steps: 1000, step_time: 1.5s }
+    checkpoint: { interval: optimal, save: 30s }
+    recovery: { restart: 5m }
+    deadline: 3d
+`;
+
+function errorOf(text: string): PlanFileError {
+  try {
+    parsePlan(text, "plans/x.yaml");
+  } catch (err) {
+    if (err instanceof PlanFileError) return err;
+    throw err;
+  }
+  throw new Error("expected a PlanFileError");
+}
+
+describe("plan files", () => {
+  it("parses durations and fills in defaults", () => {
+    const plan = parsePlan(VALID, "plans/x.yaml");
+    const s = plan.scenarios[0];
+    expect(s?.workload.step_time).toBe(1.5);
+    expect(s?.deadline).toBe(3 * 86_400);
+    expect(s?.fleet.spare_nodes).toBe(0);
+    expect(s?.fleet.failures[0]).toEqual({ cause: "gpu", per_device_day: 0.001, detect: 300, replaces_node: true });
+    expect(s?.recovery.no_spare).toBe("wait");
+    expect(s?.checkpoint.interval).toBe("optimal");
+  });
+
+  it("names file, line, YAML path and a fix for an unknown key, with a suggestion", () => {
+    const err = errorOf(VALID.replace("devices_per_node: 8", "devices_per_nod: 8"));
+    expect(err.message).toContain(
+      'plans/x.yaml:6: scenarios[0].fleet.devices_per_nod: unknown key "devices_per_nod". Fix: did you mean "devices_per_node"?',
+    );
+  });
+
+  it("reports a missing required key at its parent's line", () => {
+    const err = errorOf(VALID.replace("    recovery: { restart: 5m }\n", ""));
+    expect(err.issues).toEqual([
+      {
+        file: "plans/x.yaml",
+        line: 2,
+        yamlPath: "scenarios[0].recovery",
+        message: "required key is missing. Fix: add recovery (object)",
+      },
+    ]);
+  });
+
+  it("explains a bad duration", () => {
+    const err = errorOf(VALID.replace("save: 30s", "save: 30 minutes"));
+    expect(err.message).toContain(
+      'plans/x.yaml:10: scenarios[0].checkpoint.save: not a duration: "30 minutes". Fix: use a number of seconds or a string like',
+    );
+  });
+
+  it("lists every problem at once", () => {
+    const err = errorOf(VALID.replace("devices: 64", "devices: 60").replace("restart: 5m", "restart: 5m, retries: 3"));
+    expect(err.issues.map((i) => i.yamlPath)).toEqual(["scenarios[0].fleet.devices", "scenarios[0].recovery.retries"]);
+    expect(err.issues[0]?.message).toBe(
+      "60 devices do not fill whole nodes of 8. Fix: use a multiple of devices_per_node",
+    );
+  });
+
+  it("rejects a workload with both steps and tokens", () => {
+    const err = errorOf(VALID.replace("step_time: 1.5s", "step_time: 1.5s, tokens: 1e9"));
+    expect(err.issues[0]?.yamlPath).toBe("scenarios[0].workload");
+    expect(err.issues[0]?.message).toMatch(/^both steps and tokens given\. Fix:/);
+  });
+
+  it("rejects a failure cause without a rate", () => {
+    const err = errorOf(VALID.replace("per_device_day: 0.001, ", ""));
+    expect(err.issues[0]?.yamlPath).toBe("scenarios[0].fleet.failures[0]");
+    expect(err.issues[0]?.line).toBe(8);
+  });
+
+  it("rejects a fallback to a scenario that does not exist", () => {
+    const err = errorOf(
+      VALID.replace("restart: 5m }", "restart: 5m, fallback: { scenario: b, after_failures: 3, within: 1d } }"),
+    );
+    expect(err.issues[0]?.message).toBe(
+      'fallback scenario "b" does not exist. Fix: name another scenario of this file: (none)',
+    );
+  });
+
+  it("reports YAML syntax errors with their line", () => {
+    const err = errorOf("scenarios:\n  - name: a\n    fleet: {device: gpu\n");
+    expect(err.issues[0]?.line).toBeGreaterThanOrEqual(3);
+    expect(err.issues[0]?.message).toMatch(/^YAML syntax error: /);
+  });
+
+  it("rejects scenario names that would not work on the command line", () => {
+    const err = errorOf(VALID.replace("name: a", "name: a b"));
+    expect(err.message).toBe(
+      "plans/x.yaml:2: scenarios[0].name: not a valid scenario name (it is used on the command line and in charts). Fix: use letters, digits, '.', '_' and '-' only",
+    );
+  });
+
+  it("rejects an empty file with a pointer to what is needed", () => {
+    const err = errorOf("");
+    expect(err.issues[0]?.yamlPath).toBe("scenarios");
+    expect(err.issues[0]?.message).toContain("required key is missing");
+  });
+});
