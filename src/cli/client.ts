@@ -61,7 +61,10 @@ export function makeClient(url: string, token: string | null): ApiClient {
         body: body !== undefined ? JSON.stringify(body) : undefined,
       });
     } catch (err) {
-      throw new CliError(`cannot reach the switchyard server at ${url}: ${(err as Error).message}`, ExitCode.Unreachable);
+      throw new CliError(
+        `cannot reach the switchyard server at ${url}: ${(err as Error).message}`,
+        ExitCode.Unreachable,
+      );
     }
     const text = await res.text();
     let data: unknown;
@@ -103,8 +106,13 @@ export async function startBackgroundServer(home: string, clusterFile?: string):
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  const tail = existsSync(paths.serverLog) ? readFileSync(paths.serverLog, "utf8").split("\n").slice(-15).join("\n") : "";
-  throw new CliError(`the switchyard server did not come up; its log (${paths.serverLog}) ends with:\n${tail}`, ExitCode.Unreachable);
+  const tail = existsSync(paths.serverLog)
+    ? readFileSync(paths.serverLog, "utf8").split("\n").slice(-15).join("\n")
+    : "";
+  throw new CliError(
+    `the switchyard server did not come up; its log (${paths.serverLog}) ends with:\n${tail}`,
+    ExitCode.Unreachable,
+  );
 }
 
 export function serverInfo(home: string): ServerInfo | null {

@@ -12,7 +12,10 @@ export type Vendor = (typeof Vendor)[keyof typeof Vendor];
 
 const name = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "must be lowercase letters, digits, '.', '_' or '-' | fix: rename it, e.g. my-job");
+  .regex(
+    /^[a-z0-9][a-z0-9._-]{0,62}$/,
+    "must be lowercase letters, digits, '.', '_' or '-' | fix: rename it, e.g. my-job",
+  );
 
 const faultModelSchema = z.strictObject({
   /** Mean seconds between injected device failures (a rank is killed, as a chip would take it down). */
@@ -57,7 +60,8 @@ const progressSchema = z.strictObject({
   regex: z
     .string()
     .refine(isValidProgressRegex, {
-      message: "is not a valid regular expression with a named group 'step' | fix: e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)'",
+      message:
+        "is not a valid regular expression with a named group 'step' | fix: e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)'",
     })
     .optional(),
 });
@@ -150,7 +154,7 @@ function validate<S extends z.ZodType>(schema: S, text: string, file: string): z
       { file, path: "", line: 1, column: 1, message: "the file is empty", fix: "write a YAML mapping" },
     ]);
   }
-  const result = schema.safeParse(parsed.value);
+  const result = schema.safeParse(parsed.value, { reportInput: true });
   if (!result.success) {
     throw new SpecError(zodIssuesToSpecIssues(result.error.issues, parsed, file, knownKeysFor(schema)));
   }
@@ -223,7 +227,9 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
     workdir,
     steps: spec.steps ?? null,
     checkpoint: {
-      dir: spec.checkpoint.dir ? path.resolve(workdir, spec.checkpoint.dir) : path.join(opts.defaultCheckpointRoot, spec.name),
+      dir: spec.checkpoint.dir
+        ? path.resolve(workdir, spec.checkpoint.dir)
+        : path.join(opts.defaultCheckpointRoot, spec.name),
       keep: spec.checkpoint.keep,
     },
     progress: { regex: spec.progress.regex ?? null },

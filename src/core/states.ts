@@ -21,7 +21,11 @@ export const AttemptState = {
 } as const;
 export type AttemptState = (typeof AttemptState)[keyof typeof AttemptState];
 
-export const terminalJobStates: ReadonlySet<JobState> = new Set([JobState.Succeeded, JobState.Failed, JobState.Cancelled]);
+export const terminalJobStates: ReadonlySet<JobState> = new Set([
+  JobState.Succeeded,
+  JobState.Failed,
+  JobState.Cancelled,
+]);
 export const failedJobStates: ReadonlySet<JobState> = new Set([JobState.Failed]);
 export const terminalAttemptStates: ReadonlySet<AttemptState> = new Set([
   AttemptState.Succeeded,

@@ -41,7 +41,10 @@ export function createApp(opts: AppOptions): Hono {
     app.use("/api/*", async (c, next) => {
       const given = Buffer.from(c.req.header("authorization") ?? "");
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        return c.json({ error: "missing or wrong API token (fix: send Authorization: Bearer <SWITCHYARD_HOME/token>)" }, 401);
+        return c.json(
+          { error: "missing or wrong API token (fix: send Authorization: Bearer <SWITCHYARD_HOME/token>)" },
+          401,
+        );
       }
       await next();
     });
@@ -53,7 +56,9 @@ export function createApp(opts: AppOptions): Hono {
 
   app.get("/api/jobs", async (c) => {
     const jobs = await store.listJobs();
-    const withProgress = await Promise.all(jobs.map(async (j) => ({ ...summary(j), last: await store.lastStep(j.id) })));
+    const withProgress = await Promise.all(
+      jobs.map(async (j) => ({ ...summary(j), last: await store.lastStep(j.id) })),
+    );
     return c.json(withProgress);
   });
 
@@ -120,7 +125,10 @@ export function createApp(opts: AppOptions): Hono {
     const rank = (await store.listRanks(job.id, attemptN)).find((r) => r.rank === rankN);
     if (!rank) return c.json({ error: `job ${job.id} has no rank ${rankN} in attempt ${attemptN}` }, 404);
     const offset = Math.max(0, Number(c.req.query("offset") ?? 0) || 0);
-    const size = await stat(rank.logPath).then((s) => s.size, () => 0);
+    const size = await stat(rank.logPath).then(
+      (s) => s.size,
+      () => 0,
+    );
     if (offset >= size) return c.json({ text: "", offset: size, attempt: attemptN, rank: rankN });
     const handle = await open(rank.logPath, "r");
     try {

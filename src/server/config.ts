@@ -37,7 +37,8 @@ export function writeHomeConfig(home: string, config: HomeConfig): void {
 
 export function loadCluster(file: string | undefined): ClusterSpec {
   if (!file) return defaultClusterSpec(os.cpus().length);
-  if (!existsSync(file)) throw new Error(`cluster config ${file} does not exist (fix: pass an existing file to --cluster)`);
+  if (!existsSync(file))
+    throw new Error(`cluster config ${file} does not exist (fix: pass an existing file to --cluster)`);
   return parseClusterSpec(readFileSync(file, "utf8"), file);
 }
 

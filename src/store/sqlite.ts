@@ -97,13 +97,14 @@ export class SqliteStore implements Store {
     id: string,
     patch: Partial<Pick<JobRecord, "state" | "reason" | "restarts" | "endedAt">>,
   ): Promise<void> {
-    const sets: string[] = ["updated_at = @now"];
-    const params: Row = { id, now: Date.now() };
-    if (patch.state !== undefined) (sets.push("state = @state"), (params.state = patch.state));
-    if (patch.reason !== undefined) (sets.push("reason = @reason"), (params.reason = patch.reason));
-    if (patch.restarts !== undefined) (sets.push("restarts = @restarts"), (params.restarts = patch.restarts));
-    if (patch.endedAt !== undefined) (sets.push("ended_at = @endedAt"), (params.endedAt = patch.endedAt));
-    this.db.prepare(`UPDATE jobs SET ${sets.join(", ")} WHERE id = @id`).run(params);
+    const { sets, params } = assignments(patch, {
+      state: "state",
+      reason: "reason",
+      restarts: "restarts",
+      endedAt: "ended_at",
+    });
+    sets.push("updated_at = @now");
+    this.db.prepare(`UPDATE jobs SET ${sets.join(", ")} WHERE id = @id`).run({ ...params, id, now: Date.now() });
   }
 
   async getJob(idOrName: string): Promise<JobRecord | null> {
@@ -134,13 +135,11 @@ export class SqliteStore implements Store {
     n: number,
     patch: Partial<Pick<AttemptRecord, "state" | "endedAt" | "reason">>,
   ): Promise<void> {
-    const sets: string[] = [];
-    const params: Row = { jobId, n };
-    if (patch.state !== undefined) (sets.push("state = @state"), (params.state = patch.state));
-    if (patch.endedAt !== undefined) (sets.push("ended_at = @endedAt"), (params.endedAt = patch.endedAt));
-    if (patch.reason !== undefined) (sets.push("reason = @reason"), (params.reason = patch.reason));
+    const { sets, params } = assignments(patch, { state: "state", endedAt: "ended_at", reason: "reason" });
     if (sets.length === 0) return;
-    this.db.prepare(`UPDATE attempts SET ${sets.join(", ")} WHERE job_id = @jobId AND n = @n`).run(params);
+    this.db
+      .prepare(`UPDATE attempts SET ${sets.join(", ")} WHERE job_id = @jobId AND n = @n`)
+      .run({ ...params, jobId, n });
   }
 
   async listAttempts(jobId: string): Promise<AttemptRecord[]> {
@@ -206,9 +205,7 @@ export class SqliteStore implements Store {
       `INSERT OR REPLACE INTO steps (job_id, attempt, rank, step, t, loss, tokens, compute_s)
        VALUES (@jobId, @attempt, @rank, @step, @t, @loss, @tokens, @computeS)`,
     );
-    const move = this.db.prepare(
-      "UPDATE ranks SET report_offset = ? WHERE job_id = ? AND attempt = ? AND rank = ?",
-    );
+    const move = this.db.prepare("UPDATE ranks SET report_offset = ? WHERE job_id = ? AND attempt = ? AND rank = ?");
     this.db.transaction(() => {
       for (const s of samples) insert.run(s);
       move.run(newOffset, jobId, attempt, rank);
@@ -307,13 +304,12 @@ export class SqliteStore implements Store {
   }
 
   async updateNode(name: string, patch: Partial<Pick<NodeRecord, "cordoned" | "strikes" | "reason">>): Promise<void> {
-    const sets: string[] = [];
-    const params: Row = { name };
-    if (patch.cordoned !== undefined) (sets.push("cordoned = @cordoned"), (params.cordoned = patch.cordoned ? 1 : 0));
-    if (patch.strikes !== undefined) (sets.push("strikes = @strikes"), (params.strikes = patch.strikes));
-    if (patch.reason !== undefined) (sets.push("reason = @reason"), (params.reason = patch.reason));
+    const { sets, params } = assignments(
+      { ...patch, cordoned: patch.cordoned === undefined ? undefined : patch.cordoned ? 1 : 0 },
+      { cordoned: "cordoned", strikes: "strikes", reason: "reason" },
+    );
     if (sets.length === 0) return;
-    this.db.prepare(`UPDATE nodes SET ${sets.join(", ")} WHERE name = @name`).run(params);
+    this.db.prepare(`UPDATE nodes SET ${sets.join(", ")} WHERE name = @name`).run({ ...params, name });
   }
 
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {
@@ -342,6 +338,18 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+/** `SET col = @key` clauses for the defined fields of a patch; column names come from code, never from input. */
+function assignments(patch: Record<string, unknown>, columns: Record<string, string>): { sets: string[]; params: Row } {
+  const sets: string[] = [];
+  const params: Row = {};
+  for (const [key, column] of Object.entries(columns)) {
+    if (patch[key] === undefined) continue;
+    sets.push(`${column} = @${key}`);
+    params[key] = patch[key];
+  }
+  return { sets, params };
 }
 
 function toJob(r: Row): JobRecord {

@@ -33,7 +33,10 @@ export async function verifyCheckpoint(dir: string, expectedStep?: number): Prom
     raw = JSON.parse(await readFile(path.join(dir, "MANIFEST.json"), "utf8"));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return { ok: false, reason: code === "ENOENT" ? "no MANIFEST.json (torn write?)" : "MANIFEST.json is not valid JSON" };
+    return {
+      ok: false,
+      reason: code === "ENOENT" ? "no MANIFEST.json (torn write?)" : "MANIFEST.json is not valid JSON",
+    };
   }
   const manifest = parseManifest(raw);
   if (typeof manifest === "string") return { ok: false, reason: manifest };

@@ -1,7 +1,11 @@
 import { open } from "node:fs/promises";
 
 /** Reads the complete lines appended to a file since `offset`; a partial last line waits for the next read. */
-export async function readNewLines(file: string, offset: number, maxBytes = 4 << 20): Promise<{ lines: string[]; offset: number }> {
+export async function readNewLines(
+  file: string,
+  offset: number,
+  maxBytes = 4 << 20,
+): Promise<{ lines: string[]; offset: number }> {
   let handle;
   try {
     handle = await open(file, "r");
@@ -36,7 +40,11 @@ export async function tailLines(file: string, n: number): Promise<string[]> {
     const length = Math.min(size, 64 * 1024);
     const buf = Buffer.alloc(length);
     await handle.read(buf, 0, length, size - length);
-    return buf.toString("utf8").split("\n").filter((l) => l.trim() !== "").slice(-n);
+    return buf
+      .toString("utf8")
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .slice(-n);
   } finally {
     await handle.close();
   }

@@ -294,14 +294,21 @@ export class Supervisor {
     }
     await this.store.updateAttempt(job.id, n, { state: AttemptState.Running });
     rt.logOffsets.clear();
-    const from = chosen ? `resuming from ${chosen.path} (step ${chosen.step})` : "starting fresh (no verified checkpoint)";
-    await this.event(job.id, "attempt.launched", `attempt ${n} on ${pool.name} [${placement.nodes.join(", ")}]: ${from}`, {
-      attempt: n,
-      pool: pool.name,
-      nodes: placement.nodes,
-      resumeStep: chosen?.step ?? null,
-      masterPort: attempt.masterPort,
-    });
+    const from = chosen
+      ? `resuming from ${chosen.path} (step ${chosen.step})`
+      : "starting fresh (no verified checkpoint)";
+    await this.event(
+      job.id,
+      "attempt.launched",
+      `attempt ${n} on ${pool.name} [${placement.nodes.join(", ")}]: ${from}`,
+      {
+        attempt: n,
+        pool: pool.name,
+        nodes: placement.nodes,
+        resumeStep: chosen?.step ?? null,
+        masterPort: attempt.masterPort,
+      },
+    );
   }
 
   private async watch(job: JobRecord, attempt: AttemptRecord, rt: JobRuntime): Promise<void> {
@@ -320,13 +327,21 @@ export class Supervisor {
     }
     if (exits.length === ranks.length && ranks.length > 0) {
       await this.ingest(job, attempt, ranks, rt);
-      await this.store.updateAttempt(job.id, attempt.n, { state: AttemptState.Succeeded, endedAt: this.opts.clock.now() });
+      await this.store.updateAttempt(job.id, attempt.n, {
+        state: AttemptState.Succeeded,
+        endedAt: this.opts.clock.now(),
+      });
       const last = await this.store.lastStep(job.id);
       await this.setJobState(job, JobState.Succeeded, null);
-      await this.event(job.id, "job.succeeded", `job finished at step ${last?.step ?? "?"} after ${job.restarts} restart(s)`, {
-        step: last?.step ?? null,
-        restarts: job.restarts,
-      });
+      await this.event(
+        job.id,
+        "job.succeeded",
+        `job finished at step ${last?.step ?? "?"} after ${job.restarts} restart(s)`,
+        {
+          step: last?.step ?? null,
+          restarts: job.restarts,
+        },
+      );
       await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, null);
     }
   }
@@ -416,7 +431,9 @@ export class Supervisor {
     await this.event(
       job.id,
       verification.ok ? "checkpoint.saved" : "checkpoint.invalid",
-      verification.ok ? `checkpoint at step ${step} verified` : `checkpoint at step ${step} does not verify: ${verification.reason}`,
+      verification.ok
+        ? `checkpoint at step ${step} verified`
+        : `checkpoint at step ${step} does not verify: ${verification.reason}`,
       { step, path: dir },
     );
     if (verification.ok) {
@@ -474,7 +491,9 @@ export class Supervisor {
     if (node) {
       await this.store.updateNode(node.name, {
         strikes: node.strikes + 1,
-        ...(decision.cordonCulpritNode ? { cordoned: true, reason: `${node.strikes + 1} strike(s); last: ${attribution.reason}` } : {}),
+        ...(decision.cordonCulpritNode
+          ? { cordoned: true, reason: `${node.strikes + 1} strike(s); last: ${attribution.reason}` }
+          : {}),
       });
       if (decision.cordonCulpritNode && !node.cordoned) {
         await this.event(job.id, "node.cordoned", `cordoned ${node.name} after ${node.strikes + 1} strike(s)`, {
@@ -490,10 +509,19 @@ export class Supervisor {
     await this.store.updateJob(job.id, { restarts: job.restarts + 1 });
     await this.setJobState(job, JobState.Recovering, null);
     this.runtime(job.id).nextLaunchAt = this.opts.clock.now() + decision.backoffMs;
-    await this.event(job.id, "job.restarting", `restart ${job.restarts + 1} of ${job.spec.recovery.maxRestarts} in ${decision.backoffMs} ms`);
+    await this.event(
+      job.id,
+      "job.restarting",
+      `restart ${job.restarts + 1} of ${job.spec.recovery.maxRestarts} in ${decision.backoffMs} ms`,
+    );
   }
 
-  private async stopAttempt(job: JobRecord, attempt: AttemptRecord, state: AttemptState, reason: string): Promise<void> {
+  private async stopAttempt(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    state: AttemptState,
+    reason: string,
+  ): Promise<void> {
     await this.store.updateAttempt(job.id, attempt.n, { state: AttemptState.Stopping });
     const ranks = await this.store.listRanks(job.id, attempt.n);
     const handles: RankHandle[] = ranks;
@@ -513,7 +541,12 @@ export class Supervisor {
     job.state = to;
   }
 
-  private async event(jobId: string | null, kind: string, message: string, data: Record<string, unknown> = {}): Promise<void> {
+  private async event(
+    jobId: string | null,
+    kind: string,
+    message: string,
+    data: Record<string, unknown> = {},
+  ): Promise<void> {
     await this.store.addEvent({ jobId, t: this.opts.clock.now(), kind, message, data });
     this.opts.log?.(`${jobId ?? "-"} ${kind}: ${message}`);
   }
@@ -531,7 +564,8 @@ function toRankExits(ranks: RankRecord[], statuses: RankStatus[]): RankExit[] {
     if (!r) continue;
     // Keep the first observed exit time: a rank's exit is recorded once.
     const at = r.exitedAt ?? s.at;
-    if (s.state === "vanished") exits.push({ rank: r.rank, node: r.node, code: null, signal: "VANISHED", at, tail: [] });
+    if (s.state === "vanished")
+      exits.push({ rank: r.rank, node: r.node, code: null, signal: "VANISHED", at, tail: [] });
     else exits.push({ rank: r.rank, node: r.node, code: s.code, signal: s.signal, at, tail: [] });
   }
   return exits;

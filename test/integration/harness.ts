@@ -60,7 +60,16 @@ export class ServerProcess {
     const before = readInfo(infoFile)?.startedAt ?? 0;
     this.child = spawn(
       process.execPath,
-      [path.join(packageRoot, "bin", "switchyard.js"), "server", "--home", this.home, "--cluster", this.clusterFile, "--port", "0"],
+      [
+        path.join(packageRoot, "bin", "switchyard.js"),
+        "server",
+        "--home",
+        this.home,
+        "--cluster",
+        this.clusterFile,
+        "--port",
+        "0",
+      ],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SWITCHYARD_HOME: this.home } },
     );
     let output = "";
@@ -112,7 +121,11 @@ export interface JobView {
   incidents: Array<{ cause: string; culpritRank: number | null; culpritNode: string | null; summary: string }>;
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 120_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false>,
+  timeoutMs = 120_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -137,10 +150,14 @@ export async function waitForStep(client: ApiClient, id: string, step: number): 
 }
 
 export async function waitForEnd(client: ApiClient, id: string, timeoutMs = 180_000): Promise<JobView> {
-  return waitFor(`job ${id} to end`, async () => {
-    const j = await job(client, id);
-    return ["FAILED", "CANCELLED", "SUCCEEDED"].includes(j.state) ? j : null;
-  }, timeoutMs);
+  return waitFor(
+    `job ${id} to end`,
+    async () => {
+      const j = await job(client, id);
+      return ["FAILED", "CANCELLED", "SUCCEEDED"].includes(j.state) ? j : null;
+    },
+    timeoutMs,
+  );
 }
 
 export async function events(client: ApiClient, id: string): Promise<EventRecord[]> {
@@ -173,8 +190,24 @@ export async function finalLoss(client: ApiClient, id: string): Promise<number> 
   return Number(m[1]);
 }
 
-export function chargptJob(opts: { name: string; home: string; steps: number; ckptEvery: number; extra?: string[]; pools?: string[] }): string {
-  const args = ["--steps", String(opts.steps), "--ckpt-every", String(opts.ckptEvery), "--eval-final", "--batch", "8", ...(opts.extra ?? [])];
+export function chargptJob(opts: {
+  name: string;
+  home: string;
+  steps: number;
+  ckptEvery: number;
+  extra?: string[];
+  pools?: string[];
+}): string {
+  const args = [
+    "--steps",
+    String(opts.steps),
+    "--ckpt-every",
+    String(opts.ckptEvery),
+    "--eval-final",
+    "--batch",
+    "8",
+    ...(opts.extra ?? []),
+  ];
   return [
     `name: ${opts.name}`,
     `pools: [${(opts.pools ?? ["unstable", "reliable"]).join(", ")}]`,

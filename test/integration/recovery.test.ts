@@ -39,7 +39,12 @@ describe.skipIf(!hasTorch)("supervised PyTorch training recovers without restart
   beforeAll(async () => {
     client = await server.start();
     const dir = path.join(home, "baseline");
-    const id = await submit(client, home, "baseline", chargptJob({ name: "baseline", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY }));
+    const id = await submit(
+      client,
+      home,
+      "baseline",
+      chargptJob({ name: "baseline", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY }),
+    );
     const end = await waitForEnd(client, id);
     expect(end.state).toBe("SUCCEEDED");
     expect(end.restarts).toBe(0);
@@ -52,7 +57,12 @@ describe.skipIf(!hasTorch)("supervised PyTorch training recovers without restart
 
   it("(a) SIGKILL of one rank mid-run: the culprit is named, the job resumes from a checkpoint and matches", async () => {
     const dir = path.join(home, "kill");
-    const id = await submit(client, home, "kill", chargptJob({ name: "kill", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: SLOW }));
+    const id = await submit(
+      client,
+      home,
+      "kill",
+      chargptJob({ name: "kill", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: SLOW }),
+    );
     await waitForStep(client, id, CKPT_EVERY + 2);
     const [victim] = (await ranks(client, id)).filter((r) => r.rank === 1);
     process.kill(rankProcessPid(victim!), "SIGKILL");
@@ -71,10 +81,18 @@ describe.skipIf(!hasTorch)("supervised PyTorch training recovers without restart
 
   it("(b) a corrupted newest checkpoint is skipped with an event and the previous one is used", async () => {
     const dir = path.join(home, "corrupt");
-    const id = await submit(client, home, "corrupt", chargptJob({ name: "corrupt", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: SLOW }));
+    const id = await submit(
+      client,
+      home,
+      "corrupt",
+      chargptJob({ name: "corrupt", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: SLOW }),
+    );
     const ckptRoot = path.join(dir, "ckpt");
     await waitForStep(client, id, 2 * CKPT_EVERY + 1);
-    const newest = readdirSync(ckptRoot).filter((n) => n.startsWith("step-")).sort().at(-1)!;
+    const newest = readdirSync(ckptRoot)
+      .filter((n) => n.startsWith("step-"))
+      .sort()
+      .at(-1)!;
     const stateFile = path.join(ckptRoot, newest, "state.pt");
     const bytes = readFileSync(stateFile);
     bytes[Math.floor(bytes.length / 2)]! ^= 0xff; // flip one byte
@@ -100,7 +118,13 @@ describe.skipIf(!hasTorch)("supervised PyTorch training recovers without restart
       client,
       home,
       "torn",
-      chargptJob({ name: "torn", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: ["--die-during-checkpoint", String(dieAt)] }),
+      chargptJob({
+        name: "torn",
+        home: dir,
+        steps: STEPS,
+        ckptEvery: CKPT_EVERY,
+        extra: ["--die-during-checkpoint", String(dieAt)],
+      }),
     );
     const ckptRoot = path.join(dir, "ckpt");
     // Right after the crash, before the next attempt can rewrite it: the torn write never became a step folder.
@@ -124,7 +148,12 @@ describe.skipIf(!hasTorch)("supervised PyTorch training recovers without restart
 
   it("(c) SIGKILL of the server mid-run: training goes on, the new server re-adopts it, reports stay continuous", async () => {
     const dir = path.join(home, "server-kill");
-    const id = await submit(client, home, "srvkill", chargptJob({ name: "srvkill", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: SLOW }));
+    const id = await submit(
+      client,
+      home,
+      "srvkill",
+      chargptJob({ name: "srvkill", home: dir, steps: STEPS, ckptEvery: CKPT_EVERY, extra: SLOW }),
+    );
     await waitForStep(client, id, 4);
     const before = await ranks(client, id);
     server.kill9();

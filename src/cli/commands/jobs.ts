@@ -56,7 +56,9 @@ export function registerJobCommands(program: Command): void {
     .action(async (opts: { all?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const client = await connect(g.home);
-      const jobs = (await client.get<JobSummary[]>("/api/jobs")).filter((j) => opts.all || !terminalJobStates.has(j.state));
+      const jobs = (await client.get<JobSummary[]>("/api/jobs")).filter(
+        (j) => opts.all || !terminalJobStates.has(j.state),
+      );
       if (g.json) return console.log(JSON.stringify(jobs));
       if (jobs.length === 0) return console.log(opts.all ? "no jobs" : "no active jobs (-a shows finished ones)");
       console.log(
@@ -82,13 +84,17 @@ export function registerJobCommands(program: Command): void {
     .action(async (job: string, _opts: unknown, cmd: Command) => {
       const g = globals(cmd);
       const client = await connect(g.home);
-      const detail = await client.get<JobDetail & { attempts: Array<Record<string, unknown>> }>(`/api/jobs/${enc(job)}`);
+      const detail = await client.get<JobDetail & { attempts: Array<Record<string, unknown>> }>(
+        `/api/jobs/${enc(job)}`,
+      );
       if (g.json) return console.log(JSON.stringify(detail));
       console.log(`${detail.id}  ${detail.state}${detail.reason ? ` (${detail.reason})` : ""}`);
       console.log(`progress  ${progressLine(detail)}`);
       console.log(`attempts  ${detail.attempts.length}, restarts ${detail.restarts}`);
       for (const i of detail.incidents) {
-        console.log(`incident  #${i.id} attempt ${i.attempt} ${i.cause} rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}: ${i.summary}`);
+        console.log(
+          `incident  #${i.id} attempt ${i.attempt} ${i.cause} rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}: ${i.summary}`,
+        );
       }
     });
 
@@ -107,7 +113,9 @@ export function registerJobCommands(program: Command): void {
       for (;;) {
         const q = new URLSearchParams({ rank: opts.rank, offset: String(offset) });
         if (attempt) q.set("attempt", attempt);
-        const chunk = await client.get<{ text: string; offset: number; attempt: number }>(`/api/jobs/${enc(job)}/logs?${q}`);
+        const chunk = await client.get<{ text: string; offset: number; attempt: number }>(
+          `/api/jobs/${enc(job)}/logs?${q}`,
+        );
         process.stdout.write(chunk.text);
         offset = chunk.offset;
         if (!opts.follow) return;
@@ -212,14 +220,19 @@ export async function follow(client: ApiClient, jobId: string, json: boolean): P
     }
     const line = progressLine(job);
     if (json) {
-      if (line !== lastLine) console.log(JSON.stringify({ type: "progress", state: job.state, last: job.last, restarts: job.restarts }));
+      if (line !== lastLine)
+        console.log(JSON.stringify({ type: "progress", state: job.state, last: job.last, restarts: job.restarts }));
     } else if (tty) process.stdout.write(`\r\x1b[2K${line}`);
     else if (line !== lastLine) console.log(line);
     lastLine = line;
     if (terminalJobStates.has(job.state)) {
       if (tty) process.stdout.write("\n");
       if (!json) console.log(`${job.id} ${job.state}${job.reason ? `: ${job.reason}` : ""}`);
-      return job.state === "SUCCEEDED" ? ExitCode.Ok : job.state === "CANCELLED" ? ExitCode.Cancelled : ExitCode.JobFailed;
+      return job.state === "SUCCEEDED"
+        ? ExitCode.Ok
+        : job.state === "CANCELLED"
+          ? ExitCode.Cancelled
+          : ExitCode.JobFailed;
     }
     await sleep(500);
   }

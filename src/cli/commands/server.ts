@@ -51,7 +51,9 @@ export function registerServerCommands(program: Command): void {
 
   program
     .command("down")
-    .description("stop the switchyard server; running training ranks keep running and are re-adopted by the next server")
+    .description(
+      "stop the switchyard server; running training ranks keep running and are re-adopted by the next server",
+    )
     .action(async (_opts: unknown, cmd: Command) => {
       const stopped = await stopServer(globals(cmd).home);
       console.log(stopped ? "switchyard server stopped (ranks keep running)" : "no switchyard server was running");

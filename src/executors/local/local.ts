@@ -103,9 +103,7 @@ export class LocalExecutor implements Executor {
   }
 
   async stop(ranks: readonly RankHandle[], graceMs: number): Promise<void> {
-    const groups = ranks
-      .filter((r) => r.pid !== null && isSameProcessAlive(r.pid, r.startTicks))
-      .map((r) => r.pid!);
+    const groups = ranks.filter((r) => r.pid !== null && isSameProcessAlive(r.pid, r.startTicks)).map((r) => r.pid!);
     // Also reach groups whose wrapper already died but whose rank lives on.
     const all = [...new Set([...groups, ...ranks.map((r) => r.pid).filter((p): p is number => p !== null)])];
     const alive = all.filter((g) => groupAlive(g) && groupOwnedBy(g, ranks));

@@ -1,0 +1,61 @@
+import { describe, expect, it } from "vitest";
+import { attributeFailure, type RankExit } from "./culprit.js";
+
+const exit = (
+  rank: number,
+  at: number,
+  code: number | null,
+  tail: string[] = [],
+  signal: string | null = null,
+): RankExit => ({
+  rank,
+  node: `n${Math.floor(rank / 2)}`,
+  code,
+  signal,
+  at,
+  tail,
+});
+
+describe("culprit attribution", () => {
+  it("is null when nothing failed", () => {
+    expect(attributeFailure([exit(0, 10, 0), exit(1, 11, 0)])).toBeNull();
+  });
+
+  it("picks the first rank to fail in time; later failures are victims", () => {
+    const a = attributeFailure([
+      exit(0, 2000, 1, ["RuntimeError: [/pytorch/third_party/gloo/...] Connection closed by peer [127.0.0.1]:1234"]),
+      exit(3, 1000, null, [], "SIGKILL"),
+      exit(1, 2100, 1, ["Connection reset by peer"]),
+    ])!;
+    expect(a.culprit.rank).toBe(3);
+    expect(a.victims.map((v) => v.rank)).toEqual([0, 1]);
+    expect(a.reason).toBe("rank 3 killed by SIGKILL first; 2 peer(s) failed after it");
+  });
+
+  it("within the polling window, prefers a rank that did not report a lost peer", () => {
+    const a = attributeFailure([
+      exit(0, 1000, 1, ["RuntimeError: Connection closed by peer"]),
+      exit(1, 1100, 1, ["Traceback (most recent call last):", "ValueError: bad batch"]),
+    ])!;
+    expect(a.culprit.rank).toBe(1);
+    expect(a.reason).toContain("(the earlier ones reported a lost peer)");
+  });
+
+  it("outside the window, time wins even against peer-loss wording", () => {
+    const a = attributeFailure([exit(0, 1000, 1, ["Connection closed by peer"]), exit(1, 5000, 1, ["ValueError"])])!;
+    expect(a.culprit.rank).toBe(0);
+  });
+
+  it("recognises NCCL and HCCL wording as peer loss", () => {
+    const a = attributeFailure([
+      exit(0, 1000, 1, ["[E ProcessGroupNCCL.cpp] Watchdog caught collective operation timeout"]),
+      exit(1, 1050, 1, ["EI0002: notify wait timeout"]),
+      exit(2, 1100, 134, ["UCE ERROR on device 2"]),
+    ])!;
+    expect(a.culprit.rank).toBe(2);
+  });
+
+  it("ties in time break by rank, deterministically", () => {
+    expect(attributeFailure([exit(1, 1000, 2), exit(0, 1000, 2)])!.culprit.rank).toBe(0);
+  });
+});

@@ -1,0 +1,127 @@
+import { describe, expect, it } from "vitest";
+import { compileJobSpec, parseClusterSpec, type ClusterSpec } from "./spec.js";
+import { SpecError } from "./spec-errors.js";
+
+const cluster: ClusterSpec = parseClusterSpec(
+  ["pools:", "  - name: ascend", "    nodes: 2", "  - name: nvidia", "    nodes: 1"].join("\n"),
+  "cluster.yaml",
+);
+const opts = { file: "/jobs/train.yaml", cluster, defaultCheckpointRoot: "/home/sy/checkpoints" };
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(SpecError);
+    return (err as Error).message;
+  }
+  throw new Error("expected a SpecError");
+}
+
+describe("job spec", () => {
+  it("applies every default in one place and makes paths absolute", () => {
+    const spec = compileJobSpec("name: train\ncommand: [python3, t.py]\n", opts);
+    expect(spec).toEqual({
+      name: "train",
+      pools: [],
+      nodes: 1,
+      procsPerNode: 1,
+      command: ["python3", "t.py"],
+      env: {},
+      workdir: "/jobs",
+      steps: null,
+      checkpoint: { dir: "/home/sy/checkpoints/train", keep: 3 },
+      progress: { regex: null },
+      recovery: { maxRestarts: 10, backoffSeconds: 1, maxBackoffSeconds: 60, strikesBeforeCordon: 2, graceSeconds: 5 },
+      source: "/jobs/train.yaml",
+    });
+  });
+
+  it("resolves workdir and checkpoint dir against the spec's folder; env values become strings", () => {
+    const spec = compileJobSpec(
+      "name: t\ncommand: [x]\nworkdir: run\ncheckpoint: { dir: ckpt }\nenv: { SEED: 3, DEBUG: true }\n",
+      opts,
+    );
+    expect(spec.workdir).toBe("/jobs/run");
+    expect(spec.checkpoint.dir).toBe("/jobs/run/ckpt");
+    expect(spec.env).toEqual({ SEED: "3", DEBUG: "true" });
+  });
+
+  it("names an unknown key with its line and the key it probably meant", () => {
+    const message = errorOf(() => compileJobSpec("name: t\ncommand: [x]\nrecovery:\n  maxRestart: 3\n", opts));
+    expect(message).toBe(
+      '/jobs/train.yaml:4:3: recovery.maxRestart: unknown key "maxRestart" (fix: did you mean "maxRestarts"?)',
+    );
+  });
+
+  it("lists the allowed keys when nothing is close", () => {
+    const message = errorOf(() => compileJobSpec("name: t\ncommand: [x]\nfrobnicate: 1\n", opts));
+    expect(message).toMatch(
+      /^\/jobs\/train\.yaml:3:1: frobnicate: unknown key "frobnicate" \(fix: remove it; allowed keys here: name, pools, /,
+    );
+  });
+
+  it("reports a missing required field at its parent", () => {
+    expect(errorOf(() => compileJobSpec("name: t\n", opts))).toBe(
+      "/jobs/train.yaml:1:1: command: is required (fix: add this field (array))",
+    );
+  });
+
+  it("reports a wrong type with the value it got", () => {
+    expect(errorOf(() => compileJobSpec("name: t\ncommand: [x]\nnodes: two\n", opts))).toBe(
+      '/jobs/train.yaml:3:8: nodes: expected number, got string "two" (fix: write a number here)',
+    );
+  });
+
+  it("rejects a pool the cluster does not have and lists the ones it has", () => {
+    expect(errorOf(() => compileJobSpec("name: t\ncommand: [x]\npools: [ascend, tpu]\n", opts))).toBe(
+      '/jobs/train.yaml:3:17: pools[1]: unknown pool "tpu" (fix: use one of the cluster\'s pools: ascend, nvidia)',
+    );
+  });
+
+  it("rejects a progress regex without a step group", () => {
+    expect(errorOf(() => compileJobSpec("name: t\ncommand: [x]\nprogress: { regex: 'loss (\\S+)' }\n", opts))).toBe(
+      "/jobs/train.yaml:3:20: progress.regex: is not a valid regular expression with a named group 'step' " +
+        "(fix: e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)')",
+    );
+  });
+
+  it("reports YAML syntax errors with their position", () => {
+    expect(errorOf(() => compileJobSpec("name: t\ncommand: [x\n", opts))).toMatch(
+      /^\/jobs\/train\.yaml:\d+:\d+: invalid YAML: /,
+    );
+  });
+
+  it("reports every problem at once", () => {
+    const message = errorOf(() => compileJobSpec("name: Bad Name\ncommand: []\nprocsPerNode: 0\n", opts));
+    expect(message.split("\n")).toHaveLength(3);
+  });
+});
+
+describe("cluster spec", () => {
+  it("fills pool defaults", () => {
+    expect(cluster.pools[0]).toEqual({
+      name: "ascend",
+      executor: "local",
+      accelerator: { vendor: "cpu" },
+      nodes: 2,
+      devicesPerNode: 1,
+    });
+  });
+
+  it("rejects duplicate pool names", () => {
+    expect(
+      errorOf(() => parseClusterSpec("pools:\n  - {name: a, nodes: 1}\n  - {name: a, nodes: 2}\n", "c.yaml")),
+    ).toBe('c.yaml:3:12: pools[1].name: duplicate pool name "a" (also pools[0]) (fix: give every pool a unique name)');
+  });
+
+  it("rejects an unknown vendor with the allowed ones", () => {
+    expect(
+      errorOf(() =>
+        parseClusterSpec("pools:\n  - name: a\n    nodes: 1\n    accelerator: { vendor: tpu }\n", "c.yaml"),
+      ),
+    ).toBe(
+      'c.yaml:4:28: pools[0].accelerator.vendor: must be one of "nvidia", "ascend", "cpu" (fix: pick one of the listed values)',
+    );
+  });
+});

@@ -1,0 +1,97 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { SqliteStore } from "./sqlite.js";
+import type { CompiledJobSpec } from "../core/spec.js";
+
+const require = createRequire(import.meta.url);
+const spec = { name: "j", steps: 10 } as unknown as CompiledJobSpec;
+const file = () => path.join(mkdtempSync(path.join(os.tmpdir(), "sy-store-")), "db.sqlite");
+
+describe("SQLite store", () => {
+  it("keeps jobs, attempts, ranks and steps across a reopen", async () => {
+    const f = file();
+    const a = new SqliteStore(f);
+    await a.createJob({ id: "j-1", name: "j", spec, state: "PENDING", createdAt: 1 });
+    await a.createAttempt({
+      jobId: "j-1",
+      n: 1,
+      state: "RUNNING",
+      pool: "p",
+      nodes: ["p-0"],
+      masterPort: 1234,
+      dir: "/d",
+      resumeFrom: null,
+      resumeStep: null,
+      startedAt: 2,
+      endedAt: null,
+      reason: null,
+    });
+    await a.upsertRank({
+      jobId: "j-1",
+      attempt: 1,
+      rank: 0,
+      node: "p-0",
+      pid: 42,
+      startTicks: 7,
+      logPath: "/l",
+      reportPath: "/r",
+      reportOffset: 0,
+      exitCode: null,
+      exitSignal: null,
+      exitedAt: null,
+    });
+    await a.ingestReports("j-1", 1, 0, 120, [
+      { jobId: "j-1", attempt: 1, rank: 0, step: 1, t: 10, loss: 3.5, tokens: 64, computeS: 0.1 },
+      { jobId: "j-1", attempt: 1, rank: 0, step: 2, t: 11, loss: 3.1, tokens: 64, computeS: 0.1 },
+    ]);
+    await a.close();
+
+    const b = new SqliteStore(f);
+    expect((await b.getJob("j"))?.id).toBe("j-1");
+    expect((await b.listRanks("j-1", 1))[0]).toMatchObject({ pid: 42, startTicks: 7, reportOffset: 120 });
+    expect(await b.lastStep("j-1")).toMatchObject({ step: 2, loss: 3.1 });
+    // Re-ingesting the same lines (a server that died before saving its offset) does not duplicate steps.
+    await b.ingestReports("j-1", 1, 0, 120, [
+      { jobId: "j-1", attempt: 1, rank: 0, step: 2, t: 11, loss: 3.1, tokens: 64, computeS: 0.1 },
+    ]);
+    expect(await b.listSteps("j-1")).toHaveLength(2);
+    await b.close();
+  });
+
+  it("keeps strikes and cordons when the cluster is synced again", async () => {
+    const s = new SqliteStore(file());
+    await s.syncNodes([{ name: "n0", pool: "p", devices: 2 }]);
+    await s.updateNode("n0", { cordoned: true, strikes: 2, reason: "ECC" });
+    await s.syncNodes([{ name: "n0", pool: "p", devices: 4 }]);
+    expect(await s.listNodes()).toEqual([
+      { name: "n0", pool: "p", devices: 4, cordoned: true, strikes: 2, reason: "ECC" },
+    ]);
+    await s.close();
+  });
+
+  it("survives a SIGKILL of a writer mid-transaction: committed rows stay, the torn one is gone", async () => {
+    const f = file();
+    await new SqliteStore(f).close();
+    // A child process commits 50 events, then dies by SIGKILL inside an open transaction.
+    const script = `
+      const Database = require(${JSON.stringify(require.resolve("better-sqlite3"))});
+      const db = new Database(${JSON.stringify(f)});
+      db.pragma("journal_mode = WAL"); db.pragma("synchronous = FULL");
+      const ins = db.prepare("INSERT INTO events (job_id, t, kind, message, data) VALUES ('j', 1, 'k', 'm', '{}')");
+      for (let i = 0; i < 50; i++) ins.run();
+      db.exec("BEGIN"); for (let i = 0; i < 50; i++) ins.run();
+      process.kill(process.pid, "SIGKILL");`;
+    try {
+      execFileSync(process.execPath, ["-e", script], { stdio: "ignore" });
+    } catch {
+      // killed, as intended
+    }
+    const s = new SqliteStore(f);
+    expect(await s.listEvents({ jobId: "j" })).toHaveLength(50);
+    await s.close();
+  });
+});
