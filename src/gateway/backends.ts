@@ -36,6 +36,14 @@ export interface BackendRegistration {
   poolQueueThreshold?: number;
 }
 
+function readCa(id: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Error(`backend ${id}: cannot read tls.caFile ${file} (${(err as NodeJS.ErrnoException).code ?? "error"}); fix the path`);
+  }
+}
+
 export class Backend {
   readonly adapter: EngineAdapter;
   readonly origin: string;
@@ -87,7 +95,7 @@ export class Backend {
       connect: {
         timeout: settings.connectTimeoutMs,
         ...(tls?.insecureSkipVerify === true && { rejectUnauthorized: false }),
-        ...(tls?.caFile !== undefined && { ca: readFileSync(tls.caFile) }),
+        ...(tls?.caFile !== undefined && { ca: readCa(id, tls.caFile) }),
       },
     });
   }
