@@ -37,6 +37,24 @@ describe("plan files", () => {
     expect(s?.checkpoint.interval).toBe("optimal");
   });
 
+  it("ignores top-level x- keys, which hold shared YAML anchors", () => {
+    const text = [
+      "x-fleet: &fleet",
+      "  device: gpu",
+      "  devices: 64",
+      "  devices_per_node: 8",
+      "scenarios:",
+      "  - name: a",
+      "    fleet: { <<: *fleet, spare_nodes: 3 }",
+      "    workload: { steps: 10, step_time: 1s }",
+      "    checkpoint: { interval: 1h, save: 1s }",
+      "    recovery: { restart: 1m }",
+    ].join("\n");
+    const fleet = parsePlan(text, "plans/x.yaml").scenarios[0]?.fleet;
+    expect(fleet?.devices).toBe(64);
+    expect(fleet?.spare_nodes).toBe(3);
+  });
+
   it("names file, line, YAML path and a fix for an unknown key, with a suggestion", () => {
     const err = errorOf(VALID.replace("devices_per_node: 8", "devices_per_nod: 8"));
     expect(err.message).toContain(

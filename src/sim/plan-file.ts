@@ -245,7 +245,7 @@ export function parsePlan(text: string, file: string): Plan {
       })),
     );
   }
-  const data: unknown = doc.toJS({ maxAliasCount: 1000 });
+  const data: unknown = withoutExtensionKeys(doc.toJS({ maxAliasCount: 1000 }));
   const result = planSchema.safeParse(data ?? {});
   if (result.success) return result.data;
 
@@ -269,6 +269,12 @@ export function parsePlan(text: string, file: string): Plan {
     ];
   });
   throw new PlanFileError(issues);
+}
+
+/** Top-level keys starting with "x-" hold YAML anchors shared by scenarios (as in Compose files); they are not plan keys. */
+function withoutExtensionKeys(data: unknown): unknown {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return data;
+  return Object.fromEntries(Object.entries(data).filter(([key]) => !key.startsWith("x-")));
 }
 
 function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: (string | number)[]): string {

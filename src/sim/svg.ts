@@ -23,13 +23,18 @@ export function completionCdfSvg(scenarios: ScenarioSummary[]): string {
     ...(s.deadline ? [toDays(s.deadline.deadlineS)] : []),
     toDays(s.nominalS),
   ]);
-  const xMax = niceCeiling(Math.max(1, ...finiteDays) * 1.05);
-  const x = (d: number): number => margin.left + (Math.min(d, xMax) / xMax) * plotW;
+  // The axis spans the finishing times only, so the curves use the width instead of crowding at one side.
+  const lowest = Math.min(...finiteDays, Infinity);
+  const highest = Math.max(...finiteDays, 1);
+  const step = niceCeiling(Math.max(highest * 1.05 - (Number.isFinite(lowest) ? lowest * 0.95 : 0), 0.1) / 6);
+  const xMin = Number.isFinite(lowest) ? step * Math.floor((lowest * 0.95) / step) : 0;
+  const xMax = step * Math.ceil((highest * 1.05) / step);
+  const x = (d: number): number => margin.left + ((Math.min(Math.max(d, xMin), xMax) - xMin) / (xMax - xMin)) * plotW;
   const y = (p: number): number => margin.top + (1 - p) * plotH;
 
   const parts: string[] = [svgOpen(width, height), title("Time to train: share of trials finished by day", width)];
   parts.push(...axes(margin.left, margin.top, plotW, plotH));
-  for (const tick of ticks(xMax)) {
+  for (const tick of ticks(xMin, xMax, step)) {
     parts.push(`<line x1="${x(tick)}" y1="${y(0)}" x2="${x(tick)}" y2="${y(0) + 5}" stroke="#333"/>`);
     parts.push(`<text x="${x(tick)}" y="${y(0) + 18}" text-anchor="middle" ${FONT}>${tick}</text>`);
   }
@@ -103,7 +108,7 @@ export function lostTimeSvg(scenarios: ScenarioSummary[]): string {
   });
   const axisY = margin.top + scenarios.length * (barH + gap) - gap / 2;
   parts.push(`<line x1="${margin.left}" y1="${axisY}" x2="${margin.left + plotW}" y2="${axisY}" stroke="#333"/>`);
-  for (const tick of ticks(xMax)) {
+  for (const tick of ticks(0, xMax, niceCeiling(xMax / 6))) {
     const tx = margin.left + (tick / xMax) * plotW;
     parts.push(`<text x="${tx}" y="${axisY + 16}" text-anchor="middle" ${FONT}>${tick}</text>`);
   }
@@ -147,10 +152,9 @@ export function niceCeiling(value: number): number {
   return 10 * power;
 }
 
-function ticks(max: number): number[] {
-  const step = niceCeiling(max / 6);
+function ticks(min: number, max: number, step: number): number[] {
   const result: number[] = [];
-  for (let t = 0; t <= max + 1e-9; t += step) result.push(Number(t.toPrecision(6)));
+  for (let t = min; t <= max + step * 1e-6; t += step) result.push(Number(t.toPrecision(6)));
   return result;
 }
 
