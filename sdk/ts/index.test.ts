@@ -143,6 +143,13 @@ describe("checkpoint", () => {
     expect(fs.existsSync(reportFile)).toBe(false); // no checkpoint line (and no other report was made)
   });
 
+  it("refuses an empty checkpoint, which could never be resumed from", async () => {
+    const r = rankWith();
+    await expect(r.checkpoint(8, () => undefined)).rejects.toThrow(/checkpoint\(8\): nothing was written/);
+    r.close();
+    expect(fs.readdirSync(ckptRoot)).toEqual([]);
+  });
+
   it("rejects a manifest of an unknown format", async () => {
     fs.mkdirSync(path.join(tmp, "weird"));
     fs.writeFileSync(path.join(tmp, "weird", "MANIFEST.json"), JSON.stringify({ format: "other/9", step: 1 }));

@@ -203,6 +203,12 @@ export class Rank {
     try {
       await write(tmp);
       files = await manifestFiles(tmp);
+      if (files.length === 0) {
+        throw new Error(
+          `checkpoint(${step}): nothing was written into ${tmp}; write the state files into the directory ` +
+            "passed to the callback (an empty checkpoint cannot be resumed from)",
+        );
+      }
       const manifest: CheckpointManifest = {
         format: MANIFEST_FORMAT,
         step: Math.trunc(step),

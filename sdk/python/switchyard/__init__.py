@@ -272,6 +272,11 @@ def checkpoint(step: int, shards: int = 1, root: Optional[str] = None) -> Iterat
     try:
         yield tmp
         files = _manifest_files(tmp)
+        if not files:
+            raise ValueError(
+                "switchyard.checkpoint(%d): nothing was written into %s; write the state files into the "
+                "yielded directory (an empty checkpoint cannot be resumed from)" % (step, tmp)
+            )
         manifest = {
             "format": MANIFEST_FORMAT,
             "step": int(step),
