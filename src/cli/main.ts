@@ -1,6 +1,8 @@
 import { Command, CommanderError } from "commander";
 import { CliError } from "./client.js";
 import { version } from "./context.js";
+import { registerChaosCommand } from "./commands/chaos.js";
+import { registerDemoCommand } from "./commands/demo.js";
 import { registerGatewayCommand } from "./commands/gateway.js";
 import { registerJobCommands } from "./commands/jobs.js";
 import { registerPlanCommand } from "./commands/plan.js";
@@ -15,6 +17,8 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServerCommands(program);
   registerJobCommands(program);
+  registerChaosCommand(program);
+  registerDemoCommand(program);
   registerPlanCommand(program);
   registerGatewayCommand(program);
   return program;

@@ -6,6 +6,7 @@ import { compileJobSpec } from "../core/spec.js";
 import { SpecError } from "../core/spec-errors.js";
 import type { Store } from "../store/port.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
+import { chaosActions, injectChaos } from "../supervisor/chaos.js";
 
 export interface AppOptions {
   supervisor: Supervisor;
@@ -139,6 +140,27 @@ export function createApp(opts: AppOptions): Hono {
     } finally {
       await handle.close();
     }
+  });
+
+  app.post("/api/jobs/:id/chaos", async (c) => {
+    const job = await store.getJob(c.req.param("id"));
+    if (!job) return notFound(c, c.req.param("id"));
+    const body = (await c.req.json().catch(() => ({}))) as { action?: unknown; rank?: unknown };
+    const action = chaosActions.find((a) => a === body.action);
+    if (!action) return c.json({ error: `unknown chaos action ${JSON.stringify(body.action)} (fix: one of ${chaosActions.join(", ")})` }, 400);
+    const current = await supervisor.currentRanks(job.id);
+    const result = await injectChaos(
+      action,
+      {
+        ranks: current?.ranks ?? [],
+        checkpointDir: job.spec.checkpoint.dir,
+        signalRank: (r, sig) => supervisor.signalRank(r, sig),
+      },
+      typeof body.rank === "number" ? body.rank : undefined,
+    ).catch((err: Error) => err);
+    if (result instanceof Error) return c.json({ error: result.message }, 409);
+    await store.addEvent({ jobId: job.id, t: Date.now(), kind: "chaos", message: result.message, data: { ...result } });
+    return c.json(result);
   });
 
   app.get("/api/nodes", async (c) => c.json(await store.listNodes()));
