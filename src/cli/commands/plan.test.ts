@@ -1,9 +1,8 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { registerPlanCommand } from "./plan.js";
+import { main } from "../main.js";
 
 const PLAN = `scenarios:
   - name: only
@@ -13,20 +12,21 @@ const PLAN = `scenarios:
     recovery: { restart: 2m }
 `;
 
-function runCli(args: string[]): { code: number; out: string; err: string } {
+/** Runs the real CLI entry point, so options shared with the root program behave as for users. */
+async function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
   const log = vi.spyOn(console, "log").mockImplementation((s: string) => void out.push(s));
   const error = vi.spyOn(console, "error").mockImplementation((s: string) => void err.push(s));
-  process.exitCode = undefined;
-  const program = new Command("switchyard").exitOverride();
-  registerPlanCommand(program);
-  program.parse(["node", "switchyard", "plan", ...args]);
-  const code = typeof process.exitCode === "number" ? process.exitCode : 0;
-  process.exitCode = undefined;
-  log.mockRestore();
-  error.mockRestore();
-  return { code, out: out.join("\n"), err: err.join("\n") };
+  try {
+    process.exitCode = undefined;
+    const code = await main(["node", "switchyard", "plan", ...args]);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    process.exitCode = undefined;
+    log.mockRestore();
+    error.mockRestore();
+  }
 }
 
 describe("switchyard plan", () => {
@@ -37,31 +37,33 @@ describe("switchyard plan", () => {
     process.exitCode = undefined;
   });
 
-  it("prints the table, and JSON with --json", () => {
-    const table = runCli([file, "--trials", "20"]);
+  it("prints the table, and JSON with --json", async () => {
+    const table = await runCli([file, "--trials", "20"]);
     expect(table.code).toBe(0);
     expect(table.out).toMatch(/^ETTR \(95% CI\)/m);
-    const json = runCli([file, "--trials", "20", "--seed", "9", "--json"]);
+    const json = await runCli([file, "--trials", "20", "--seed", "9", "--json"]);
     expect(JSON.parse(json.out)).toMatchObject({ trials: 20, seed: 9, scenarios: [{ name: "only" }] });
   });
 
-  it("writes both charts with --svg", () => {
+  it("writes both charts with --svg", async () => {
     const svgDir = join(dir, "charts");
-    expect(runCli([file, "--trials", "20", "--svg", svgDir]).code).toBe(0);
+    expect((await runCli([file, "--trials", "20", "--svg", svgDir])).code).toBe(0);
     expect(readFileSync(join(svgDir, "completion-cdf.svg"), "utf8")).toMatch(/^<svg/);
     expect(readFileSync(join(svgDir, "lost-time.svg"), "utf8")).toMatch(/^<svg/);
   });
 
-  it("exits 2 with file, line, path and fix on a bad plan file", () => {
+  it("exits 2 with file, line, path and fix on a bad plan file", async () => {
     const bad = join(dir, "bad.yaml");
     writeFileSync(bad, PLAN.replace("restart: 2m", "restart: 2m, retry: 3"));
-    const result = runCli([bad]);
+    const result = await runCli([bad]);
     expect(result.code).toBe(2);
     expect(result.err).toContain(`${bad}:6: scenarios[0].recovery.retry: unknown key "retry". Fix:`);
   });
 
-  it("exits 2 for an unknown scenario or a missing file", () => {
-    expect(runCli([file, "--scenario", "nope"]).err).toContain('no scenario named "nope". Fix: use one of: only');
-    expect(runCli([join(dir, "missing.yaml")]).code).toBe(2);
+  it("exits 2 for an unknown scenario or a missing file", async () => {
+    expect((await runCli([file, "--scenario", "nope"])).err).toContain(
+      'no scenario named "nope". Fix: use one of: only',
+    );
+    expect((await runCli([join(dir, "missing.yaml")])).code).toBe(2);
   });
 });

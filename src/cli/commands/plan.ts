@@ -28,8 +28,10 @@ export function registerPlanCommand(program: Command): void {
       ...(previous ?? []),
       value,
     ])
-    .action((file: string, options: PlanCommandOptions) => {
-      process.exitCode = planCommand(file, options);
+    .action((file: string, options: PlanCommandOptions, command: Command) => {
+      // The root program also defines --json; whichever level parsed it, it means JSON here.
+      const json = options.json === true || command.optsWithGlobals<{ json?: boolean }>().json === true;
+      process.exitCode = planCommand(file, { ...options, json });
     });
 }
 
