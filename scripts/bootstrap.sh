@@ -22,6 +22,8 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm packages (better-sqlite3 compiles from source, about a minute)"
-  npm ci --no-audit --no-fund
+  # npm ci refuses this lock file: npm 11 leaves platform-specific optional packages out of it. `npm install`
+  # still installs the locked versions.
+  npm install --no-audit --no-fund
 fi
 npm run --silent build
