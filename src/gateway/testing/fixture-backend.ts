@@ -35,6 +35,8 @@ export interface FixtureBehaviour {
   requireKey?: string;
   /** Bytes of padding per content chunk (bench: realistic chunk sizes). */
   padding: number;
+  /** Keep a record of each request (tests); off for benchmarks, where it would grow without bound. */
+  record: boolean;
 }
 
 export interface FixtureRequestRecord {
@@ -52,6 +54,7 @@ const defaults: FixtureBehaviour = {
   retryAfterS: 1,
   waiting: 0,
   padding: 0,
+  record: true,
 };
 
 export class FixtureBackend {
@@ -187,7 +190,7 @@ export class FixtureBackend {
       json(404, { error: { message: `no route ${path}` } });
       return;
     }
-    this.requests.push({ method: req.method, path, headers: { ...req.headers }, body });
+    if (b.record) this.requests.push({ method: req.method, path, headers: { ...req.headers }, body });
     switch (b.fault) {
       case "status500":
         json(500, { error: { message: `${this.name} exploded`, type: "internal" } });

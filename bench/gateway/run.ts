@@ -1,0 +1,330 @@
+/**
+ * Gateway benchmark: direct to a fast fixture backend, through switchyard, and through nginx (plain reverse proxy),
+ * side by side in one run on this machine, 127.0.0.1 only.
+ *
+ *   npx vite-node bench/gateway/run.ts [-- --seconds 10 --rates 500,1000,2000 --streams 5000 --soak-seconds 60]
+ *
+ * Reports added latency p50/p99 at fixed request rates, max throughput (wrk), RSS of the gateway with N concurrent
+ * slow streams, and RSS over a soak at a fixed rate. Installs nginx and wrk with apt-get when absent (bench only).
+ * Targets (issue 4): added p50 <= 0.5 ms and p99 <= 2 ms at 1,000 req/s; throughput >= half of nginx's;
+ * 5,000 concurrent streams < 300 MB RSS; memory flat over the soak (10 minutes: --soak-seconds 600).
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+
+const { values: argv } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
+    rates: { type: "string", default: "500,1000,2000" },
+    streams: { type: "string", default: "5000" },
+    "stream-seconds": { type: "string", default: "40" },
+    "soak-seconds": { type: "string", default: "60" },
+    "soak-rate": { type: "string", default: "500" },
+    "wrk-seconds": { type: "string", default: "5" },
+    "wrk-connections": { type: "string", default: "64" },
+  },
+  allowPositionals: true,
+});
+
+const root = resolve(import.meta.dirname, "../..");
+const build = join(root, "dist", "bench-gateway");
+const children: ChildProcess[] = [];
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+function ensureTools(): void {
+  const missing = ["nginx", "wrk"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
+  if (missing.length === 0) return;
+  log(`installing ${missing.join(", ")} with apt-get (benchmark only)`);
+  execFileSync("apt-get", ["install", "-y", ...missing], { stdio: "inherit", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+}
+
+function compile(): void {
+  log("compiling gateway + bench to dist/bench-gateway ...");
+  execFileSync(
+    join(root, "node_modules", ".bin", "tsc"),
+    [
+      "--outDir", build, "--rootDir", root, "--module", "NodeNext", "--moduleResolution", "NodeNext", "--target", "ES2022",
+      "--strict", "--skipLibCheck", "--types", "node", "--declaration", "false", "--sourceMap", "false",
+      join(root, "bench/gateway/proc.ts"),
+    ],
+    { stdio: "inherit" },
+  );
+}
+
+function proc(role: string, ...args: string[]): ChildProcess {
+  const child = spawn(process.execPath, [join(build, "bench/gateway/proc.js"), role, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  children.push(child);
+  return child;
+}
+
+function readyPort(child: ChildProcess): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on("line", (line) => {
+      const m = /^READY (\d+)$/.exec(line);
+      if (m) resolvePort(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`child exited with ${code} before it was ready`)));
+  });
+}
+
+/** Runs a loadgen child to completion; its last stdout line is JSON. */
+function runJson<T>(role: string, args: string[], onLine?: (line: string) => void): Promise<T> {
+  return new Promise((resolveJson, reject) => {
+    const child = proc(role, ...args);
+    let last = "";
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      if (line.startsWith("{")) last = line;
+      else onLine?.(line);
+    });
+    child.once("exit", (code) => (code === 0 && last ? resolveJson(JSON.parse(last) as T) : reject(new Error(`${role} exited ${code}`))));
+  });
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+function startNginx(dir: string, port: number, upstreamPort: number): ChildProcess {
+  const conf = join(dir, "nginx.conf");
+  writeFileSync(
+    conf,
+    `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log ${dir}/access.log combined buffer=64k flush=1s;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  upstream backend { server 127.0.0.1:${upstreamPort}; keepalive 256; }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+`,
+  );
+  const child = spawn("nginx", ["-p", dir, "-c", conf], { stdio: ["ignore", "ignore", "inherit"] });
+  children.push(child);
+  return child;
+}
+
+async function waitHttp(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(url);
+      await r.arrayBuffer();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+function wrk(url: string, seconds: number, connections: number, dir: string): number {
+  const script = join(dir, "post.lua");
+  writeFileSync(
+    script,
+    `wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = '{"model":"m","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":16}'\n`,
+  );
+  const out = execFileSync("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, url], { encoding: "utf8" });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  if (non2xx) log(`wrk ${url}: ${non2xx[1]} non-2xx responses`);
+  return rps;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+function loadAverage(): string {
+  return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+}
+
+const fmt = (n: number, d = 3): string => (Number.isFinite(n) ? n.toFixed(d) : "n/a");
+
+interface RateResult {
+  sent: number;
+  ok: number;
+  errors: number;
+  achievedRps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+async function main(): Promise<void> {
+  ensureTools();
+  compile();
+  const dir = mkdtempSync(join(tmpdir(), "sy-bench-gw-"));
+  try {
+    const fast = proc("backend", "fast");
+    const slow = proc("backend", "slow");
+    const fastPort = await readyPort(fast);
+    const slowPort = await readyPort(slow);
+    const gw = proc("gateway", `http://127.0.0.1:${fastPort}`, `http://127.0.0.1:${slowPort}`);
+    const gwPort = await readyPort(gw);
+    const nginxPort = await freePort();
+    startNginx(dir, nginxPort, fastPort);
+    await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
+    const targets = {
+      direct: `http://127.0.0.1:${fastPort}/v1/chat/completions`,
+      switchyard: `http://127.0.0.1:${gwPort}/v1/chat/completions`,
+      nginx: `http://127.0.0.1:${nginxPort}/v1/chat/completions`,
+    };
+    const seconds = Number(argv.seconds);
+    const rates = argv.rates.split(",").map(Number);
+    const machine = `${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+    const loadBefore = loadAverage();
+    log(`machine: ${machine}; load average ${loadBefore}`);
+
+    // Warm-up: JIT and connection pools of every path.
+    for (const url of Object.values(targets)) await runJson<RateResult>("rate", [url, "500", "2"]);
+
+    // Each round runs every target once per rate, interleaved, so that background load hits all of them alike;
+    // the report takes the median over rounds.
+    const rounds = Number(argv.rounds);
+    const runs: Record<string, Record<string, RateResult[]>> = {};
+    const tput: Record<string, number[]> = { direct: [], switchyard: [], nginx: [] };
+    for (let round = 0; round < rounds; round++) {
+      for (const rps of rates) {
+        runs[rps] ??= {};
+        for (const [name, url] of Object.entries(targets)) {
+          const r = await runJson<RateResult>("rate", [url, String(rps), String(seconds)]);
+          (runs[rps]![name] ??= []).push(r);
+          log(`round ${round + 1} ${rps} req/s ${name}: p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms (ok ${r.ok}, errors ${r.errors}, ${fmt(r.achievedRps, 0)} req/s)`);
+        }
+      }
+      for (const [name, url] of Object.entries(targets)) {
+        const rps = wrk(url, Number(argv["wrk-seconds"]), Number(argv["wrk-connections"]), dir);
+        tput[name]!.push(rps);
+        log(`round ${round + 1} throughput ${name}: ${fmt(rps, 0)} req/s`);
+      }
+    }
+    const latency: Record<string, Record<string, { p50: number; p99: number; errors: number }>> = {};
+    for (const rps of rates) {
+      latency[rps] = {};
+      for (const name of Object.keys(targets)) {
+        const rs = runs[rps]![name]!;
+        latency[rps]![name] = { p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), errors: rs.reduce((a, r) => a + r.errors, 0) };
+      }
+    }
+    const throughput: Record<string, number> = {};
+    for (const name of Object.keys(targets)) throughput[name] = median(tput[name]!);
+    const ratioRounds = tput.switchyard!.map((s, i) => s / tput.nginx![i]!);
+
+    // Concurrent slow streams through the gateway.
+    const nStreams = Number(argv.streams);
+    const rssIdle = rssMiB(gw.pid!);
+    let peakOpen = 0;
+    let peakRss = rssIdle;
+    const sampler = setInterval(() => {
+      peakRss = Math.max(peakRss, rssMiB(gw.pid!));
+    }, 250);
+    const streamResult = await runJson<{ requested: number; complete: number; failed: number }>(
+      "streams",
+      [`http://127.0.0.1:${gwPort}/v1/chat/completions`, String(nStreams), argv["stream-seconds"]],
+      (line) => {
+        const m = /^OPEN (\d+)$/.exec(line);
+        if (m) peakOpen = Math.max(peakOpen, Number(m[1]));
+      },
+    );
+    clearInterval(sampler);
+    log(`streams: ${JSON.stringify(streamResult)}, peak open ${peakOpen}, gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`);
+
+    // Soak: fixed rate through the gateway, RSS sampled every 5 s.
+    const soakSeconds = Number(argv["soak-seconds"]);
+    const samples: number[] = [];
+    const soakSampler = setInterval(() => samples.push(rssMiB(gw.pid!)), 5000);
+    const soak = await runJson<RateResult>("rate", [targets.switchyard, argv["soak-rate"], String(soakSeconds)]);
+    clearInterval(soakSampler);
+    samples.push(rssMiB(gw.pid!));
+    log(`soak: ${JSON.stringify(soak)}; RSS samples ${samples.map((s) => s.toFixed(0)).join(" ")}`);
+
+    // Report
+    const lines: string[] = [];
+    lines.push(
+      `machine: ${machine}; load average before ${loadBefore}, after ${loadAverage()}; ${rounds} rounds x ${seconds} s per rate and target ` +
+        `(medians over rounds), warm; access log on for both proxies; nginx 1 worker`,
+    );
+    lines.push("");
+    lines.push("| rate (req/s) | direct p50 / p99 (ms) | switchyard p50 / p99 | nginx p50 / p99 | switchyard added p50 / p99 | nginx added p50 / p99 |");
+    lines.push("|---|---|---|---|---|---|");
+    for (const rps of rates) {
+      const d = latency[rps]!.direct!;
+      const errs = latency[rps]!.switchyard!.errors + latency[rps]!.nginx!.errors + d.errors;
+      if (errs > 0) log(`${rps} req/s: ${errs} errors in total`);
+      const s = latency[rps]!.switchyard!;
+      const n = latency[rps]!.nginx!;
+      lines.push(
+        `| ${rps} | ${fmt(d.p50)} / ${fmt(d.p99)} | ${fmt(s.p50)} / ${fmt(s.p99)} | ${fmt(n.p50)} / ${fmt(n.p99)} | ` +
+          `${fmt(s.p50 - d.p50)} / ${fmt(s.p99 - d.p99)} | ${fmt(n.p50 - d.p50)} / ${fmt(n.p99 - d.p99)} |`,
+      );
+    }
+    lines.push("");
+    lines.push(
+      `max throughput (wrk -t1 -c${argv["wrk-connections"]}, ${argv["wrk-seconds"]} s, median of ${rounds}): direct ${fmt(throughput.direct!, 0)} req/s, ` +
+        `switchyard ${fmt(throughput.switchyard!, 0)}, nginx ${fmt(throughput.nginx!, 0)}; ` +
+        `switchyard/nginx = ${fmt(throughput.switchyard! / throughput.nginx!, 2)} (per round: ${ratioRounds.map((r) => fmt(r, 2)).join(", ")})`,
+    );
+    lines.push(
+      `${nStreams} concurrent slow streams (30 chunks, 1/s): peak open ${peakOpen}, completed with [DONE] ${streamResult.complete}, ` +
+        `failed ${streamResult.failed}; gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
+    );
+    const firstHalf = samples.slice(0, Math.ceil(samples.length / 2));
+    const secondHalf = samples.slice(Math.ceil(samples.length / 2));
+    const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    lines.push(
+      `soak ${soakSeconds} s at ${argv["soak-rate"]} req/s: ${soak.ok} ok, ${soak.errors} errors; RSS ${fmt(samples[0] ?? NaN, 0)} -> ` +
+        `${fmt(samples.at(-1) ?? NaN, 0)} MiB (max ${fmt(Math.max(...samples), 0)}; mean of 2nd half minus 1st half ` +
+        `${fmt(avg(secondHalf) - avg(firstHalf), 1)} MiB)`,
+    );
+    process.stdout.write(`${lines.join("\n")}\n`);
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+    try {
+      const pid = Number(readFileSync(join(dir, "nginx.pid"), "utf8"));
+      if (pid > 0) process.kill(pid, "SIGQUIT");
+    } catch {
+      // nginx already gone
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
