@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { TIME_CATEGORIES } from "./engine.js";
+import { GIVE_UP_INTERRUPTIONS, TIME_CATEGORIES } from "./engine.js";
 import { planFrom, simulate } from "./test-helpers.js";
 
 const HOUR = 3600;
@@ -164,6 +164,27 @@ describe("spares, shrinking, stragglers and fallback", () => {
     expect(summary.timeS.degraded).toBeGreaterThan(5 * DAY);
   });
 
+  it("removes a kept straggler as soon as a repaired node comes back", () => {
+    const oneSpare = {
+      failures: [],
+      spare_nodes: 1,
+      node_replace_time: "6h",
+      stragglers: { per_node_day: 0.5, slowdown: 0.25, detect: "30m" },
+    };
+    const { summary } = simulate(
+      planFrom({ scenarios: [scenario({ fleet: oneSpare, workload: { window: "30d" } })] }),
+      {
+        trials: 50,
+        seed: 9,
+      },
+    );
+    // Without the re-check, the second straggler would stay for the rest of the 30 days (no failures, no restarts).
+    expect(summary.interruptions.stragglerRemovals).toBeGreaterThan(50);
+    const degradedPerRemoval = summary.timeS.degraded / summary.interruptions.stragglerRemovals;
+    expect(degradedPerRemoval).toBeGreaterThan(6 * 60);
+    expect(degradedPerRemoval).toBeLessThan(6 * HOUR * 0.2);
+  });
+
   it("moves to the fallback fleet after N failures within T and finishes there", () => {
     const unstable = scenario({
       fleet: { failures: [{ cause: "chip", per_node_day: 3, detect: "5m" }], spare_nodes: 8 },
@@ -188,5 +209,14 @@ describe("spares, shrinking, stragglers and fallback", () => {
     expect(summary.finishedShare).toBe(0);
     expect(summary.timeToTrain?.p50S).toBe(Infinity);
     expect(summary.deadline?.probability).toBe(0);
+  });
+
+  it("stops a hopeless trial after GIVE_UP_INTERRUPTIONS interruptions instead of running for minutes", () => {
+    const hopeless = scenario({
+      fleet: { failures: [{ cause: "chip", per_node_day: 5000, replaces_node: false }] },
+    });
+    const { summary } = simulate(planFrom({ scenarios: [hopeless] }), { trials: 2, seed: 1 });
+    expect(summary.finishedShare).toBe(0);
+    expect(summary.interruptions.mean).toBe(GIVE_UP_INTERRUPTIONS);
   });
 });

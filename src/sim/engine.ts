@@ -44,6 +44,8 @@ const PHASE_MIGRATE = 5;
 
 /** A trial that needs more than this multiple of its failure-free time counts as never finishing. */
 export const GIVE_UP_FACTOR = 20;
+/** Nor does one with more interruptions than this: it keeps a hopeless plan from running for minutes. */
+export const GIVE_UP_INTERRUPTIONS = 100_000;
 
 export interface SimulationOptions {
   trials: number;
@@ -134,6 +136,8 @@ function runTrial(
   const recent = scratch.recentFailures;
   const totalWork = scenario.totalWork;
   const windowMode = scenario.windowS !== undefined;
+  // A window ends by itself; a run to completion on a hopeless fleet might not within any sensible time.
+  const giveUpOnInterruptions = !windowMode;
 
   let fleet = primary;
   let active = fleet.nodes;
@@ -200,13 +204,17 @@ function runTrial(
       spares--;
     }
     // A straggler that was detected but kept for lack of spares goes out with this restart if it now can.
-    if (straggling && stragglerDetected && spares > 0) {
-      spares--;
-      sendToRepair();
-      straggling = false;
-      stragglerDetected = false;
-      stragglerDetectAt = Infinity;
-      run.stragglerRemovals++;
+    if (straggling && stragglerDetected) {
+      if (spares > 0) {
+        spares--;
+        sendToRepair();
+        straggling = false;
+        stragglerDetected = false;
+        stragglerDetectAt = Infinity;
+        run.stragglerRemovals++;
+      } else {
+        stragglerDetectAt = repairCount > 0 ? (repair[repairHead] ?? Infinity) : Infinity;
+      }
     }
     phase = PHASE_RESTART;
     phaseEnd = t + fleet.restartS + fleet.loadS;
@@ -296,6 +304,7 @@ function runTrial(
       }
       if (next === nextFailureAt) {
         fail();
+        if (giveUpOnInterruptions && interruptions >= GIVE_UP_INTERRUPTIONS) break;
       } else if (next === stragglerEventAt) {
         if (!straggling) {
           straggling = true;
@@ -333,6 +342,7 @@ function runTrial(
       if (next === nextFailureAt && next < phaseEnd) {
         time[phase === PHASE_SAVE ? LOST : RESTART] = (time[phase === PHASE_SAVE ? LOST : RESTART] ?? 0) + dt;
         fail();
+        if (giveUpOnInterruptions && interruptions >= GIVE_UP_INTERRUPTIONS) break;
         continue;
       }
       if (phase === PHASE_RESTART) {
