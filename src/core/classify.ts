@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { nvidiaXidCatalog } from "./devices/nvidia-smi.js";
 
 /**
  * Cause classification of an incident from the culprit rank's exit status, signal and last log lines. Pure: the
@@ -88,23 +89,9 @@ const xid = (code: number, cause: Cause, detail: string, hard = false): CausePat
  */
 export const defaultCausePatterns: readonly CausePattern[] = [
   // NVIDIA Xids (kernel log). Drain-worthy ones as DCGM treats them; application-level ones are the program's fault.
-  xid(48, "device", "double-bit ECC error", true),
-  xid(64, "device", "row-remapping failure", true),
-  xid(74, "device", "NVLink error", true),
-  xid(79, "device", "GPU fallen off the bus", true),
-  xid(95, "device", "uncontained ECC error", true),
-  xid(119, "device", "GSP RPC timeout", true),
-  xid(120, "device", "GSP error", true),
-  xid(140, "device", "unrecovered ECC error", true),
-  xid(94, "device", "contained ECC error (an application restart suffices)"),
-  xid(92, "device", "high single-bit ECC error rate"),
-  xid(63, "device", "ECC page retirement or row remapping recorded"),
-  xid(13, "software", "graphics engine exception (application fault)"),
-  xid(31, "software", "GPU memory page fault (application fault)"),
-  xid(43, "software", "GPU stopped processing (application fault)"),
-  xid(45, "software", "preemptive cleanup after an earlier error"),
-  xid(68, "software", "video processor exception (application fault)"),
-  xid(109, "software", "context switch timeout (application fault)"),
+  ...Object.entries(nvidiaXidCatalog).map(([code, { kind, meaning }]) =>
+    xid(Number(code), kind === "application" ? "software" : "device", meaning, kind === "hard"),
+  ),
   {
     id: "nvidia-xid",
     cause: "device",
