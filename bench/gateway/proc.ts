@@ -30,7 +30,7 @@ async function backend(kind: string): Promise<void> {
 
 async function gateway(fastUrl: string, slowUrl: string): Promise<void> {
   const config = compileServices({
-    gateway: { stallTimeoutMs: 30_000, ttftTimeoutMs: 60_000 },
+    gateway: { stallTimeoutMs: 30_000, ttftTimeoutMs: 60_000, connectTimeoutMs: 10_000 },
     services: [
       { model: "m", aliases: [], pools: [{ name: "main", backends: [{ id: "fast", url: fastUrl, engine: "vllm" }] }] },
       { model: "slow", aliases: [], pools: [{ name: "main", backends: [{ id: "slow", url: slowUrl, engine: "vllm" }] }] },
@@ -105,10 +105,13 @@ async function streams(url: string, n: number, seconds: number): Promise<void> {
   let open = 0;
   let complete = 0;
   let failed = 0;
+  let late = 0;
+  const statuses: Record<string, number> = {};
   const deadline = Date.now() + seconds * 1000;
   const one = async (): Promise<void> => {
     try {
       const res = await pool.request({ path: u.pathname, method: "POST", headers: { "content-type": "application/json" }, body });
+      statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
       let first = true;
       let tail = "";
       for await (const chunk of res.body) {
@@ -117,7 +120,10 @@ async function streams(url: string, n: number, seconds: number): Promise<void> {
           first = false;
         }
         tail = (tail + (chunk as Buffer).toString("utf8")).slice(-64);
-        if (Date.now() > deadline) break;
+        if (Date.now() > deadline) {
+          late++;
+          break;
+        }
       }
       if (tail.includes("data: [DONE]")) complete++;
       else failed++;
@@ -128,13 +134,13 @@ async function streams(url: string, n: number, seconds: number): Promise<void> {
   const all: Promise<void>[] = [];
   for (let i = 0; i < n; i++) {
     all.push(one());
-    if (i % 250 === 249) await new Promise((r) => setTimeout(r, 20));
+    if (i % 100 === 99) await new Promise((r) => setTimeout(r, 50));
   }
   const reporter = setInterval(() => process.stdout.write(`OPEN ${open}\n`), 500);
   await Promise.all(all);
   clearInterval(reporter);
   await pool.close();
-  process.stdout.write(`${JSON.stringify({ requested: n, complete, failed })}\n`);
+  process.stdout.write(`${JSON.stringify({ requested: n, complete, failed, late, statuses })}\n`);
 }
 
 async function main(): Promise<void> {

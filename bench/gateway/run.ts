@@ -23,7 +23,7 @@ const { values: argv } = parseArgs({
     rounds: { type: "string", default: "3" },
     rates: { type: "string", default: "500,1000,2000" },
     streams: { type: "string", default: "5000" },
-    "stream-seconds": { type: "string", default: "40" },
+    "stream-seconds": { type: "string", default: "60" },
     "soak-seconds": { type: "string", default: "60" },
     "soak-rate": { type: "string", default: "500" },
     "wrk-seconds": { type: "string", default: "5" },
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, rssMiB(gw.pid!));
     }, 250);
-    const streamResult = await runJson<{ requested: number; complete: number; failed: number }>(
+    const streamResult = await runJson<{ requested: number; complete: number; failed: number; late: number; statuses: Record<string, number> }>(
       "streams",
       [`http://127.0.0.1:${gwPort}/v1/chat/completions`, String(nStreams), argv["stream-seconds"]],
       (line) => {
@@ -303,7 +303,7 @@ async function main(): Promise<void> {
     );
     lines.push(
       `${nStreams} concurrent slow streams (30 chunks, 1/s): peak open ${peakOpen}, completed with [DONE] ${streamResult.complete}, ` +
-        `failed ${streamResult.failed}; gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
+        `failed ${streamResult.failed} (still open at the ${argv["stream-seconds"]} s deadline: ${streamResult.late}; statuses ${JSON.stringify(streamResult.statuses)}); gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
     );
     const firstHalf = samples.slice(0, Math.ceil(samples.length / 2));
     const secondHalf = samples.slice(Math.ceil(samples.length / 2));

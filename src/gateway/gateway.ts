@@ -12,6 +12,7 @@ import type { KeyAuthenticator } from "./keys.js";
 import { GatewayMetrics } from "./metrics.js";
 import { parsePrometheusText } from "./engines.js";
 import { request as undiciRequest } from "undici";
+import { readBodyLimited, UpstreamCall, type UpstreamResponse } from "./upstream.js";
 
 export interface GatewayOptions {
   settings?: Partial<GatewaySettings>;
@@ -612,31 +613,32 @@ export class Gateway {
     const trial = backend.ejected;
     if (trial) backend.trialInFlight = true;
     backend.inFlight++;
-    const controller = new AbortController();
+    let call: UpstreamCall | undefined;
     let timer: NodeJS.Timeout | undefined;
     let stalled = false;
     const onClientClose = (): void => {
-      if (!res.writableFinished) controller.abort(new ClientGone());
+      if (!res.writableFinished) call?.abort(new ClientGone());
     };
     res.on("close", onClientClose);
     try {
       if (res.destroyed) return { kind: "client-gone" };
       const firstByteMs = r.stream ? this.settings.ttftTimeoutMs : this.settings.nonStreamTimeoutMs;
+      const thisCall = new UpstreamCall(backend.dispatcher, {
+        path: backend.basePath + r.rawUrl,
+        method: "POST",
+        headers: this.upstreamHeaders(req.headers, backend, requestId),
+        body: r.body,
+      });
+      call = thisCall;
       timer = setTimeout(
-        () => controller.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")),
+        () => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")),
         firstByteMs,
       );
-      let upstream;
+      let upstream: UpstreamResponse;
       try {
-        upstream = await backend.dispatcher.request({
-          path: backend.basePath + r.rawUrl,
-          method: "POST",
-          headers: this.upstreamHeaders(req.headers, backend, requestId),
-          body: r.body,
-          signal: controller.signal,
-        });
+        upstream = await thisCall.response;
       } catch (err) {
-        const cause = controller.signal.aborted ? (controller.signal.reason as unknown) : err;
+        const cause = thisCall.abortReason ?? err;
         if (cause instanceof ClientGone) return { kind: "client-gone" };
         const failure = upstreamFailureKind(cause);
         backend.recordFailure(Date.now(), failure);
@@ -654,7 +656,7 @@ export class Gateway {
         }
         let body: Buffer;
         try {
-          body = await readLimited(upstream.body, RETRYABLE_BODY_LIMIT);
+          body = await readBodyLimited(upstream.body, RETRYABLE_BODY_LIMIT);
         } catch {
           body = Buffer.from(errorBody(`upstream answered ${status}`, "upstream_error", "upstream_error"));
         }
@@ -667,7 +669,7 @@ export class Gateway {
       }
       const contentType = String(upstream.headers["content-type"] ?? "");
       const sse = contentType.includes("text/event-stream");
-      const result = await this.relay(res, backend, upstream, sse, controller, r.started, () => timer, (t) => {
+      const result = await this.relay(res, backend, upstream, sse, thisCall, r.started, () => timer, (t) => {
         timer = t;
       }, () => {
         stalled = true;
@@ -714,9 +716,9 @@ export class Gateway {
   private relay(
     res: ServerResponse,
     backend: Backend,
-    upstream: { statusCode: number; headers: Record<string, string | string[] | undefined>; body: NodeJS.ReadableStream & { destroy(err?: Error): void } },
+    upstream: UpstreamResponse,
     sse: boolean,
-    controller: AbortController,
+    call: UpstreamCall,
     started: number,
     getTimer: () => NodeJS.Timeout | undefined,
     setTimer: (t: NodeJS.Timeout) => void,
@@ -759,10 +761,10 @@ export class Gateway {
       const startStallTimer = (): void => {
         stallTimer = setTimeout(() => {
           markStalled();
-          controller.abort(new AttemptTimeout("stall"));
+          call.abort(new AttemptTimeout("stall"));
         }, stallMs);
       };
-      body.on("data", (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         if (settled) return;
         if (!gotFirstChunk) {
           gotFirstChunk = true;
@@ -779,7 +781,7 @@ export class Gateway {
           const cut = lastEventBoundary(data);
           if (cut < 0) {
             if (data.length > SSE_PENDING_LIMIT) {
-              controller.abort(new Error("SSE event larger than the gateway's limit"));
+              call.abort(new Error("SSE event larger than the gateway's limit"));
               return;
             }
             pending = data;
@@ -806,8 +808,8 @@ export class Gateway {
             buffered = [];
           }
         }
-      });
-      body.on("end", () => {
+      };
+      const onEnd = (): void => {
         if (settled) return;
         if (sse) {
           if (sawDone && pending === undefined) {
@@ -835,10 +837,10 @@ export class Gateway {
           res.end(all);
         }
         finish({ kind: "answered", status });
-      });
-      body.on("error", (err: Error) => {
+      };
+      const onError = (err: Error): void => {
         if (settled) return;
-        const cause = controller.signal.aborted ? (controller.signal.reason as unknown) : err;
+        const cause = call.abortReason ?? err;
         if (cause instanceof ClientGone) {
           finish({ kind: "client-gone" });
           return;
@@ -860,7 +862,8 @@ export class Gateway {
           res.destroy();
           finish({ kind: "failed-after-commit", failure: failureKind, status });
         }
-      });
+      };
+      body.consume({ data: onData, end: onEnd, error: onError });
     });
   }
 
@@ -874,18 +877,4 @@ export class Gateway {
 function errMessage(err: unknown): string {
   if (err instanceof Error) return (err as { code?: string }).code ?? err.message;
   return String(err);
-}
-
-async function readLimited(body: AsyncIterable<Buffer> & { destroy(err?: Error): void }, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > limit) {
-      body.destroy();
-      break;
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }
