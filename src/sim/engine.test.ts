@@ -88,12 +88,18 @@ describe("engine accounting", () => {
   });
 
   it("counts interruptions by cause in proportion to the causes' rates", () => {
-    const plan = planFrom({ scenarios: [scenario({ workload: { window: "30d" } })] });
+    // Plenty of quickly repaired spares, so the job never waits and failures stay a Poisson process.
+    const fleet = { spare_nodes: 8, node_replace_time: "1h" };
+    const plan = planFrom({ scenarios: [scenario({ fleet, workload: { window: "30d" } })] });
     const { summary } = simulate(plan, { trials: 200, seed: 5 });
     const gpu = summary.interruptions.byCause.gpu ?? 0;
     const software = summary.interruptions.byCause.software ?? 0;
     expect(gpu / (gpu + software)).toBeGreaterThan(0.63);
     expect(gpu / (gpu + software)).toBeLessThan(0.7);
+    // Poisson counts: p99 ~ mean + 2.33 sqrt(mean).
+    const { mean, p99 } = summary.interruptions;
+    expect(p99).toBeGreaterThan(mean + 1.5 * Math.sqrt(mean));
+    expect(p99).toBeLessThan(mean + 3.5 * Math.sqrt(mean));
   });
 });
 

@@ -43,6 +43,7 @@ export function renderTable(result: PlanResult): string {
     ["unexpected (95% CI)", (s) => `${s.interruptions.mean.toFixed(1)} ±${halfWidth(s.interruptions.ci95).toFixed(1)}`],
     ...causes.map((cause): Row => [`  ${cause}`, (s) => fixed1(s.interruptions.byCause[cause])]),
     ["  straggler removals", (s) => s.interruptions.stragglerRemovals.toFixed(1)],
+    ["failures per run, p99", (s) => s.interruptions.p99.toFixed(0)],
     ["fell back to other fleet", (s) => percent(s.fellBackShare)],
     "wall time per run",
     ...TIME_CATEGORIES.map((c): Row => [
@@ -77,7 +78,10 @@ export function renderTable(result: PlanResult): string {
       .join("  ")
       .trimEnd();
   const rule = widths.map((w) => "-".repeat(w)).join("  ");
-  const footer = `${result.trials} trials per scenario, seed ${result.seed}. ± is the 95% confidence interval of the mean; "model" is Daly's analytic goodput.`;
+  const footer = [
+    `${result.trials} trials per scenario, seed ${result.seed}. ± is the 95% confidence interval of the mean; "model" is Daly's analytic goodput.`,
+    "A job needs recovery.maxRestarts above its p99 failures per run, or the supervisor gives up on it.",
+  ].join("\n");
   return [line(header), rule, ...body.map(line), "", footer].join("\n");
 }
 

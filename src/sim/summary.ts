@@ -46,7 +46,8 @@ export interface ScenarioSummary {
   /** Time to train at each percent 0..100 (completion mode), for CDF charts. */
   completionQuantilesS: number[];
   ettr: Estimate;
-  interruptions: Estimate & { byCause: Record<string, number>; stragglerRemovals: number };
+  /** p99: a job spec's recovery.maxRestarts below this would give up on about 1 run in 100 or more. */
+  interruptions: Estimate & { p99: number; byCause: Record<string, number>; stragglerRemovals: number };
   fellBackShare: number;
   /** Mean seconds per trial in each category; they add up to the mean wall time. */
   timeS: Record<TimeCategory, number>;
@@ -104,7 +105,12 @@ export function summarize(plan: CompiledPlan, run: ScenarioRun): ScenarioSummary
     finishedShare: windowMode ? 1 : finishedCount / trials,
     completionQuantilesS: windowMode ? [] : Array.from({ length: 101 }, (_, p) => quantile(sortedWall, p / 100)),
     ettr,
-    interruptions: { ...estimate(run.interruptions), byCause, stragglerRemovals: run.stragglerRemovals / trials },
+    interruptions: {
+      ...estimate(run.interruptions),
+      p99: quantile(Float64Array.from(run.interruptions).sort(), 0.99),
+      byCause,
+      stragglerRemovals: run.stragglerRemovals / trials,
+    },
     fellBackShare: run.fellBack / trials,
     timeS,
     checkpoint: checkpointAdvice(plan, scenario.fleetIndex),
