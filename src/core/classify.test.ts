@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import {
   causePatternListSchema,
   causePatternSchema,
@@ -403,6 +404,23 @@ describe("user patterns", () => {
     const hard = causePatternSchema.safeParse({ id: "x", cause: "network", regex: "a", detail: "d", hard: true });
     expect(hard.error?.issues[0]?.message).toMatch(/^hard is only allowed with cause device/);
     expect(causePatternListSchema.parse([{ id: "a-b", cause: "oom", regex: "OOM", detail: "d" }])).toHaveLength(1);
+  });
+
+  it("the YAML example in docs/failure-causes.md is valid and does what the doc says", () => {
+    const doc = readFileSync(fileURLToPath(new URL("../../docs/failure-causes.md", import.meta.url)), "utf8");
+    const yaml = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1] ?? "";
+    const { causePatterns } = parseYaml(yaml) as { causePatterns: unknown };
+    const mine = causePatternListSchema.parse(causePatterns);
+    const run = (line: string) => classifyFailure({ code: 1, signal: null, tail: [line] }, mine);
+    expect(run("LustreError: 11-0: scratch-OST0004: operation ost_read to node 10.1.2.3@o2ib timed out").cause).toBe(
+      "network",
+    );
+    const nic = run("Read error [10.9.0.3]:24713: Connection reset by peer");
+    expect([nic.cause, nic.hardDeviceEvidence]).toEqual(["device", true]);
+    expect(run("Read error [10.8.0.3]:24713: Connection reset by peer").cause).toBe("network");
+    const shard = run("mylib.CorruptShard: /data/shard_00042.bin checksum mismatch");
+    expect([shard.detail, shard.retryable]).toEqual(["corrupt data shard 00042", false]);
+    expect(run("DeprecationError: old API").cause).toBe("unknown");
   });
 
   it("the default table is itself valid user syntax with unique ids", () => {

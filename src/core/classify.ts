@@ -527,7 +527,8 @@ interface Candidate {
 /**
  * Classifies one failed rank. For each log line the first matching rule wins (user rules before the defaults; a
  * Python traceback's exception line counts as software when no rule matches it). Across lines, specific rules beat
- * generic ones, then device > oom > network > software > killed > unknown, then the earliest line.
+ * generic ones, then device > oom > network > software > hang > killed > unknown, then hard device lines, then the
+ * earliest line. A hung rank is a hang unless its log holds device evidence. See docs/failure-causes.md.
  */
 export function classifyFailure(input: FailureInput, extraPatterns: readonly CausePattern[] = []): Classification {
   const signal = effectiveSignal(input);
