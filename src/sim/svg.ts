@@ -46,7 +46,7 @@ export function completionCdfSvg(scenarios: ScenarioSummary[]): string {
 
   withCurves.forEach((s, i) => {
     const color = SERIES_COLORS[i % SERIES_COLORS.length] ?? "#000";
-    // A step function: share p of trials finished by quantile q(p).
+    // Point (p-th percentile of time to train, p): the share of trials finished by then.
     const points = s.completionQuantilesS
       .map((q, p) => (Number.isFinite(q) ? `${x(toDays(q)).toFixed(1)},${y(p / 100).toFixed(1)}` : undefined))
       .filter((pt): pt is string => pt !== undefined);
@@ -57,6 +57,17 @@ export function completionCdfSvg(scenarios: ScenarioSummary[]): string {
       const dx = x(toDays(s.deadline.deadlineS));
       parts.push(`<line x1="${dx}" y1="${y(0)}" x2="${dx}" y2="${y(1)}" stroke="${color}" stroke-dasharray="5,4"/>`);
     }
+  });
+  // One label per distinct deadline: scenarios of one plan usually share it.
+  const deadlines = [...new Set(withCurves.flatMap((s) => (s.deadline ? [s.deadline.deadlineS] : [])))];
+  deadlines.forEach((deadlineS, i) => {
+    const dx = x(toDays(deadlineS));
+    parts.push(
+      `<text x="${dx + 4}" y="${y(1) + 14 + 14 * i}" ${FONT} fill="#555">deadline ${fmtDays(deadlineS)}</text>`,
+    );
+  });
+  withCurves.forEach((s, i) => {
+    const color = SERIES_COLORS[i % SERIES_COLORS.length] ?? "#000";
     const ly = margin.top + 10 + i * 34;
     const note = s.deadline
       ? `P(deadline) ${Math.round(100 * s.deadline.probability)}%`
@@ -83,7 +94,9 @@ export function lostTimeSvg(scenarios: ScenarioSummary[]): string {
   const plotW = width - margin.left - margin.right;
   const height = margin.top + scenarios.length * (barH + gap) + margin.bottom;
   const walls = scenarios.map((s) => TIME_CATEGORIES.reduce((sum, c) => sum + s.timeS[c], 0));
-  const xMax = niceCeiling(toDays(Math.max(1, ...walls)));
+  const longest = toDays(Math.max(1, ...walls));
+  const step = niceCeiling(longest / 6);
+  const xMax = step * Math.ceil((longest * 1.02) / step);
   const x = (seconds: number): number => (toDays(seconds) / xMax) * plotW;
 
   const parts: string[] = [svgOpen(width, height), title("Mean wall time per run, by category (days)", width)];
@@ -108,7 +121,7 @@ export function lostTimeSvg(scenarios: ScenarioSummary[]): string {
   });
   const axisY = margin.top + scenarios.length * (barH + gap) - gap / 2;
   parts.push(`<line x1="${margin.left}" y1="${axisY}" x2="${margin.left + plotW}" y2="${axisY}" stroke="#333"/>`);
-  for (const tick of ticks(0, xMax, niceCeiling(xMax / 6))) {
+  for (const tick of ticks(0, xMax, step)) {
     const tx = margin.left + (tick / xMax) * plotW;
     parts.push(`<text x="${tx}" y="${axisY + 16}" text-anchor="middle" ${FONT}>${tick}</text>`);
   }
