@@ -341,6 +341,15 @@ describe("hang, killed, oom-killer and unknown", () => {
     expect([c.cause, c.signature]).toEqual(["software", "native crash: SIGSEGV"]);
   });
 
+  it("reads logs with CRLF line ends", () => {
+    const c = classifyFailure({
+      code: 1,
+      signal: null,
+      tail: ["Traceback (most recent call last):\r", "KeyError: 7\r"],
+    });
+    expect([c.cause, c.signature]).toEqual(["software", "KeyError: <n>"]);
+  });
+
   it("an exit code with nothing recognisable is unknown", () => {
     const c = classifyFailure({ code: 3, signal: null, tail: ["step 10 loss 1.2", "bye"] });
     expect(c).toMatchObject({ cause: "unknown", evidence: "", retryable: true, patternId: null });

@@ -409,7 +409,7 @@ function matchLine(
   patterns: readonly CausePattern[],
   signal: string | null,
 ): LineMatch | null {
-  const text = line.length > maxMatchLength ? line.slice(0, maxMatchLength) : line;
+  const text = (line.length > maxMatchLength ? line.slice(0, maxMatchLength) : line).replace(/\r$/, "");
   for (const pattern of patterns) {
     if (pattern.signal !== undefined && normalizeSignalName(pattern.signal) !== signal) continue;
     const match = compile(pattern).exec(text);
