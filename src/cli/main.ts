@@ -6,6 +6,7 @@ import { registerDemoCommand } from "./commands/demo.js";
 import { registerGatewayCommand } from "./commands/gateway.js";
 import { registerJobCommands } from "./commands/jobs.js";
 import { registerPlanCommand } from "./commands/plan.js";
+import { registerReportCommand } from "./commands/report.js";
 import { registerServerCommands } from "./commands/server.js";
 
 export function buildProgram(): Command {
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServerCommands(program);
   registerJobCommands(program);
+  registerReportCommand(program);
   registerChaosCommand(program);
   registerDemoCommand(program);
   registerPlanCommand(program);

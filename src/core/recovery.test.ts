@@ -52,3 +52,14 @@ describe("placement", () => {
     });
   });
 });
+
+describe("placement away from the last culprit", () => {
+  const nodes = [
+    { name: "a-0", pool: "a", cordoned: false },
+    { name: "a-1", pool: "a", cordoned: false },
+  ];
+  it("prefers other healthy nodes, but uses the culprit when nothing else fits", () => {
+    expect(placeAttempt(["a"], ["a"], nodes, 1, ["a-0"])).toEqual({ pool: "a", nodes: ["a-1"] });
+    expect(placeAttempt(["a"], ["a"], nodes, 2, ["a-0"])).toEqual({ pool: "a", nodes: ["a-1", "a-0"] });
+  });
+});

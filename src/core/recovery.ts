@@ -50,12 +50,15 @@ export function placeAttempt(
   poolsInClusterOrder: readonly string[],
   nodes: readonly NodeView[],
   nodesNeeded: number,
+  /** Nodes to use only when nothing else fits (the culprit of the last failure, not yet cordoned). */
+  avoid: readonly string[] = [],
 ): { pool: string; nodes: string[] } | { pool: null; reason: string } {
   const order = preference.length > 0 ? preference : poolsInClusterOrder;
   const reasons: string[] = [];
   for (const pool of order) {
     const healthy = nodes.filter((n) => n.pool === pool && !n.cordoned).map((n) => n.name);
-    if (healthy.length >= nodesNeeded) return { pool, nodes: healthy.slice(0, nodesNeeded) };
+    const preferred = [...healthy.filter((n) => !avoid.includes(n)), ...healthy.filter((n) => avoid.includes(n))];
+    if (healthy.length >= nodesNeeded) return { pool, nodes: preferred.slice(0, nodesNeeded) };
     reasons.push(`${pool}: ${healthy.length} healthy node(s), ${nodesNeeded} needed`);
   }
   return { pool: null, reason: `no pool can host the job (${reasons.join("; ")})` };

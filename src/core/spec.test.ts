@@ -32,7 +32,15 @@ describe("job spec", () => {
       steps: null,
       checkpoint: { dir: "/home/sy/checkpoints/train", keep: 3 },
       progress: { regex: null },
-      recovery: { maxRestarts: 10, backoffSeconds: 1, maxBackoffSeconds: 60, strikesBeforeCordon: 2, graceSeconds: 5 },
+      recovery: {
+        maxRestarts: 10,
+        crashLoopAttempts: 2,
+        backoffSeconds: 1,
+        maxBackoffSeconds: 60,
+        strikesBeforeCordon: 2,
+        graceSeconds: 5,
+      },
+      detection: { startupSeconds: 300, hangMinSeconds: 10, hangMultiple: 3, stackDumpSeconds: 2, nanIsFailure: true },
       source: "/jobs/train.yaml",
     });
   });

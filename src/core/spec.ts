@@ -43,8 +43,22 @@ export const clusterSchema = z.strictObject({
   pools: z.array(poolSchema).min(1),
 });
 
+const detectionSchema = z.strictObject({
+  /** Allowed time from launch to the first step report. */
+  startupSeconds: z.number().positive().default(300),
+  /** A gang silent for longer than max(hangMinSeconds, hangMultiple x p95 step time) is hung. */
+  hangMinSeconds: z.number().positive().default(10),
+  hangMultiple: z.number().min(1).default(3),
+  /** How long hung ranks get to write their stacks (SIGUSR1) before the gang is stopped. */
+  stackDumpSeconds: z.number().min(0).default(2),
+  /** Treat a NaN or infinite loss as an incident and roll back to the last checkpoint. */
+  nanIsFailure: z.boolean().default(true),
+});
+
 const recoverySchema = z.strictObject({
   maxRestarts: z.number().int().min(0).default(10),
+  /** Software crashes with the same signature at the same step on different nodes before the job stops. */
+  crashLoopAttempts: z.number().int().min(2).default(2),
   backoffSeconds: z.number().min(0).default(1),
   maxBackoffSeconds: z.number().min(0).default(60),
   strikesBeforeCordon: z.number().int().min(1).default(2),
@@ -87,10 +101,18 @@ export const jobSchema = z.strictObject({
   progress: progressSchema.default({}),
   recovery: recoverySchema.default({
     maxRestarts: 10,
+    crashLoopAttempts: 2,
     backoffSeconds: 1,
     maxBackoffSeconds: 60,
     strikesBeforeCordon: 2,
     graceSeconds: 5,
+  }),
+  detection: detectionSchema.default({
+    startupSeconds: 300,
+    hangMinSeconds: 10,
+    hangMultiple: 3,
+    stackDumpSeconds: 2,
+    nanIsFailure: true,
   }),
 });
 
@@ -115,8 +137,16 @@ export interface CompiledJobSpec {
   steps: number | null;
   checkpoint: { dir: string; keep: number };
   progress: { regex: string | null };
+  detection: {
+    startupSeconds: number;
+    hangMinSeconds: number;
+    hangMultiple: number;
+    stackDumpSeconds: number;
+    nanIsFailure: boolean;
+  };
   recovery: {
     maxRestarts: number;
+    crashLoopAttempts: number;
     backoffSeconds: number;
     maxBackoffSeconds: number;
     strikesBeforeCordon: number;
@@ -234,6 +264,7 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
     },
     progress: { regex: spec.progress.regex ?? null },
     recovery: spec.recovery,
+    detection: spec.detection,
     source: path.resolve(opts.file),
   };
 }

@@ -49,6 +49,8 @@ export interface Executor {
   stop(ranks: readonly RankHandle[], graceMs: number): Promise<void>;
   /** Sends a signal to the rank's own process (not its wrapper): chaos and stack dumps. */
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean;
+  /** The rank process's state letter (R, S, D, T, Z...), or null when it is gone or unknown. */
+  processState(rank: RankHandle): string | null;
 }
 
 export function visibilityEnv(vendor: Vendor, devices: readonly number[]): Record<string, string> {

@@ -7,6 +7,7 @@ import { SpecError } from "../core/spec-errors.js";
 import type { Store } from "../store/port.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
 import { chaosActions, injectChaos } from "../supervisor/chaos.js";
+import { jobReport } from "../supervisor/report.js";
 
 export interface AppOptions {
   supervisor: Supervisor;
@@ -142,17 +143,28 @@ export function createApp(opts: AppOptions): Hono {
     }
   });
 
+  app.get("/api/jobs/:id/report", async (c) => {
+    const report = await jobReport(store, c.req.param("id"), Date.now());
+    if (!report) return notFound(c, c.req.param("id"));
+    return c.json(report);
+  });
+
   app.post("/api/jobs/:id/chaos", async (c) => {
     const job = await store.getJob(c.req.param("id"));
     if (!job) return notFound(c, c.req.param("id"));
     const body = (await c.req.json().catch(() => ({}))) as { action?: unknown; rank?: unknown };
     const action = chaosActions.find((a) => a === body.action);
-    if (!action) return c.json({ error: `unknown chaos action ${JSON.stringify(body.action)} (fix: one of ${chaosActions.join(", ")})` }, 400);
+    if (!action)
+      return c.json(
+        { error: `unknown chaos action ${JSON.stringify(body.action)} (fix: one of ${chaosActions.join(", ")})` },
+        400,
+      );
     const current = await supervisor.currentRanks(job.id);
     const result = await injectChaos(
       action,
       {
         ranks: current?.ranks ?? [],
+        attemptDir: current && current.attempt.endedAt === null ? current.attempt.dir : null,
         checkpointDir: job.spec.checkpoint.dir,
         signalRank: (r, sig) => supervisor.signalRank(r, sig),
       },

@@ -120,6 +120,10 @@ export interface Store {
   ingestReports(jobId: string, attempt: number, rank: number, newOffset: number, samples: StepSample[]): Promise<void>;
   listSteps(jobId: string, opts?: { rank?: number; afterT?: number }): Promise<StepSample[]>;
   lastStep(jobId: string): Promise<StepSample | null>;
+  /** Newest report time and step of each rank in an attempt. */
+  rankProgress(jobId: string, attempt: number): Promise<Array<{ rank: number; lastT: number; lastStep: number }>>;
+  /** The newest `limit` samples of one rank in an attempt, oldest first. */
+  recentSteps(jobId: string, attempt: number, rank: number, limit: number): Promise<StepSample[]>;
 
   addIncident(incident: Omit<IncidentRecord, "id">): Promise<number>;
   listIncidents(jobId: string): Promise<IncidentRecord[]>;

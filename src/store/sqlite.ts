@@ -229,6 +229,23 @@ export class SqliteStore implements Store {
     return row ? toStep(row) : null;
   }
 
+  async rankProgress(jobId: string, attempt: number): Promise<Array<{ rank: number; lastT: number; lastStep: number }>> {
+    const rows = this.db
+      .prepare(
+        `SELECT rank, MAX(t) AS last_t, MAX(step) AS last_step FROM steps WHERE job_id = ? AND attempt = ?
+         GROUP BY rank ORDER BY rank`,
+      )
+      .all(jobId, attempt) as Row[];
+    return rows.map((r) => ({ rank: num(r.rank), lastT: num(r.last_t), lastStep: num(r.last_step) }));
+  }
+
+  async recentSteps(jobId: string, attempt: number, rank: number, limit: number): Promise<StepSample[]> {
+    const rows = this.db
+      .prepare("SELECT * FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? ORDER BY step DESC LIMIT ?")
+      .all(jobId, attempt, rank, limit) as Row[];
+    return rows.map(toStep).reverse();
+  }
+
   async addIncident(i: Omit<IncidentRecord, "id">): Promise<number> {
     const info = this.db
       .prepare(

@@ -6,6 +6,8 @@ import type { RankRecord } from "../store/port.js";
 export const ChaosAction = {
   KillRank: "kill-rank",
   HangRank: "hang-rank",
+  SlowRank: "slow-rank",
+  Nan: "nan",
   ResumeRank: "resume-rank",
   CorruptCheckpoint: "corrupt-checkpoint",
 } as const;
@@ -15,6 +17,8 @@ export const chaosActions: readonly ChaosAction[] = Object.values(ChaosAction);
 
 export interface ChaosTarget {
   ranks: RankRecord[];
+  /** The current attempt's folder (rank-side markers go there). */
+  attemptDir: string | null;
   checkpointDir: string;
   signalRank(rank: RankRecord, signal: NodeJS.Signals): boolean;
 }
@@ -26,15 +30,40 @@ export interface ChaosResult {
   message: string;
 }
 
-export async function injectChaos(action: ChaosAction, target: ChaosTarget, rank: number | undefined): Promise<ChaosResult> {
+export async function injectChaos(
+  action: ChaosAction,
+  target: ChaosTarget,
+  rank: number | undefined,
+): Promise<ChaosResult> {
   switch (action) {
     case "kill-rank":
     case "hang-rank":
     case "resume-rank": {
       const chosen = pickRank(target.ranks, rank);
-      const signal: NodeJS.Signals = action === "kill-rank" ? "SIGKILL" : action === "hang-rank" ? "SIGSTOP" : "SIGCONT";
+      const signal: NodeJS.Signals =
+        action === "kill-rank" ? "SIGKILL" : action === "hang-rank" ? "SIGSTOP" : "SIGCONT";
       if (!target.signalRank(chosen, signal)) throw new Error(`rank ${chosen.rank} is not running`);
       return { action, rank: chosen.rank, message: `sent ${signal} to rank ${chosen.rank} on ${chosen.node}` };
+    }
+    case "slow-rank": {
+      const chosen = pickRank(target.ranks, rank);
+      slowDown(chosen, target, slowRankDefaults);
+      const { periodMs, stoppedShare, durationMs } = slowRankDefaults;
+      return {
+        action,
+        rank: chosen.rank,
+        message: `rank ${chosen.rank} on ${chosen.node} runs at ${Math.round((1 - stoppedShare) * 100)}% speed for ${durationMs / 1000}s (SIGSTOP/SIGCONT every ${periodMs} ms)`,
+      };
+    }
+    case "nan": {
+      const chosen = pickRank(target.ranks, rank);
+      if (!target.attemptDir) throw new Error("the job has no running attempt");
+      await writeFile(path.join(target.attemptDir, `chaos-nan-rank-${chosen.rank}`), "");
+      return {
+        action,
+        rank: chosen.rank,
+        message: `rank ${chosen.rank} reports NaN losses from its next step (SDK ranks only)`,
+      };
     }
     case "corrupt-checkpoint": {
       const file = await newestCheckpointFile(target.checkpointDir);
@@ -47,11 +76,32 @@ export async function injectChaos(action: ChaosAction, target: ChaosTarget, rank
   }
 }
 
+const slowRankDefaults = { periodMs: 1000, stoppedShare: 0.6, durationMs: 30_000 };
+
+/** A degraded chip or link, played by a SIGSTOP/SIGCONT duty cycle on the real process. */
+function slowDown(rank: RankRecord, target: ChaosTarget, o: typeof slowRankDefaults): void {
+  const until = Date.now() + o.durationMs;
+  const cycle = (): void => {
+    if (Date.now() >= until || !target.signalRank(rank, "SIGSTOP")) {
+      target.signalRank(rank, "SIGCONT");
+      return;
+    }
+    setTimeout(() => {
+      if (target.signalRank(rank, "SIGCONT")) setTimeout(cycle, o.periodMs * (1 - o.stoppedShare));
+    }, o.periodMs * o.stoppedShare).unref();
+  };
+  cycle();
+}
+
 function pickRank(ranks: RankRecord[], rank: number | undefined): RankRecord {
   const live = ranks.filter((r) => r.exitedAt === null);
   const chosen = rank === undefined ? live[live.length - 1] : live.find((r) => r.rank === rank);
   if (!chosen) {
-    throw new Error(rank === undefined ? "the job has no running rank" : `rank ${rank} is not running (fix: see \`switchyard status\`)`);
+    throw new Error(
+      rank === undefined
+        ? "the job has no running rank"
+        : `rank ${rank} is not running (fix: see \`switchyard status\`)`,
+    );
   }
   return chosen;
 }

@@ -4,6 +4,9 @@ import { createServer } from "node:net";
 import path from "node:path";
 import { attributeFailure, type RankExit } from "../core/culprit.js";
 import type { Clock } from "../core/clock.js";
+import { classifyFailure, type CausePattern } from "../core/classify.js";
+import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
+import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
 import { decideRecovery, placeAttempt } from "../core/recovery.js";
 import type { ClusterSpec, CompiledJobSpec, PoolSpec } from "../core/spec.js";
 import { AttemptState, JobState, assertJobTransition, terminalJobStates } from "../core/states.js";
@@ -11,6 +14,7 @@ import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
 import { findPython, pythonPlaceholder } from "../executors/python.js";
 import { localNodeNames } from "../executors/local/local.js";
 import type { AttemptRecord, JobRecord, RankRecord, StepSample, Store } from "../store/port.js";
+import { FaultModel } from "./fault-model.js";
 import { findResumePoint, pruneCheckpoints, verifyCheckpoint } from "./checkpoint-scan.js";
 import { parseLogProgress, parseReportLine, readNewLines, tailLines } from "./reports.js";
 
@@ -23,6 +27,8 @@ export interface SupervisorOptions {
   home: string;
   /** How often running jobs are looked at. */
   pollMs?: number;
+  /** User failure patterns from the cluster config, tried before the built-in ones. */
+  causePatterns?: readonly CausePattern[];
   log?: (msg: string) => void;
 }
 
@@ -33,6 +39,35 @@ interface JobRuntime {
   /** Log offsets for regex progress (re-read from 0 after a restart; samples are idempotent). */
   logOffsets: Map<number, number>;
   waitingNoted: boolean;
+  /** The last culprit's node: the next attempt goes elsewhere when it can. */
+  avoid: string[];
+}
+
+interface Ingested {
+  steps: boolean;
+  nan: { rank: number; step: number; t: number } | null;
+}
+
+interface IncidentFacts {
+  cause: string;
+  culpritRank: number | null;
+  culpritNode: string | null;
+  faultAt: number;
+  detectedAt: number;
+  summary: string;
+  hard: boolean;
+  signature: string;
+  lastStep: number | null;
+  evidence: Record<string, unknown>;
+}
+
+/** Causes that say nothing about the node: no strike, no cordon. */
+const nodeInnocentCauses: ReadonlySet<string> = new Set(["software", "numerical"]);
+
+/** The faulthandler dump in a log tail ("Thread 0x... (most recent call first):" and its frames). */
+export function stackExcerpt(tail: readonly string[]): string[] {
+  const start = tail.findIndex((l) => /^(Thread|Current thread) 0x[0-9a-f]+ \(most recent call first\):/.test(l));
+  return start < 0 ? [] : tail.slice(start, start + 40);
 }
 
 /**
@@ -41,6 +76,8 @@ interface JobRuntime {
  */
 export class Supervisor {
   private readonly runtimes = new Map<string, JobRuntime>();
+  private readonly faultModels = new Map<string, FaultModel>();
+  private lastFaultDraw = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   private stopped = false;
@@ -142,7 +179,7 @@ export class Supervisor {
   private runtime(jobId: string): JobRuntime {
     let rt = this.runtimes.get(jobId);
     if (!rt) {
-      rt = { nextLaunchAt: 0, busy: false, logOffsets: new Map(), waitingNoted: false };
+      rt = { nextLaunchAt: 0, busy: false, logOffsets: new Map(), waitingNoted: false, avoid: [] };
       this.runtimes.set(jobId, rt);
     }
     return rt;
@@ -202,11 +239,14 @@ export class Supervisor {
       this.opts.cluster.pools.map((p) => p.name),
       nodes,
       spec.nodes,
+      rt.avoid,
     );
     if (placement.pool === null) {
       if (!rt.waitingNoted) {
         rt.waitingNoted = true;
-        await this.event(job.id, "job.waiting", `waiting for capacity: ${placement.reason}`);
+        await this.event(job.id, "job.waiting", `waiting for capacity: ${placement.reason}`, {
+          from: this.opts.clock.now(),
+        });
       }
       return;
     }
@@ -313,16 +353,16 @@ export class Supervisor {
 
   private async watch(job: JobRecord, attempt: AttemptRecord, rt: JobRuntime): Promise<void> {
     const ranks = await this.store.listRanks(job.id, attempt.n);
-    const sawProgress = await this.ingest(job, attempt, ranks, rt);
-    if (sawProgress && job.state === JobState.Starting) await this.setJobState(job, JobState.Running, null);
+    const seen = await this.ingest(job, attempt, ranks, rt);
+    if (seen.steps && job.state === JobState.Starting) await this.setJobState(job, JobState.Running, null);
 
     const statuses = await this.opts.executor.poll(attempt.dir, ranks);
     await this.recordExits(ranks, statuses);
     const exits = toRankExits(ranks, statuses);
-    const failures = exits.filter((e) => e.code !== 0);
-    if (failures.length > 0) {
+    if (job.state === JobState.Running) await this.injectPoolFaults(job, attempt, ranks);
+    if (exits.some((e) => e.code !== 0)) {
       await this.ingest(job, attempt, ranks, rt); // the last reports before the crash count
-      await this.handleFailure(job, attempt, ranks, statuses);
+      await this.handleCrash(job, attempt, ranks, statuses);
       return;
     }
     if (exits.length === ranks.length && ranks.length > 0) {
@@ -343,7 +383,252 @@ export class Supervisor {
         },
       );
       await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, null);
+      return;
     }
+    if (seen.nan && job.spec.detection.nanIsFailure) {
+      await this.handleNan(job, attempt, ranks, seen.nan);
+      return;
+    }
+    await this.checkHang(job, attempt, ranks);
+  }
+
+  /** The pool's declared fault model, if any, acting on this attempt's real processes. */
+  private async injectPoolFaults(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[]): Promise<void> {
+    const pool = this.opts.cluster.pools.find((p) => p.name === attempt.pool);
+    if (!pool?.faultModel) return;
+    let model = this.faultModels.get(pool.name);
+    if (!model) this.faultModels.set(pool.name, (model = new FaultModel(pool)));
+    const now = this.opts.clock.now();
+    const key = `${job.id}/${attempt.n}`;
+    const last = this.lastFaultDraw.get(key) ?? now;
+    this.lastFaultDraw.set(key, now);
+    const live = ranks.filter((r) => r.exitedAt === null);
+    const fault = model.draw(now - last, live.length);
+    if (!fault || live.length === 0) return;
+    const rank = live[model.pickRank(live.length)]!;
+    if (this.opts.executor.signalRank(rank, fault.kind === "kill" ? "SIGKILL" : "SIGSTOP")) {
+      await this.event(job.id, "chaos", `fault model: ${fault.why} hits rank ${rank.rank} on ${rank.node}`, {
+        rank: rank.rank,
+        node: rank.node,
+        kind: fault.kind,
+      });
+    }
+  }
+
+  private async checkHang(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[]): Promise<void> {
+    const now = this.opts.clock.now();
+    const progress = await this.store.rankProgress(job.id, attempt.n);
+    const recent = await this.store.recentSteps(job.id, attempt.n, 0, 50);
+    const intervals = recent
+      .slice(1)
+      .map((s, i) => s.t - recent[i]!.t)
+      .filter((d) => d >= 0);
+    const d = job.spec.detection;
+    const policy = {
+      startupSeconds: d.startupSeconds,
+      minSeconds: d.hangMinSeconds,
+      multiple: d.hangMultiple,
+      percentile: 0.95,
+    };
+    const timeoutMs = hangTimeoutMs(policy, intervals);
+    const view: RankProgress[] = ranks.map((r) => ({
+      rank: r.rank,
+      lastReportAt: progress.find((p) => p.rank === r.rank)?.lastT ?? null,
+      processState: r.pid !== null ? this.opts.executor.processState(r) : null,
+    }));
+    const verdict = judgeHang(now, attempt.startedAt, view, timeoutMs);
+    if (!verdict.hung) return;
+    const culprit = hangCulprit(view)!;
+    const rank = ranks.find((r) => r.rank === culprit.rank)!;
+    // Ask every rank for its Python stacks (the SDK registers faulthandler on SIGUSR1); a stopped process gets
+    // SIGCONT so that it can write them.
+    for (const r of ranks) this.opts.executor.signalRank(r, "SIGUSR1");
+    for (const r of view.filter((v) => v.processState === "T" || v.processState === "t")) {
+      this.opts.executor.signalRank(
+        ranks.find((x) => x.rank === r.rank)!,
+        "SIGCONT",
+      );
+    }
+    await this.opts.clock.sleep(d.stackDumpSeconds * 1000);
+    const tail = await tailLines(rank.logPath, 80);
+    const stack = stackExcerpt(tail);
+    const lastStep = progress.find((p) => p.rank === culprit.rank)?.lastStep ?? null;
+    const silent = Math.round(verdict.silentMs / 100) / 10;
+    await this.handleIncident(job, attempt, {
+      cause: "hang",
+      culpritRank: rank.rank,
+      culpritNode: rank.node,
+      faultAt: view.find((v) => v.rank === culprit.rank)?.lastReportAt ?? attempt.startedAt,
+      detectedAt: now,
+      summary: `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
+      hard: false,
+      signature: "",
+      lastStep,
+      evidence: { stack, silentMs: verdict.silentMs, timeoutMs: verdict.timeoutMs, processStates: view },
+    });
+  }
+
+  private async handleNan(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    ranks: RankRecord[],
+    nan: { rank: number; step: number; t: number },
+  ): Promise<void> {
+    const rank = ranks.find((r) => r.rank === nan.rank)!;
+    await this.handleIncident(job, attempt, {
+      cause: "numerical",
+      culpritRank: nan.rank,
+      culpritNode: rank.node,
+      faultAt: nan.t,
+      detectedAt: this.opts.clock.now(),
+      summary: `rank ${nan.rank} reported a non-finite loss at step ${nan.step}; rolling back to the last checkpoint`,
+      hard: false,
+      signature: "",
+      lastStep: nan.step,
+      evidence: { step: nan.step },
+    });
+  }
+
+  private async handleCrash(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    ranks: RankRecord[],
+    statuses: RankStatus[],
+  ): Promise<void> {
+    const detectedAt = this.opts.clock.now();
+    const exits = await Promise.all(
+      toRankExits(ranks, statuses).map(async (e) => ({ ...e, tail: await tailLines(ranksLog(ranks, e.rank), 40) })),
+    );
+    const attribution = attributeFailure(exits)!;
+    const culprit = attribution.culprit;
+    const classification = classifyFailure(
+      { code: culprit.code, signal: culprit.signal, tail: culprit.tail },
+      this.opts.causePatterns,
+    );
+    // A rank that crashed before its first report of this attempt stood at the resume point.
+    const lastStep =
+      (await this.store.rankProgress(job.id, attempt.n)).find((p) => p.rank === culprit.rank)?.lastStep ??
+      attempt.resumeStep;
+    await this.handleIncident(job, attempt, {
+      cause: classification.cause,
+      culpritRank: culprit.rank,
+      culpritNode: culprit.node,
+      faultAt: Math.min(culprit.at, detectedAt),
+      detectedAt,
+      summary: `${attribution.reason}: ${classification.detail}`,
+      hard: classification.hardDeviceEvidence,
+      signature: classification.signature,
+      lastStep,
+      evidence: {
+        code: culprit.code,
+        signal: culprit.signal,
+        line: classification.evidence,
+        pattern: classification.patternId,
+        tail: culprit.tail.slice(-12),
+        victims: attribution.victims.map((v) => v.rank),
+      },
+    });
+  }
+
+  private async handleIncident(job: JobRecord, attempt: AttemptRecord, incident: IncidentFacts): Promise<void> {
+    await this.stopAttempt(job, attempt, AttemptState.Failed, incident.summary);
+    const infrastructure = !nodeInnocentCauses.has(incident.cause);
+    const node = (await this.store.listNodes()).find((n) => n.name === incident.culpritNode);
+    const decision = decideRecovery(job.spec.recovery, {
+      restarts: job.restarts,
+      culpritNodeStrikes: node?.strikes ?? 0,
+      hardDeviceEvidence: incident.hard,
+    });
+    const cordon = infrastructure && decision.cordonCulpritNode;
+    const id = await this.store.addIncident({
+      jobId: job.id,
+      attempt: attempt.n,
+      cause: incident.cause,
+      culpritRank: incident.culpritRank,
+      culpritNode: incident.culpritNode,
+      detectedAt: incident.detectedAt,
+      summary: incident.summary,
+      evidence: {
+        ...incident.evidence,
+        faultAt: incident.faultAt,
+        signature: incident.signature,
+        lastStep: incident.lastStep,
+        pool: attempt.pool,
+        nodes: attempt.nodes,
+        hard: incident.hard,
+      },
+    });
+    const latencyS = ((incident.detectedAt - incident.faultAt) / 1000).toFixed(1);
+    await this.event(
+      job.id,
+      "incident",
+      `#${id} ${incident.cause} on rank ${incident.culpritRank ?? "-"} (${incident.culpritNode ?? "-"}), detected in ${latencyS}s: ${incident.summary}`,
+      {
+        incident: id,
+        attempt: attempt.n,
+        rank: incident.culpritRank,
+        node: incident.culpritNode,
+        cause: incident.cause,
+      },
+    );
+    if (node && infrastructure) {
+      await this.store.updateNode(node.name, {
+        strikes: node.strikes + 1,
+        ...(cordon
+          ? { cordoned: true, reason: `${node.strikes + 1} strike(s); last: ${incident.cause}: ${incident.summary}` }
+          : {}),
+      });
+      if (cordon && !node.cordoned) {
+        await this.event(
+          job.id,
+          "node.cordoned",
+          `cordoned ${node.name} after ${node.strikes + 1} strike(s)${incident.hard ? " (hard device evidence)" : ""}`,
+          {
+            node: node.name,
+          },
+        );
+      }
+    }
+    const loop = await this.crashLoop(job);
+    if (loop) {
+      await this.setJobState(job, JobState.Failed, loop);
+      await this.event(job.id, "job.failed", loop);
+      return;
+    }
+    if (decision.action === "fail") {
+      await this.setJobState(job, JobState.Failed, decision.reason);
+      await this.event(job.id, "job.failed", decision.reason);
+      return;
+    }
+    await this.store.updateJob(job.id, { restarts: job.restarts + 1 });
+    await this.setJobState(job, JobState.Recovering, null);
+    const rt = this.runtime(job.id);
+    rt.nextLaunchAt = this.opts.clock.now() + decision.backoffMs;
+    rt.avoid = incident.culpritNode ? [incident.culpritNode] : [];
+    await this.event(
+      job.id,
+      "job.restarting",
+      `restart ${job.restarts + 1} of ${job.spec.recovery.maxRestarts} in ${decision.backoffMs} ms`,
+    );
+  }
+
+  /** A reason to stop when the same software error repeats at the same step on different nodes; else null. */
+  private async crashLoop(job: JobRecord): Promise<string | null> {
+    const history: CrashRecord[] = (await this.store.listIncidents(job.id)).map((i) => ({
+      attempt: i.attempt,
+      cause: i.cause,
+      signature: typeof i.evidence.signature === "string" ? i.evidence.signature : "",
+      step: typeof i.evidence.lastStep === "number" ? i.evidence.lastStep : null,
+      nodes: Array.isArray(i.evidence.nodes) ? (i.evidence.nodes as string[]) : [],
+    }));
+    const verdict = detectCrashLoop(history, job.spec.recovery.crashLoopAttempts);
+    if (!verdict.deterministic) return null;
+    const first = verdict.evidence[0]!;
+    return (
+      `deterministic software error: "${first.signature}" at step ${first.step ?? "?"} on ` +
+      `${verdict.evidence.length} attempts (${verdict.evidence.map((e) => `#${e.attempt} on ${e.nodes.join(",")}`).join("; ")}); ` +
+      "fix the code, then run the job again"
+    );
   }
 
   private async recordExits(ranks: RankRecord[], statuses: RankStatus[]): Promise<void> {
@@ -362,8 +647,9 @@ export class Supervisor {
   }
 
   /** Reads new report lines (and log lines in regex mode); returns whether any step was seen. */
-  private async ingest(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[], rt: JobRuntime): Promise<boolean> {
+  private async ingest(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[], rt: JobRuntime): Promise<Ingested> {
     let saw = false;
+    let nan: Ingested["nan"] = null;
     const regex = job.spec.progress.regex ? new RegExp(job.spec.progress.regex) : null;
     for (const r of ranks) {
       const { lines, offset } = await readNewLines(r.reportPath, r.reportOffset);
@@ -372,6 +658,9 @@ export class Supervisor {
         const parsed = parseReportLine(line);
         if (!parsed) continue;
         if (parsed.kind === "step") {
+          if (parsed.loss !== null && !Number.isFinite(parsed.loss) && nan === null) {
+            nan = { rank: r.rank, step: parsed.step, t: parsed.t };
+          }
           samples.push({
             jobId: job.id,
             attempt: attempt.n,
@@ -383,7 +672,7 @@ export class Supervisor {
             computeS: parsed.computeS,
           });
         } else if (parsed.kind === "checkpoint" && r.rank === 0) {
-          await this.onCheckpointReported(job, parsed.step, parsed.path, attempt.resumeFrom);
+          await this.onCheckpointReported(job, attempt, parsed);
         }
       }
       if (offset !== r.reportOffset) {
@@ -415,10 +704,16 @@ export class Supervisor {
       }
       saw ||= samples.length > 0;
     }
-    return saw;
+    return { steps: saw, nan };
   }
 
-  private async onCheckpointReported(job: JobRecord, step: number, dir: string, protect: string | null): Promise<void> {
+  private async onCheckpointReported(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    report: { step: number; path: string; t: number; saveS: number | null },
+  ): Promise<void> {
+    const { step, path: dir } = report;
+    const protect = attempt.resumeFrom;
     const verification = await verifyCheckpoint(dir, step);
     await this.store.upsertCheckpoint({
       jobId: job.id,
@@ -434,7 +729,7 @@ export class Supervisor {
       verification.ok
         ? `checkpoint at step ${step} verified`
         : `checkpoint at step ${step} does not verify: ${verification.reason}`,
-      { step, path: dir },
+      { step, path: dir, attempt: attempt.n, t: report.t, saveMs: (report.saveS ?? 0) * 1000 },
     );
     if (verification.ok) {
       for (const removed of await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, protect)) {
@@ -442,78 +737,6 @@ export class Supervisor {
         if (m) await this.store.deleteCheckpoint(job.id, Number(m[1]));
       }
     }
-  }
-
-  private async handleFailure(
-    job: JobRecord,
-    attempt: AttemptRecord,
-    ranks: RankRecord[],
-    statuses: RankStatus[],
-  ): Promise<void> {
-    const detectedAt = this.opts.clock.now();
-    const exits = await Promise.all(
-      toRankExits(ranks, statuses).map(async (e) => ({ ...e, tail: await tailLines(ranksLog(ranks, e.rank), 20) })),
-    );
-    const attribution = attributeFailure(exits)!;
-    const culprit = attribution.culprit;
-    await this.stopAttempt(job, attempt, AttemptState.Failed, attribution.reason);
-
-    const node = (await this.store.listNodes()).find((n) => n.name === culprit.node);
-    const decision = decideRecovery(job.spec.recovery, {
-      restarts: job.restarts,
-      culpritNodeStrikes: node?.strikes ?? 0,
-      hardDeviceEvidence: false,
-    });
-    const cause = culprit.signal ? "crash:signal" : "crash:exit";
-    await this.store.addIncident({
-      jobId: job.id,
-      attempt: attempt.n,
-      cause,
-      culpritRank: culprit.rank,
-      culpritNode: culprit.node,
-      detectedAt,
-      summary: attribution.reason,
-      evidence: {
-        code: culprit.code,
-        signal: culprit.signal,
-        exitedAt: culprit.at,
-        tail: culprit.tail.slice(-10),
-        victims: attribution.victims.map((v) => v.rank),
-        lastStep: (await this.store.lastStep(job.id))?.step ?? null,
-      },
-    });
-    await this.event(job.id, "incident", `attempt ${attempt.n} failed: ${attribution.reason} (node ${culprit.node})`, {
-      attempt: attempt.n,
-      rank: culprit.rank,
-      node: culprit.node,
-      cause,
-    });
-    if (node) {
-      await this.store.updateNode(node.name, {
-        strikes: node.strikes + 1,
-        ...(decision.cordonCulpritNode
-          ? { cordoned: true, reason: `${node.strikes + 1} strike(s); last: ${attribution.reason}` }
-          : {}),
-      });
-      if (decision.cordonCulpritNode && !node.cordoned) {
-        await this.event(job.id, "node.cordoned", `cordoned ${node.name} after ${node.strikes + 1} strike(s)`, {
-          node: node.name,
-        });
-      }
-    }
-    if (decision.action === "fail") {
-      await this.setJobState(job, JobState.Failed, decision.reason);
-      await this.event(job.id, "job.failed", decision.reason);
-      return;
-    }
-    await this.store.updateJob(job.id, { restarts: job.restarts + 1 });
-    await this.setJobState(job, JobState.Recovering, null);
-    this.runtime(job.id).nextLaunchAt = this.opts.clock.now() + decision.backoffMs;
-    await this.event(
-      job.id,
-      "job.restarting",
-      `restart ${job.restarts + 1} of ${job.spec.recovery.maxRestarts} in ${decision.backoffMs} ms`,
-    );
   }
 
   private async stopAttempt(

@@ -185,13 +185,25 @@ def step(
     """Report that training step `step` finished. Fields left as None are omitted from the line."""
     fields: Dict[str, Any] = {"step": int(step)}
     if loss is not None:
-        fields["loss"] = float(loss)
+        fields["loss"] = float("nan") if _chaos_nan() else float(loss)
     if tokens is not None:
         fields["tokens"] = int(tokens)
     if compute_s is not None:
         fields["compute_s"] = float(compute_s)
     fields.update((k, v) for k, v in extra.items() if k not in fields)
     report("step", **fields)
+
+
+def _chaos_nan() -> bool:
+    """`switchyard chaos <job> nan` drops a marker beside this rank's report file: report NaN losses from then on.
+
+    It rehearses the supervisor's NaN rollback without touching the model; a new attempt has a new folder, so the
+    marker does not follow the job across the rollback.
+    """
+    path = os.environ.get("SWITCHYARD_REPORT")
+    if not path:
+        return False
+    return os.path.exists(os.path.join(os.path.dirname(path), "chaos-nan-rank-%s" % os.environ.get("RANK", "0")))
 
 
 def done(step: int, **extra: Any) -> None:

@@ -39,7 +39,8 @@ export function registerDemoCommand(program: Command): void {
     .action(async (opts: { steps: string; faults: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const steps = Number(opts.steps);
-      if (!Number.isInteger(steps) || steps < 10) throw new CliError("--steps must be an integer >= 10", ExitCode.Usage);
+      if (!Number.isInteger(steps) || steps < 10)
+        throw new CliError("--steps must be an integer >= 10", ExitCode.Usage);
       const python = findPython();
       if (!python?.hasTorch) {
         throw new CliError(
@@ -107,7 +108,9 @@ async function watch(client: ApiClient, id: string, faults: Fault[]): Promise<nu
     while (job.state === "RUNNING" && pending[0] && (job.last?.step ?? 0) >= pending[0].atStep) {
       const fault = pending.shift()!;
       if (tty) process.stdout.write("\r\x1b[2K");
-      console.log(`>>> injecting ${fault.action}${fault.rank !== undefined ? ` on rank ${fault.rank}` : ""}: ${fault.why}`);
+      console.log(
+        `>>> injecting ${fault.action}${fault.rank !== undefined ? ` on rank ${fault.rank}` : ""}: ${fault.why}`,
+      );
       await client.post(`/api/jobs/${id}/chaos`, { action: fault.action, rank: fault.rank }).catch((err: Error) => {
         console.log(`>>> fault not injected: ${err.message}`);
       });
@@ -118,9 +121,20 @@ async function watch(client: ApiClient, id: string, faults: Fault[]): Promise<nu
 
 async function summary(client: ApiClient, id: string, home: string): Promise<void> {
   const job = await client.get<
-    JobDetail & { attempts: Array<{ n: number; pool: string; nodes: string[]; resumeStep: number | null; startedAt: number; endedAt: number | null }> }
+    JobDetail & {
+      attempts: Array<{
+        n: number;
+        pool: string;
+        nodes: string[];
+        resumeStep: number | null;
+        startedAt: number;
+        endedAt: number | null;
+      }>;
+    }
   >(`/api/jobs/${id}`);
-  console.log(`\n${job.id}: ${job.state} at step ${job.last?.step ?? "-"} after ${job.restarts} restart(s), ${duration((job.endedAt ?? Date.now()) - job.createdAt)}`);
+  console.log(
+    `\n${job.id}: ${job.state} at step ${job.last?.step ?? "-"} after ${job.restarts} restart(s), ${duration((job.endedAt ?? Date.now()) - job.createdAt)}`,
+  );
   console.log(
     "\n" +
       table(
@@ -145,6 +159,7 @@ async function summary(client: ApiClient, id: string, home: string): Promise<voi
   }
   const nodes = await client.get<NodeRecord[]>("/api/nodes");
   const cordoned = nodes.filter((n) => n.cordoned);
-  if (cordoned.length > 0) console.log(`\ncordoned: ${cordoned.map((n) => `${n.name} (${n.reason ?? ""})`).join("; ")}`);
+  if (cordoned.length > 0)
+    console.log(`\ncordoned: ${cordoned.map((n) => `${n.name} (${n.reason ?? ""})`).join("; ")}`);
   console.log(`\nmore: switchyard --home ${home} events ${id}   (also: status, logs --rank N, nodes)`);
 }

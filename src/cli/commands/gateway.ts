@@ -27,7 +27,12 @@ export interface GatewayRunOptions {
 }
 
 /** Refuses to expose an open gateway beyond this machine unless the operator says so explicitly. */
-export function assertSafeBinding(host: string, keyCount: number, allowUnauthenticated: boolean, keysFile: string): void {
+export function assertSafeBinding(
+  host: string,
+  keyCount: number,
+  allowUnauthenticated: boolean,
+  keysFile: string,
+): void {
   if (isLoopbackHost(host) || keyCount > 0 || allowUnauthenticated) return;
   throw new Error(
     `refusing to listen on ${host} without API keys: anyone who can reach it could use your models. ` +
@@ -62,7 +67,9 @@ async function runGateway(servicesFile: string, opts: GatewayRunOptions): Promis
     { url: http.url, services: config.services.map((s) => s.model), backends, auth: activeKeys > 0 },
     "gateway listening",
   );
-  process.stderr.write(`switchyard gateway listening on ${http.url} (OpenAI API under ${http.url}/v1, metrics at /metrics)\n`);
+  process.stderr.write(
+    `switchyard gateway listening on ${http.url} (OpenAI API under ${http.url}/v1, metrics at /metrics)\n`,
+  );
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off("SIGINT", stop);
@@ -117,10 +124,26 @@ export function registerGatewayCommand(program: Command): void {
       }
       const rows = [["ID", "NAME", "PREFIX", "RPM", "CREATED", "STATE"]];
       for (const k of list) {
-        rows.push([k.id, k.name, `${k.prefix}…`, k.rpm?.toString() ?? "-", k.createdAt, k.revokedAt ? "revoked" : "active"]);
+        rows.push([
+          k.id,
+          k.name,
+          `${k.prefix}…`,
+          k.rpm?.toString() ?? "-",
+          k.createdAt,
+          k.revokedAt ? "revoked" : "active",
+        ]);
       }
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-      process.stdout.write(rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n");
+      process.stdout.write(
+        rows
+          .map((r) =>
+            r
+              .map((c, i) => c.padEnd(widths[i]!))
+              .join("  ")
+              .trimEnd(),
+          )
+          .join("\n") + "\n",
+      );
     });
   keys
     .command("revoke")

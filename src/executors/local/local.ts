@@ -15,7 +15,10 @@ import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procf
  */
 const wrapperScript = [
   'exit_file="$1"; shift',
-  '"$@"',
+  // The shell's own notices ("Killed") go nowhere: in the rank's log they would read like the kernel's OOM killer.
+  // The rank runs in an exec'd subshell so that dash prints such notices with its own (silenced) stderr.
+  "exec 3>&1 4>&2 >/dev/null 2>&1",
+  '( exec "$@" >&3 2>&4 3>&- 4>&- )',
   "code=$?",
   'printf \'{"code":%d,"t":%s}\\n\' "$code" "$(date +%s%3N)" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"',
 ].join("\n");
@@ -114,6 +117,12 @@ export class LocalExecutor implements Executor {
     for (const g of alive) if (groupAlive(g)) signalGroup(g, "SIGKILL");
     const hardDeadline = Date.now() + 5000;
     while (Date.now() < hardDeadline && alive.some(groupAlive)) await sleep(20);
+  }
+
+  processState(rank: RankHandle): string | null {
+    if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return null;
+    const target = childPids(rank.pid)[0] ?? rank.pid;
+    return readProcStat(target)?.state ?? null;
   }
 
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {

@@ -1,0 +1,95 @@
+import { Command } from "commander";
+import { ledgerCategories } from "../../core/goodput.js";
+import type { JobReport } from "../../supervisor/report.js";
+import { connect } from "../client.js";
+import { globals } from "../context.js";
+import { table } from "../format.js";
+
+export function registerReportCommand(program: Command): void {
+  program
+    .command("report")
+    .description("goodput ledger of a job: where every second went, per incident, cause, node and pool")
+    .argument("<job>", "job id or name")
+    .action(async (job: string, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const client = await connect(g.home);
+      const report = await client.get<JobReport>(`/api/jobs/${encodeURIComponent(job)}/report`);
+      console.log(g.json ? JSON.stringify(report) : formatReport(report));
+    });
+}
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
+const minutes = (ms: number | null): string =>
+  ms === null ? "-" : ms >= 60_000 ? `${(ms / 60_000).toFixed(1)} min` : seconds(ms);
+
+export function formatReport(report: JobReport): string {
+  const { ledger, advice } = report;
+  const out: string[] = [];
+  out.push(
+    `goodput of ${report.jobId} (${report.state}): ${(ledger.goodput * 100).toFixed(1)}% of ${seconds(ledger.wallMs)} wall time was productive training`,
+  );
+  out.push("");
+  out.push(
+    table(
+      ["WHERE THE TIME WENT", "SECONDS", "SHARE"],
+      ledgerCategories
+        .filter((c) => ledger.totals[c] > 0)
+        .map((c) => [
+          c,
+          (ledger.totals[c] / 1000).toFixed(1),
+          `${((ledger.totals[c] / Math.max(1, ledger.wallMs)) * 100).toFixed(1)}%`,
+        ]),
+    ),
+  );
+  if (ledger.incidents.length > 0) {
+    out.push("");
+    out.push(
+      table(
+        ["INCIDENT", "CAUSE", "CULPRIT", "POOL", "DETECTED IN", "TO FIRST STEP", "STEPS LOST", "COST"],
+        ledger.incidents.map((i) => [
+          `#${i.id}`,
+          i.cause,
+          `rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}`,
+          i.pool,
+          seconds(i.detectionMs),
+          i.timeToFirstStepMs === null ? "-" : seconds(i.timeToFirstStepMs),
+          i.stepsLost,
+          seconds(i.costMs),
+        ]),
+      ),
+    );
+    const by = (title: string, m: Record<string, number>) =>
+      `${title}: ${Object.entries(m)
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k} ${seconds(v)}`)
+        .join(", ")}`;
+    out.push("");
+    out.push(by("lost time by cause", ledger.byCause));
+    out.push(by("lost time by node", ledger.byNode));
+    out.push(by("lost time by pool", ledger.byPool));
+  }
+  out.push(`steps recomputed after rollbacks: ${ledger.stepsLost}`);
+  out.push("");
+  if (advice.mtbfMs === null) {
+    out.push("advisor: no failure yet, so no measured MTBF to tune the checkpoint interval against");
+  } else if (advice.youngMs === null) {
+    out.push(
+      `advisor: measured MTBF ${minutes(advice.mtbfMs)}, but no checkpoint save time was reported (use the SDK's checkpoint())`,
+    );
+  } else {
+    const inUse = advice.intervalInUseMs;
+    const verdict =
+      inUse === null
+        ? ""
+        : inUse > advice.dalyMs! * 1.5
+          ? " — checkpoint more often"
+          : inUse < advice.dalyMs! / 1.5
+            ? " — checkpoint less often"
+            : " — about right";
+    out.push(
+      `advisor: measured MTBF ${minutes(advice.mtbfMs)}, checkpoint save ${seconds(advice.saveMs!)}: ` +
+        `Young's interval ${minutes(advice.youngMs)}, Daly's ${minutes(advice.dalyMs)}; in use ${minutes(inUse)}${verdict}`,
+    );
+  }
+  return out.join("\n");
+}

@@ -1,0 +1,278 @@
+import { dalyInterval, youngInterval } from "./checkpoint-interval.js";
+
+/**
+ * The goodput ledger: every millisecond of a job's wall time charged to exactly one category, and every
+ * non-productive one to an incident or a phase. Pure: built from attempts, step reports, checkpoint saves and
+ * incidents, so a report can be recomputed at any time and always adds up.
+ */
+
+export const LedgerCategory = {
+  Queued: "queued",
+  Starting: "starting",
+  Productive: "productive",
+  Lost: "lost",
+  Detection: "detection",
+  Restart: "restart",
+  Checkpoint: "checkpoint",
+  Waiting: "waiting",
+  Finishing: "finishing",
+} as const;
+export type LedgerCategory = (typeof LedgerCategory)[keyof typeof LedgerCategory];
+
+export const ledgerCategories: readonly LedgerCategory[] = Object.values(LedgerCategory);
+
+export interface LedgerAttempt {
+  n: number;
+  pool: string;
+  startedAt: number;
+  endedAt: number | null;
+  resumeStep: number | null;
+}
+
+export interface LedgerStep {
+  attempt: number;
+  step: number;
+  t: number;
+}
+
+export interface LedgerCheckpoint {
+  attempt: number;
+  step: number;
+  /** When the save finished (the report's time). */
+  t: number;
+  saveMs: number;
+}
+
+export interface LedgerIncident {
+  id: number;
+  attempt: number;
+  cause: string;
+  culpritRank: number | null;
+  culpritNode: string | null;
+  pool: string;
+  /** When the fault happened (culprit exit; for a hang, its last report). */
+  faultAt: number;
+  detectedAt: number;
+}
+
+export interface LedgerInput {
+  createdAt: number;
+  /** Job end, or now for a running job. */
+  endAt: number;
+  attempts: readonly LedgerAttempt[];
+  /** Progress of one rank (rank 0): in a synchronous job every rank steps together. */
+  steps: readonly LedgerStep[];
+  checkpoints: readonly LedgerCheckpoint[];
+  incidents: readonly LedgerIncident[];
+  /** Spans in which no pool could host the job. */
+  waits: ReadonlyArray<{ from: number; to: number }>;
+}
+
+export interface IncidentCost {
+  id: number;
+  cause: string;
+  culpritRank: number | null;
+  culpritNode: string | null;
+  pool: string;
+  detectionMs: number;
+  /** Detection to the first new step of the next attempt (null if none came). */
+  timeToFirstStepMs: number | null;
+  stepsLost: number;
+  /** Everything this incident cost: lost work, detection, restart. */
+  costMs: number;
+}
+
+export interface Ledger {
+  wallMs: number;
+  totals: Record<LedgerCategory, number>;
+  goodput: number;
+  stepsLost: number;
+  incidents: IncidentCost[];
+  byCause: Record<string, number>;
+  byNode: Record<string, number>;
+  byPool: Record<string, number>;
+}
+
+export function buildLedger(input: LedgerInput): Ledger {
+  const totals = Object.fromEntries(ledgerCategories.map((c) => [c, 0])) as Record<LedgerCategory, number>;
+  const incidentCost = new Map<number, IncidentCost>();
+  for (const i of input.incidents) {
+    incidentCost.set(i.id, {
+      id: i.id,
+      cause: i.cause,
+      culpritRank: i.culpritRank,
+      culpritNode: i.culpritNode,
+      pool: i.pool,
+      detectionMs: Math.max(0, i.detectedAt - i.faultAt),
+      timeToFirstStepMs: null,
+      stepsLost: 0,
+      costMs: 0,
+    });
+  }
+
+  // A cursor walks time forward; every span is clamped to [cursor, end], so the parts always sum to the wall time.
+  let cursor = input.createdAt;
+  const end = Math.max(input.endAt, input.createdAt);
+  const charge = (until: number, category: LedgerCategory, incident?: IncidentCost): void => {
+    const to = Math.min(Math.max(until, cursor), end);
+    const span = to - cursor;
+    if (span <= 0) return;
+    totals[category] += span;
+    if (incident && category !== LedgerCategory.Productive) incident.costMs += span;
+    cursor = to;
+  };
+
+  const attempts = [...input.attempts].sort((a, b) => a.n - b.n);
+  let highWater = 0;
+  let stepsLost = 0;
+  let pendingIncident: IncidentCost | undefined;
+
+  for (const attempt of attempts) {
+    const steps = input.steps.filter((s) => s.attempt === attempt.n).sort((a, b) => a.t - b.t);
+    const saves = input.checkpoints.filter((c) => c.attempt === attempt.n);
+    const incident = input.incidents.find((i) => i.attempt === attempt.n);
+    const attemptEnd = attempt.endedAt ?? end;
+
+    // Before the launch: queued (first attempt) or restart/waiting after an incident.
+    chargeGap(
+      input.waits,
+      attempt.startedAt,
+      cursor,
+      charge,
+      attempt.n === 1 ? LedgerCategory.Queued : LedgerCategory.Restart,
+      pendingIncident,
+    );
+
+    const first = steps[0];
+    if (first && pendingIncident && pendingIncident.timeToFirstStepMs === null) {
+      const detectedAt = input.incidents.find((i) => i.id === pendingIncident!.id)!.detectedAt;
+      pendingIncident.timeToFirstStepMs = Math.max(0, first.t - detectedAt);
+    }
+    charge(
+      first?.t ?? Math.min(incident?.faultAt ?? attemptEnd, attemptEnd),
+      attempt.n === 1 ? LedgerCategory.Starting : LedgerCategory.Restart,
+      pendingIncident,
+    );
+
+    const highWaterBefore = highWater;
+    for (const s of steps.slice(1)) {
+      const save = saves.find((c) => c.t > cursor && c.t <= s.t);
+      const recomputed = s.step <= highWaterBefore;
+      if (save) {
+        const blockedFrom = Math.max(cursor, s.t - save.saveMs);
+        charge(
+          blockedFrom,
+          recomputed ? LedgerCategory.Lost : LedgerCategory.Productive,
+          recomputed ? pendingIncident : undefined,
+        );
+        charge(s.t, LedgerCategory.Checkpoint);
+      } else {
+        charge(
+          s.t,
+          recomputed ? LedgerCategory.Lost : LedgerCategory.Productive,
+          recomputed ? pendingIncident : undefined,
+        );
+      }
+    }
+    const recomputedSteps = new Set(steps.filter((s) => s.step <= highWaterBefore).map((s) => s.step)).size;
+    if (pendingIncident) pendingIncident.stepsLost += recomputedSteps;
+    stepsLost += recomputedSteps;
+    for (const s of steps) highWater = Math.max(highWater, s.step);
+
+    if (incident) {
+      const cost = incidentCost.get(incident.id)!;
+      charge(incident.faultAt, LedgerCategory.Lost, cost); // work in flight when the fault hit
+      charge(incident.detectedAt, LedgerCategory.Detection, cost);
+      charge(attemptEnd, LedgerCategory.Restart, cost); // stopping the gang
+      pendingIncident = cost;
+    } else {
+      charge(attemptEnd, attempt.endedAt === null ? LedgerCategory.Productive : LedgerCategory.Finishing);
+      pendingIncident = undefined;
+    }
+  }
+  chargeGap(
+    input.waits,
+    end,
+    cursor,
+    charge,
+    pendingIncident ? LedgerCategory.Restart : LedgerCategory.Finishing,
+    pendingIncident,
+  );
+  if (attempts.length === 0) charge(end, LedgerCategory.Queued);
+
+  const wallMs = end - input.createdAt;
+  const byCause: Record<string, number> = {};
+  const byNode: Record<string, number> = {};
+  const byPool: Record<string, number> = {};
+  for (const c of incidentCost.values()) {
+    byCause[c.cause] = (byCause[c.cause] ?? 0) + c.costMs;
+    const node = c.culpritNode ?? "unknown";
+    byNode[node] = (byNode[node] ?? 0) + c.costMs;
+    byPool[c.pool] = (byPool[c.pool] ?? 0) + c.costMs;
+  }
+  return {
+    wallMs,
+    totals,
+    goodput: wallMs > 0 ? totals.productive / wallMs : 0,
+    stepsLost,
+    incidents: [...incidentCost.values()],
+    byCause,
+    byNode,
+    byPool,
+  };
+}
+
+/** Charges [cursor, until) as `category`, except the parts inside a wait-for-capacity span. */
+function chargeGap(
+  waits: LedgerInput["waits"],
+  until: number,
+  cursor: number,
+  charge: (until: number, category: LedgerCategory, incident?: IncidentCost) => void,
+  category: LedgerCategory,
+  incident: IncidentCost | undefined,
+): void {
+  for (const w of [...waits].sort((a, b) => a.from - b.from)) {
+    if (w.to <= cursor || w.from >= until) continue;
+    charge(w.from, category, incident);
+    charge(Math.min(w.to, until), LedgerCategory.Waiting, incident);
+  }
+  charge(until, category, incident);
+}
+
+export interface IntervalAdvice {
+  /** Measured mean time between failures (ms of running time per incident), null with no incident yet. */
+  mtbfMs: number | null;
+  /** Mean blocking save time (ms). */
+  saveMs: number | null;
+  /** Mean time between checkpoints in use (ms). */
+  intervalInUseMs: number | null;
+  youngMs: number | null;
+  dalyMs: number | null;
+}
+
+/**
+ * The checkpoint interval the measured failure rate calls for (Young and Daly), against the one in use. MTBF counts
+ * running time (productive, lost, checkpoint) per incident, so idle queueing does not flatter the fleet.
+ */
+export function adviseInterval(ledger: Ledger, checkpoints: readonly LedgerCheckpoint[]): IntervalAdvice {
+  const running = ledger.totals.productive + ledger.totals.lost + ledger.totals.checkpoint;
+  const failures = ledger.incidents.length;
+  const mtbfMs = failures > 0 ? running / failures : null;
+  const saveMs = checkpoints.length > 0 ? checkpoints.reduce((a, c) => a + c.saveMs, 0) / checkpoints.length : null;
+  const byAttempt = new Map<number, number[]>();
+  for (const c of checkpoints) byAttempt.set(c.attempt, [...(byAttempt.get(c.attempt) ?? []), c.t]);
+  const gaps: number[] = [];
+  for (const times of byAttempt.values()) {
+    times.sort((a, b) => a - b);
+    for (let i = 1; i < times.length; i++) gaps.push(times[i]! - times[i - 1]!);
+  }
+  const intervalInUseMs = gaps.length > 0 ? gaps.reduce((a, b) => a + b, 0) / gaps.length : null;
+  const canAdvise = mtbfMs !== null && saveMs !== null && saveMs > 0;
+  return {
+    mtbfMs,
+    saveMs,
+    intervalInUseMs,
+    youngMs: canAdvise ? youngInterval(saveMs / 1000, mtbfMs / 1000) * 1000 : null,
+    dalyMs: canAdvise ? dalyInterval(saveMs / 1000, mtbfMs / 1000) * 1000 : null,
+  };
+}

@@ -1,0 +1,58 @@
+import {
+  adviseInterval,
+  buildLedger,
+  type IntervalAdvice,
+  type Ledger,
+  type LedgerCheckpoint,
+} from "../core/goodput.js";
+import type { Store } from "../store/port.js";
+
+export interface JobReport {
+  jobId: string;
+  state: string;
+  ledger: Ledger;
+  advice: IntervalAdvice;
+}
+
+/** Builds a job's goodput ledger from what the store recorded (rank 0's steps, checkpoint saves, incidents, waits). */
+export async function jobReport(store: Store, jobId: string, now: number): Promise<JobReport | null> {
+  const job = await store.getJob(jobId);
+  if (!job) return null;
+  const [attempts, incidents, events, steps] = await Promise.all([
+    store.listAttempts(job.id),
+    store.listIncidents(job.id),
+    store.listEvents({ jobId: job.id, limit: 1_000_000 }),
+    store.listSteps(job.id, { rank: 0 }),
+  ]);
+  const checkpoints: LedgerCheckpoint[] = events
+    .filter((e) => e.kind === "checkpoint.saved" && typeof e.data.attempt === "number")
+    .map((e) => ({
+      attempt: e.data.attempt as number,
+      step: e.data.step as number,
+      t: e.data.t as number,
+      saveMs: (e.data.saveMs as number) ?? 0,
+    }));
+  const waits = events
+    .filter((e) => e.kind === "job.waiting")
+    .map((e) => ({ from: e.t, to: attempts.find((a) => a.startedAt >= e.t)?.startedAt ?? job.endedAt ?? now }));
+  const ledger = buildLedger({
+    createdAt: job.createdAt,
+    endAt: job.endedAt ?? now,
+    attempts,
+    steps: steps.map((s) => ({ attempt: s.attempt, step: s.step, t: s.t })),
+    checkpoints,
+    incidents: incidents.map((i) => ({
+      id: i.id,
+      attempt: i.attempt,
+      cause: i.cause,
+      culpritRank: i.culpritRank,
+      culpritNode: i.culpritNode,
+      pool:
+        typeof i.evidence.pool === "string" ? i.evidence.pool : (attempts.find((a) => a.n === i.attempt)?.pool ?? "?"),
+      faultAt: typeof i.evidence.faultAt === "number" ? i.evidence.faultAt : i.detectedAt,
+      detectedAt: i.detectedAt,
+    })),
+    waits,
+  });
+  return { jobId: job.id, state: job.state, ledger, advice: adviseInterval(ledger, checkpoints) };
+}
