@@ -1,0 +1,124 @@
+import { describe, expect, it } from "vitest";
+import { adviseInterval, buildLedger, ledgerCategories, type LedgerInput } from "./goodput.js";
+
+const sum = (t: Record<string, number>) => Object.values(t).reduce((a, b) => a + b, 0);
+
+/**
+ * A job at one step per second: attempt 1 launches at t=10 s, steps 1..12 at t=15..26 s, checkpoints at steps 5 and
+ * 10 (0.4 s save each), a rank dies at 27.5 s, the supervisor notices at 28 s and stops the gang by 29 s. Attempt 2
+ * launches at 31 s from step 10, reports steps 11..20 at 36..45 s, and the job ends at 46 s.
+ */
+function scenario(): LedgerInput {
+  const steps = [
+    ...Array.from({ length: 12 }, (_, i) => ({ attempt: 1, step: i + 1, t: 15_000 + i * 1000 })),
+    ...Array.from({ length: 10 }, (_, i) => ({ attempt: 2, step: 11 + i, t: 36_000 + i * 1000 })),
+  ];
+  return {
+    createdAt: 0,
+    endAt: 46_000,
+    attempts: [
+      { n: 1, pool: "p", startedAt: 10_000, endedAt: 29_000, resumeStep: null },
+      { n: 2, pool: "p", startedAt: 31_000, endedAt: 45_500, resumeStep: 10 },
+    ],
+    steps,
+    checkpoints: [
+      { attempt: 1, step: 5, t: 19_400, saveMs: 400 },
+      { attempt: 1, step: 10, t: 24_400, saveMs: 400 },
+    ],
+    incidents: [
+      {
+        id: 7,
+        attempt: 1,
+        cause: "killed",
+        culpritRank: 1,
+        culpritNode: "p-0",
+        pool: "p",
+        faultAt: 27_500,
+        detectedAt: 28_000,
+      },
+    ],
+    waits: [],
+  };
+}
+
+describe("goodput ledger", () => {
+  it("charges every millisecond exactly once", () => {
+    const l = buildLedger(scenario());
+    expect(l.wallMs).toBe(46_000);
+    expect(sum(l.totals)).toBe(46_000);
+    expect(Object.keys(l.totals)).toEqual([...ledgerCategories]);
+  });
+
+  it("splits the wall time by phase", () => {
+    const { totals } = buildLedger(scenario());
+    expect(totals.queued).toBe(10_000);
+    expect(totals.starting).toBe(5_000); // launch to the first step
+    expect(totals.checkpoint).toBe(800);
+    expect(totals.detection).toBe(500);
+    // step 12 recomputed (1 s; step 11 is the first step after the launch, inside restart) + the step in flight at
+    // the fault (1.5 s)
+    expect(totals.lost).toBe(2_500);
+    // stopping the gang (1 s) + gap (2 s) + launch to first new step (5 s)
+    expect(totals.restart).toBe(8_000);
+    expect(totals.finishing).toBe(1_000); // last step to attempt end, attempt end to job end
+    expect(totals.productive).toBe(46_000 - 10_000 - 5_000 - 800 - 500 - 2_500 - 8_000 - 1_000);
+  });
+
+  it("costs each incident: detection, steps lost, time to the first new step", () => {
+    const l = buildLedger(scenario());
+    expect(l.stepsLost).toBe(2);
+    expect(l.incidents).toEqual([
+      {
+        id: 7,
+        cause: "killed",
+        culpritRank: 1,
+        culpritNode: "p-0",
+        pool: "p",
+        detectionMs: 500,
+        timeToFirstStepMs: 8_000,
+        stepsLost: 2,
+        costMs: 500 + 1_500 + 1_000 + 2_000 + 5_000 + 1_000,
+      },
+    ]);
+    expect(l.byCause).toEqual({ killed: 11_000 });
+    expect(l.byNode).toEqual({ "p-0": 11_000 });
+  });
+
+  it("charges time without capacity to waiting", () => {
+    const input = scenario();
+    const l = buildLedger({ ...input, waits: [{ from: 29_500, to: 31_000 }] });
+    expect(l.totals.waiting).toBe(1_500);
+    expect(sum(l.totals)).toBe(46_000);
+  });
+
+  it("still adds up for a running job with odd inputs (reports out of order, a fault before any step)", () => {
+    const l = buildLedger({
+      createdAt: 0,
+      endAt: 5_000,
+      attempts: [{ n: 1, pool: "p", startedAt: 1_000, endedAt: null, resumeStep: null }],
+      steps: [
+        { attempt: 1, step: 2, t: 4_000 },
+        { attempt: 1, step: 1, t: 3_000 },
+      ],
+      checkpoints: [],
+      incidents: [],
+      waits: [],
+    });
+    expect(sum(l.totals)).toBe(5_000);
+    expect(l.totals.productive).toBe(2_000);
+  });
+});
+
+describe("interval advice", () => {
+  it("derives MTBF from running time per incident and applies Young and Daly", () => {
+    const input = scenario();
+    const l = buildLedger(input);
+    const a = adviseInterval(l, input.checkpoints);
+    const running = l.totals.productive + l.totals.lost + l.totals.checkpoint;
+    expect(a.mtbfMs).toBe(running);
+    expect(a.saveMs).toBe(400);
+    expect(a.intervalInUseMs).toBe(5_000);
+    expect(a.youngMs).toBeCloseTo(Math.sqrt(2 * 0.4 * (running / 1000)) * 1000, 6);
+    expect(a.dalyMs).toBeLessThan(a.youngMs!);
+  });
+});
