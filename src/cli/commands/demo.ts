@@ -10,23 +10,31 @@ import { CliError, connect, ExitCode, serverInfo, type ApiClient } from "../clie
 import { globals } from "../context.js";
 import { duration, table } from "../format.js";
 import { formatEvent, progressLine, type JobDetail } from "./jobs.js";
+import { formatReport } from "./report.js";
+import type { JobReport } from "../../supervisor/report.js";
 import { stopServer } from "./server.js";
 
 interface Fault {
   atStep: number;
-  action: "kill-rank" | "corrupt-checkpoint";
+  action: "kill-rank" | "hang-rank" | "nan" | "corrupt-checkpoint";
   rank?: number;
   why: string;
 }
 
-/** The fault schedule an unstable pool might produce in a few minutes, compressed. */
+/** A few minutes of what an unstable pool does to a run, compressed: a chip dies, a link hangs, storage rots. */
 function schedule(steps: number): Fault[] {
   const at = (fraction: number) => Math.max(2, Math.round(steps * fraction));
   return [
-    { atStep: at(0.2), action: "kill-rank", rank: 1, why: "a chip fails and takes its rank down" },
-    { atStep: at(0.45), action: "corrupt-checkpoint", why: "storage flips a byte in the newest checkpoint" },
-    { atStep: at(0.45), action: "kill-rank", rank: 0, why: "the same node fails again" },
-    { atStep: at(0.7), action: "kill-rank", rank: 1, why: "a chip on the next node fails" },
+    { atStep: at(0.15), action: "kill-rank", rank: 1, why: "a chip fails and takes its rank down" },
+    {
+      atStep: at(0.35),
+      action: "hang-rank",
+      rank: 0,
+      why: "a link dies mid-collective: the rank stops, its peer waits",
+    },
+    { atStep: at(0.55), action: "corrupt-checkpoint", why: "storage flips a byte in the newest checkpoint" },
+    { atStep: at(0.55), action: "kill-rank", rank: 0, why: "and the node fails again before the next checkpoint" },
+    { atStep: at(0.75), action: "nan", rank: 1, why: "the loss turns NaN (a flaky chip computes garbage)" },
   ];
 }
 
@@ -65,7 +73,9 @@ export function registerDemoCommand(program: Command): void {
       console.log(`server ${client.url}, state in ${home}\n`);
       const faults = opts.faults ? schedule(steps) : [];
       const code = await watch(client, job.id, faults);
-      await summary(client, job.id, home);
+      await summary(client, job.id);
+      console.log("\n" + formatReport(await client.get<JobReport>(`/api/jobs/${job.id}/report`)));
+      console.log(`\nmore: switchyard --home ${home} events|report|logs ${job.id}`);
       process.exitCode = code;
     });
 }
@@ -119,7 +129,7 @@ async function watch(client: ApiClient, id: string, faults: Fault[]): Promise<nu
   }
 }
 
-async function summary(client: ApiClient, id: string, home: string): Promise<void> {
+async function summary(client: ApiClient, id: string): Promise<void> {
   const job = await client.get<
     JobDetail & {
       attempts: Array<{
@@ -161,5 +171,4 @@ async function summary(client: ApiClient, id: string, home: string): Promise<voi
   const cordoned = nodes.filter((n) => n.cordoned);
   if (cordoned.length > 0)
     console.log(`\ncordoned: ${cordoned.map((n) => `${n.name} (${n.reason ?? ""})`).join("; ")}`);
-  console.log(`\nmore: switchyard --home ${home} events ${id}   (also: status, logs --rank N, nodes)`);
 }
