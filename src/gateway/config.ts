@@ -52,6 +52,17 @@ const replicasSchema = z
     readyTimeoutS: z.number().positive().default(600),
     maxInFlight: z.number().int().positive().optional(),
     apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name").optional(),
+    /** How `switchyard serve` restarts crashed replicas (defaults: see src/gateway/replicas.ts). */
+    recovery: z
+      .object({
+        maxRestarts: z.number().int().min(0).optional(),
+        backoffSeconds: z.number().min(0).optional(),
+        maxBackoffSeconds: z.number().min(0).optional(),
+        strikesBeforeCordon: z.number().int().min(1).optional(),
+        graceSeconds: z.number().min(0).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -1,0 +1,53 @@
+// A stand-in model server for the replica supervisor tests, run as its own process (plain Node, no build step):
+//   node replica-fixture.mjs --port N [--host H] [--ready-after-ms N] [--crash-after-ms N] [anything else]
+// GET /health answers 503 until --ready-after-ms has passed, then 200; GET /metrics has vLLM's queue gauges;
+// GET /argv echoes process.argv (tests check that arguments arrive as given, never through a shell);
+// POST /v1/completions answers a short SSE stream. --crash-after-ms makes it exit(3) that long after it is ready.
+import { createServer } from "node:http";
+import process from "node:process";
+import { setTimeout } from "node:timers";
+
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
+};
+const port = Number(opt("--port", "0"));
+const host = opt("--host", "127.0.0.1");
+const readyAfterMs = Number(opt("--ready-after-ms", "0"));
+const crashAfterMs = Number(opt("--crash-after-ms", "-1"));
+const started = Date.now();
+const ready = () => Date.now() - started >= readyAfterMs;
+
+const server = createServer((req, res) => {
+  if (req.url === "/health") {
+    res.writeHead(ready() ? 200 : 503).end(ready() ? "" : "loading");
+  } else if (req.url === "/metrics") {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end("vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n");
+  } else if (req.url === "/argv") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(
+      JSON.stringify({ argv: process.argv.slice(2), env: { SWITCHYARD_REPLICA: process.env.SWITCHYARD_REPLICA } }),
+    );
+  } else if (req.method === "POST" && req.url === "/v1/completions") {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write(`data: ${JSON.stringify({ choices: [{ index: 0, text: String(port) }] })}\n\n`);
+      res.end("data: [DONE]\n\n");
+    });
+  } else {
+    res.writeHead(404).end();
+  }
+});
+server.listen(port, host, () => {
+  process.stderr.write(`fixture replica listening on ${host}:${port}\n`);
+  if (crashAfterMs >= 0) {
+    setTimeout(() => {
+      process.stderr.write("fixture replica: crashing as asked\n");
+      process.exit(3);
+    }, readyAfterMs + crashAfterMs);
+  }
+});
+process.on("SIGTERM", () => process.exit(0));
