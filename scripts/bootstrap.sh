@@ -20,6 +20,13 @@ if ! have_torch; then
   fi
 fi
 
+# Chromium drives the dashboard's browser tests (playwright-core uses Debian's build; it downloads none of its own).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "bootstrap: installing Debian's chromium (for the dashboard's browser tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm packages (better-sqlite3 compiles from source, about a minute)"
   # npm ci refuses this lock file: npm 11 leaves platform-specific optional packages out of it. `npm install`

@@ -1,5 +1,8 @@
 import { timingSafeEqual } from "node:crypto";
-import { open, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { packageRoot } from "../paths.js";
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { compileJobSpec } from "../core/spec.js";
@@ -19,6 +22,18 @@ export interface AppOptions {
 }
 
 const maxBodyBytes = 1 << 20;
+
+const uplotDist = path.join(path.dirname(createRequire(import.meta.url).resolve("uplot")), "..", "dist");
+const webFiles: Record<string, { path: string; type: string }> = {
+  "/": { path: path.join(packageRoot, "web", "index.html"), type: "text/html; charset=utf-8" },
+  "/app.js": { path: path.join(packageRoot, "web", "app.js"), type: "text/javascript; charset=utf-8" },
+  "/style.css": { path: path.join(packageRoot, "web", "style.css"), type: "text/css; charset=utf-8" },
+  "/vendor/uPlot.iife.min.js": {
+    path: path.join(uplotDist, "uPlot.iife.min.js"),
+    type: "text/javascript; charset=utf-8",
+  },
+  "/vendor/uPlot.min.css": { path: path.join(uplotDist, "uPlot.min.css"), type: "text/css; charset=utf-8" },
+};
 const maxLogBytes = 1 << 20;
 
 /** The HTTP API as a plain request handler: bound to a port only in main.ts, tested in-process with app.request(). */
@@ -188,6 +203,14 @@ export function createApp(opts: AppOptions): Hono {
     const after = Number(c.req.query("after") ?? 0);
     return c.json(await store.listEvents({ afterId: Number.isFinite(after) ? after : 0 }));
   });
+
+  // The dashboard: a fixed map of files (no path from the request reaches the file system).
+  for (const [route, file] of Object.entries(webFiles)) {
+    app.get(route, async (c) => {
+      const body = await readFile(file.path);
+      return c.body(body, 200, { "content-type": file.type, "cache-control": "no-cache" });
+    });
+  }
 
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
   return app;

@@ -132,7 +132,10 @@ export interface Store {
   listCheckpoints(jobId: string): Promise<CheckpointRecord[]>;
   deleteCheckpoint(jobId: string, step: number): Promise<void>;
 
-  /** Registers nodes the cluster config declares; existing nodes keep their cordon state and strikes. */
+  /**
+   * Makes the node table match the cluster config: new nodes are added, existing ones keep their cordon state and
+   * strikes, nodes the config no longer declares are removed.
+   */
   syncNodes(nodes: Array<Pick<NodeRecord, "name" | "pool" | "devices">>): Promise<void>;
   listNodes(): Promise<NodeRecord[]>;
   updateNode(name: string, patch: Partial<Pick<NodeRecord, "cordoned" | "strikes" | "reason">>): Promise<void>;

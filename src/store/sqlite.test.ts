@@ -62,7 +62,7 @@ describe("SQLite store", () => {
     await b.close();
   });
 
-  it("keeps strikes and cordons when the cluster is synced again", async () => {
+  it("keeps strikes and cordons when the cluster is synced again, and drops nodes it no longer declares", async () => {
     const s = new SqliteStore(file());
     await s.syncNodes([{ name: "n0", pool: "p", devices: 2 }]);
     await s.updateNode("n0", { cordoned: true, strikes: 2, reason: "ECC" });

@@ -229,7 +229,10 @@ export class SqliteStore implements Store {
     return row ? toStep(row) : null;
   }
 
-  async rankProgress(jobId: string, attempt: number): Promise<Array<{ rank: number; lastT: number; lastStep: number }>> {
+  async rankProgress(
+    jobId: string,
+    attempt: number,
+  ): Promise<Array<{ rank: number; lastT: number; lastStep: number }>> {
     const rows = this.db
       .prepare(
         `SELECT rank, MAX(t) AS last_t, MAX(step) AS last_step FROM steps WHERE job_id = ? AND attempt = ?
@@ -303,8 +306,14 @@ export class SqliteStore implements Store {
       `INSERT INTO nodes (name, pool, devices) VALUES (@name, @pool, @devices)
        ON CONFLICT (name) DO UPDATE SET pool = excluded.pool, devices = excluded.devices`,
     );
+    const names = new Set(nodes.map((n) => n.name));
+    const stale = (this.db.prepare("SELECT name FROM nodes").all() as Row[])
+      .map((r) => String(r.name))
+      .filter((n) => !names.has(n));
+    const remove = this.db.prepare("DELETE FROM nodes WHERE name = ?");
     this.db.transaction(() => {
       for (const n of nodes) upsert.run(n);
+      for (const name of stale) remove.run(name);
     })();
   }
 

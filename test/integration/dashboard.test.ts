@@ -1,0 +1,73 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApiClient } from "../../src/cli/client.js";
+import { packageRoot } from "../../src/paths.js";
+import { ServerProcess, submit, tempHome, torchPython, waitForEnd, writeCluster } from "./harness.js";
+
+const chromiumPath = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => existsSync(p));
+if (!chromiumPath) console.warn("dashboard tests skipped: no Chromium (install Debian's chromium package)");
+const fixtures = path.join(packageRoot, "test", "fixtures", "ranks");
+
+describe.skipIf(!chromiumPath || torchPython === null)("web dashboard in a real browser", () => {
+  const home = tempHome("web");
+  const server = new ServerProcess(home, writeCluster(home));
+  let client: ApiClient;
+  let browser: Browser;
+  let jobId: string;
+
+  beforeAll(async () => {
+    client = await server.start();
+    const yaml = [
+      "name: webjob",
+      "procsPerNode: 2",
+      `command: ["{python}", ${JSON.stringify(path.join(fixtures, "crash.py"))}, --steps, "12", --at-step, "7", --ckpt-every, "3", --rank-only, "0", --only-attempt, "1"]`,
+      `workdir: ${JSON.stringify(home)}`,
+      "steps: 12",
+      "recovery: { backoffSeconds: 0.1 }",
+    ].join("\n");
+    jobId = await submit(client, home, "webjob", yaml);
+    const end = await waitForEnd(client, jobId, 60_000);
+    expect(end.state).toBe("SUCCEEDED");
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+      ],
+    });
+  }, 90_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server.stop();
+  });
+
+  it("lists the job, and its page shows progress, the loss chart, the ledger and the incident", async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(server.info!.url);
+    const row = page.locator(`#jobs tr[data-job="${jobId}"]`);
+    await row.waitFor();
+    await expect(row.locator("td").nth(1).textContent()).resolves.toBe("SUCCEEDED");
+    await expect(row.locator("td").nth(2).textContent()).resolves.toBe("12/12");
+    await row.click();
+    await page.locator("#job-title", { hasText: jobId }).waitFor();
+    await page.locator("#loss-chart canvas").waitFor();
+    await page.locator("#incidents tbody tr").first().waitFor();
+    const incident = await page.locator("#incidents tbody tr").first().textContent();
+    expect(incident).toContain("software");
+    expect(incident).toContain("rank 0");
+    const ledgerParts = await page.locator("#ledger div").count();
+    expect(ledgerParts).toBeGreaterThanOrEqual(3);
+    expect(await page.locator(".legend").textContent()).toContain("productive");
+    expect(await page.locator("#job-summary").textContent()).toContain("1 restart(s)");
+    expect(await page.locator("#nodes tbody tr").count()).toBe(3);
+    expect(errors).toEqual([]);
+  }, 60_000);
+});

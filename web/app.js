@@ -1,0 +1,187 @@
+// The dashboard: plain modules over the same HTTP API the CLI uses; it polls, so it needs no server push.
+const colors = {
+  productive: "#1f8a4c",
+  lost: "#c8372d",
+  detection: "#e08a1e",
+  restart: "#8e5bd6",
+  checkpoint: "#2f6fde",
+  starting: "#9aa5b1",
+  queued: "#c9d1da",
+  waiting: "#f0c419",
+  finishing: "#5d6b79",
+};
+const token = new URLSearchParams(location.search).get("token") ?? localStorage.getItem("switchyard-token");
+if (token) localStorage.setItem("switchyard-token", token);
+
+async function api(path) {
+  const res = await fetch(path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  return res.json();
+}
+
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c ?? "-")));
+  return node;
+};
+const secs = (ms) => (ms == null ? "-" : `${(ms / 1000).toFixed(1)}s`);
+let selected = location.hash.slice(1) || null;
+let chart = null;
+
+async function refreshLists() {
+  const [jobs, nodes, health] = await Promise.all([api("/api/jobs"), api("/api/nodes"), api("/api/health")]);
+  document.getElementById("server").textContent = `v${health.version}`;
+  const tbody = document.querySelector("#jobs tbody");
+  tbody.replaceChildren(
+    ...jobs.map((j) => {
+      const row = el(
+        "tr",
+        { "data-job": j.id, class: j.id === selected ? "selected" : "" },
+        el("td", {}, j.id),
+        el("td", { class: `state-${j.state}` }, j.state),
+        el("td", {}, j.last ? `${j.last.step}${j.steps ? `/${j.steps}` : ""}` : "-"),
+        el("td", {}, j.last?.loss != null ? j.last.loss.toFixed(4) : "-"),
+        el("td", {}, j.restarts),
+      );
+      row.addEventListener("click", () => select(j.id));
+      return row;
+    }),
+  );
+  if (!selected && jobs[0]) select(jobs[0].id);
+  document
+    .querySelector("#nodes tbody")
+    .replaceChildren(
+      ...nodes.map((n) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, n.name),
+          el("td", {}, n.pool),
+          el("td", { class: n.cordoned ? "cordoned" : "" }, n.cordoned ? "cordoned" : "ready"),
+          el("td", {}, n.strikes),
+        ),
+      ),
+    );
+}
+
+function select(id) {
+  selected = id;
+  location.hash = id;
+  if (chart) {
+    chart.destroy();
+    chart = null;
+  }
+  void refreshJob();
+  void refreshLists();
+}
+
+async function refreshJob() {
+  if (!selected) return;
+  const id = encodeURIComponent(selected);
+  const [job, steps, report, events] = await Promise.all([
+    api(`/api/jobs/${id}`),
+    api(`/api/jobs/${id}/steps?rank=0`),
+    api(`/api/jobs/${id}/report`),
+    api(`/api/jobs/${id}/events`),
+  ]);
+  document.getElementById("job-panel").hidden = false;
+  document.getElementById("job-title").textContent = job.id;
+  document.getElementById("job-summary").textContent =
+    `${job.state}${job.reason ? ` (${job.reason})` : ""} · ${job.attempts.length} attempt(s) · ${job.restarts} restart(s) · ` +
+    `goodput ${(report.ledger.goodput * 100).toFixed(1)}%`;
+  drawLoss(steps);
+  drawLedger(report.ledger);
+  const a = report.advice;
+  document.getElementById("advice").textContent =
+    a.mtbfMs == null
+      ? "Advisor: no failure yet."
+      : `Advisor: measured MTBF ${secs(a.mtbfMs)}, checkpoint save ${secs(a.saveMs)}; Young ${secs(a.youngMs)}, Daly ${secs(a.dalyMs)}, in use ${secs(a.intervalInUseMs)}.`;
+  const costs = new Map(report.ledger.incidents.map((i) => [i.id, i]));
+  document
+    .querySelector("#incidents tbody")
+    .replaceChildren(
+      ...job.incidents.map((i) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, i.id),
+          el("td", {}, i.cause),
+          el("td", {}, `rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}`),
+          el("td", {}, secs(costs.get(i.id)?.detectionMs)),
+          el("td", {}, costs.get(i.id)?.stepsLost ?? "-"),
+          el("td", {}, i.summary),
+        ),
+      ),
+    );
+  document
+    .getElementById("events")
+    .replaceChildren(
+      ...events.slice(-200).map((e) => el("li", {}, `${new Date(e.t).toLocaleTimeString()} ${e.kind}: ${e.message}`)),
+    );
+}
+
+function drawLoss(steps) {
+  // One series per attempt, so a rollback shows as a line restarting from the checkpoint's step.
+  const attempts = [...new Set(steps.map((s) => s.attempt))];
+  const xs = [...new Set(steps.map((s) => s.step))].sort((a, b) => a - b);
+  const series = attempts.map((a) => {
+    const byStep = new Map(steps.filter((s) => s.attempt === a).map((s) => [s.step, s.loss]));
+    return xs.map((x) => byStep.get(x) ?? null);
+  });
+  const data = [xs, ...series];
+  const host = document.getElementById("loss-chart");
+  if (chart && chart.series.length === attempts.length + 1) {
+    chart.setData(data);
+    return;
+  }
+  if (chart) chart.destroy();
+  const palette = ["#2f6fde", "#c8372d", "#1f8a4c", "#8e5bd6", "#e08a1e", "#5d6b79"];
+  chart = new uPlot(
+    {
+      width: Math.max(320, host.clientWidth),
+      height: 240,
+      title: "loss by step (one line per attempt)",
+      scales: { x: { time: false } },
+      series: [
+        { label: "step" },
+        ...attempts.map((a, i) => ({ label: `attempt ${a}`, stroke: palette[i % palette.length], width: 1.5 })),
+      ],
+    },
+    data,
+    host,
+  );
+}
+
+function drawLedger(ledger) {
+  const bar = document.getElementById("ledger");
+  const parts = Object.entries(ledger.totals).filter(([, v]) => v > 0);
+  bar.replaceChildren(
+    ...parts.map(([k, v]) =>
+      el("div", {
+        style: `width:${(100 * v) / Math.max(1, ledger.wallMs)}%;background:${colors[k] ?? "#999"}`,
+        title: `${k}: ${secs(v)}`,
+      }),
+    ),
+  );
+  const legend = el(
+    "div",
+    { class: "legend" },
+    ...parts.map(([k, v]) => {
+      const item = el("span", {}, `${k} ${secs(v)}`);
+      item.prepend(el("i", { style: `background:${colors[k] ?? "#999"}` }));
+      return item;
+    }),
+  );
+  bar.nextElementSibling?.classList.contains("legend") ? bar.nextElementSibling.replaceWith(legend) : bar.after(legend);
+}
+
+async function loop() {
+  try {
+    await Promise.all([refreshLists(), refreshJob()]);
+  } catch (err) {
+    document.getElementById("server").textContent = String(err);
+  }
+  setTimeout(loop, 2000);
+}
+void loop();
