@@ -9,7 +9,7 @@
 import { createServer } from "node:net";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { decideRecovery, placeAttempt, type NodeView, type RecoveryPolicy } from "../core/recovery.js";
+import { decideRecovery, type RecoveryPolicy } from "../core/recovery.js";
 import type { PoolSpec, Vendor } from "../core/spec.js";
 import { LocalExecutor, localNodeNames } from "../executors/local/local.js";
 import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
@@ -507,28 +507,39 @@ export class ReplicaSupervisor {
     return [r.homePool, ...pools.filter((p) => p.name !== r.homePool.name)];
   }
 
+  /**
+   * The node for a replica: the first pool in `order` with a node that is not cordoned; within it the node running
+   * the fewest of our replicas, the node of the last failure only when no other is left (as training avoids culprits).
+   */
+  private place(
+    r: Replica,
+    order: readonly CompiledPool[],
+  ): { pool: CompiledPool; node: string } | { pool: null; reason: string } {
+    const occupancy = (node: string): number =>
+      this.replicasList.filter((x) => x !== r && x.node === node && x.handle !== null).length;
+    const reasons: string[] = [];
+    for (const pool of order) {
+      const usable = [...this.nodesByName.values()].filter((n) => n.pool === pool.name && !n.cordoned);
+      const ranked = usable
+        .map((n) => ({ name: n.name, rank: (n.name === r.node ? 1_000_000 : 0) + occupancy(n.name) }))
+        .sort((a, b) => a.rank - b.rank);
+      if (ranked[0] !== undefined) return { pool, node: ranked[0].name };
+      const all = [...this.nodesByName.values()].filter((n) => n.pool === pool.name).length;
+      reasons.push(`${pool.name}: ${all} node(s), all cordoned`);
+    }
+    return { pool: null, reason: `no pool can host replica ${r.name} (${reasons.join("; ")})` };
+  }
+
   private async launch(r: Replica): Promise<void> {
     if (this.stopping) return;
     const order = this.poolOrder(r);
-    const occupancy = (node: string): number =>
-      this.replicasList.filter((x) => x !== r && x.node === node && x.handle !== null).length;
-    const views: NodeView[] = [...this.nodesByName.values()]
-      .map((n) => ({ name: n.name, pool: n.pool, cordoned: n.cordoned }))
-      .sort((a, b) => occupancy(a.name) - occupancy(b.name));
-    const placement = placeAttempt(
-      order.map((p) => p.name),
-      [],
-      views,
-      1,
-      r.node !== null ? [r.node] : [],
-    );
+    const placement = this.place(r, order);
     if (placement.pool === null) {
       r.state = ReplicaState.failed;
       this.emit(r, "gave-up", placement.reason);
       return;
     }
-    const pool = order.find((p) => p.name === placement.pool)!;
-    const node = placement.nodes[0]!;
+    const { pool, node } = placement;
     if (pool.name !== r.pool.name) {
       const from = r.pool.name;
       r.pool = pool;
