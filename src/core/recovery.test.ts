@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { backoffMs, decideRecovery, placeAttempt } from "./recovery.js";
+import { backoffMs, decideRecovery, placeAttempt, poolKeepsFailing, type PlacementRequest } from "./recovery.js";
 
 const policy = { maxRestarts: 3, backoffSeconds: 1, maxBackoffSeconds: 5, strikesBeforeCordon: 2 };
 
@@ -37,16 +37,46 @@ describe("placement", () => {
     { name: "b-1", pool: "b", cordoned: false },
   ];
 
+  const req = (over: Partial<PlacementRequest>): PlacementRequest => ({
+    preference: ["a", "b"],
+    poolsInClusterOrder: ["a", "b"],
+    nodes,
+    nodesNeeded: 1,
+    ...over,
+  });
+
   it("skips cordoned nodes in the preferred pool", () => {
-    expect(placeAttempt(["a", "b"], ["a", "b"], nodes, 1)).toEqual({ pool: "a", nodes: ["a-1"] });
+    expect(placeAttempt(req({}))).toEqual({ pool: "a", nodes: ["a-1"], shrunk: false });
   });
 
   it("falls back to the next pool when the preferred one cannot host the job", () => {
-    expect(placeAttempt(["a", "b"], ["a", "b"], nodes, 2)).toEqual({ pool: "b", nodes: ["b-0", "b-1"] });
+    expect(placeAttempt(req({ nodesNeeded: 2 }))).toEqual({ pool: "b", nodes: ["b-0", "b-1"], shrunk: false });
+  });
+
+  it("goes to a pool that keeps failing only when nothing else fits", () => {
+    expect(placeAttempt(req({ avoidPools: ["a"] }))).toEqual({ pool: "b", nodes: ["b-0"], shrunk: false });
+    expect(placeAttempt(req({ preference: ["a"], avoidPools: ["a"] }))).toEqual({
+      pool: "a",
+      nodes: ["a-1"],
+      shrunk: false,
+    });
+  });
+
+  it("shrinks when the spec allows and no pool fits at full size", () => {
+    expect(placeAttempt(req({ preference: ["a"], nodesNeeded: 2, minNodes: 1 }))).toEqual({
+      pool: "a",
+      nodes: ["a-1"],
+      shrunk: true,
+    });
+    expect(placeAttempt(req({ nodesNeeded: 3, minNodes: 2 }))).toEqual({
+      pool: "b",
+      nodes: ["b-0", "b-1"],
+      shrunk: true,
+    });
   });
 
   it("explains why nothing fits", () => {
-    expect(placeAttempt(["a"], ["a", "b"], nodes, 2)).toEqual({
+    expect(placeAttempt(req({ preference: ["a"], nodesNeeded: 2 }))).toEqual({
       pool: null,
       reason: "no pool can host the job (a: 1 healthy node(s), 2 needed)",
     });
@@ -59,7 +89,19 @@ describe("placement away from the last culprit", () => {
     { name: "a-1", pool: "a", cordoned: false },
   ];
   it("prefers other healthy nodes, but uses the culprit when nothing else fits", () => {
-    expect(placeAttempt(["a"], ["a"], nodes, 1, ["a-0"])).toEqual({ pool: "a", nodes: ["a-1"] });
-    expect(placeAttempt(["a"], ["a"], nodes, 2, ["a-0"])).toEqual({ pool: "a", nodes: ["a-1", "a-0"] });
+    const base = { preference: ["a"], poolsInClusterOrder: ["a"], nodes, avoidNodes: ["a-0"] };
+    expect(placeAttempt({ ...base, nodesNeeded: 1 })).toEqual({ pool: "a", nodes: ["a-1"], shrunk: false });
+    expect(placeAttempt({ ...base, nodesNeeded: 2 })).toEqual({ pool: "a", nodes: ["a-1", "a-0"], shrunk: false });
+  });
+});
+
+describe("pool failure policy", () => {
+  const policy = { count: 3, windowSeconds: 600 };
+  const at = (pool: string, t: number, infrastructure = true) => ({ pool, at: t * 1000, infrastructure });
+  it("counts infrastructure incidents on the pool within the window only", () => {
+    expect(poolKeepsFailing([at("a", 100), at("a", 200), at("a", 300)], "a", 400_000, policy)).toBe(true);
+    expect(poolKeepsFailing([at("a", 100), at("a", 200), at("a", 300, false)], "a", 400_000, policy)).toBe(false);
+    expect(poolKeepsFailing([at("a", 100), at("b", 200), at("a", 300)], "a", 400_000, policy)).toBe(false);
+    expect(poolKeepsFailing([at("a", 1), at("a", 200), at("a", 300)], "a", 700_000, policy)).toBe(false);
   });
 });

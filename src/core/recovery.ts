@@ -44,22 +44,64 @@ export interface NodeView {
   cordoned: boolean;
 }
 
-/** Chooses the pool and nodes for the next attempt: the first pool in preference order with enough healthy nodes. */
-export function placeAttempt(
-  preference: readonly string[],
-  poolsInClusterOrder: readonly string[],
-  nodes: readonly NodeView[],
-  nodesNeeded: number,
+export interface PlacementRequest {
+  /** Pools in the job's order of preference; empty means cluster order. */
+  preference: readonly string[];
+  poolsInClusterOrder: readonly string[];
+  nodes: readonly NodeView[];
+  nodesNeeded: number;
+  /** Shrink down to this many nodes rather than wait or leave the pool (default: no shrinking). */
+  minNodes?: number;
   /** Nodes to use only when nothing else fits (the culprit of the last failure, not yet cordoned). */
-  avoid: readonly string[] = [],
-): { pool: string; nodes: string[] } | { pool: null; reason: string } {
-  const order = preference.length > 0 ? preference : poolsInClusterOrder;
-  const reasons: string[] = [];
+  avoidNodes?: readonly string[];
+  /** Pools that keep failing this job: tried only after every other pool. */
+  avoidPools?: readonly string[];
+}
+
+export type Placement = { pool: string; nodes: string[]; shrunk: boolean } | { pool: null; reason: string };
+
+/**
+ * Chooses the pool and nodes for the next attempt: the first pool in preference order (pools that keep failing go
+ * last) with enough healthy nodes at full size; failing that, the first that fits at a shrunk size the job allows.
+ */
+export function placeAttempt(req: PlacementRequest): Placement {
+  const base = req.preference.length > 0 ? req.preference : req.poolsInClusterOrder;
+  const avoidPools = req.avoidPools ?? [];
+  const order = [...base.filter((p) => !avoidPools.includes(p)), ...base.filter((p) => avoidPools.includes(p))];
+  const avoidNodes = req.avoidNodes ?? [];
+  const healthyIn = (pool: string): string[] => {
+    const healthy = req.nodes.filter((n) => n.pool === pool && !n.cordoned).map((n) => n.name);
+    return [...healthy.filter((n) => !avoidNodes.includes(n)), ...healthy.filter((n) => avoidNodes.includes(n))];
+  };
   for (const pool of order) {
-    const healthy = nodes.filter((n) => n.pool === pool && !n.cordoned).map((n) => n.name);
-    const preferred = [...healthy.filter((n) => !avoid.includes(n)), ...healthy.filter((n) => avoid.includes(n))];
-    if (healthy.length >= nodesNeeded) return { pool, nodes: preferred.slice(0, nodesNeeded) };
-    reasons.push(`${pool}: ${healthy.length} healthy node(s), ${nodesNeeded} needed`);
+    const healthy = healthyIn(pool);
+    if (healthy.length >= req.nodesNeeded) return { pool, nodes: healthy.slice(0, req.nodesNeeded), shrunk: false };
   }
+  const minNodes = Math.min(req.minNodes ?? req.nodesNeeded, req.nodesNeeded);
+  for (const pool of order) {
+    const healthy = healthyIn(pool);
+    if (healthy.length >= minNodes && healthy.length > 0) return { pool, nodes: healthy, shrunk: true };
+  }
+  const reasons = order.map(
+    (p) =>
+      `${p}: ${healthyIn(p).length} healthy node(s), ${minNodes < req.nodesNeeded ? `${minNodes}-` : ""}${req.nodesNeeded} needed`,
+  );
   return { pool: null, reason: `no pool can host the job (${reasons.join("; ")})` };
+}
+
+export interface PoolFailurePolicy {
+  /** Infrastructure incidents on one pool within the window that make the job leave it. */
+  count: number;
+  windowSeconds: number;
+}
+
+/** True when the job has had `count` infrastructure incidents on `pool` within the window ending now. */
+export function poolKeepsFailing(
+  incidents: ReadonlyArray<{ pool: string; at: number; infrastructure: boolean }>,
+  pool: string,
+  now: number,
+  policy: PoolFailurePolicy,
+): boolean {
+  const since = now - policy.windowSeconds * 1000;
+  return incidents.filter((i) => i.infrastructure && i.pool === pool && i.at >= since).length >= policy.count;
 }

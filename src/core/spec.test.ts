@@ -25,6 +25,7 @@ describe("job spec", () => {
       name: "train",
       pools: [],
       nodes: 1,
+      minNodes: 1,
       procsPerNode: 1,
       command: ["python3", "t.py"],
       env: {},
@@ -35,6 +36,7 @@ describe("job spec", () => {
       recovery: {
         maxRestarts: 10,
         crashLoopAttempts: 2,
+        poolFailures: { count: 3, windowSeconds: 1800 },
         backoffSeconds: 1,
         maxBackoffSeconds: 60,
         strikesBeforeCordon: 2,

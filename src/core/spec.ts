@@ -59,6 +59,10 @@ const recoverySchema = z.strictObject({
   maxRestarts: z.number().int().min(0).default(10),
   /** Software crashes with the same signature at the same step on different nodes before the job stops. */
   crashLoopAttempts: z.number().int().min(2).default(2),
+  /** Infrastructure failures on one pool within a window after which the job moves to the next pool. */
+  poolFailures: z
+    .strictObject({ count: z.number().int().min(1).default(3), windowSeconds: z.number().positive().default(1800) })
+    .default({ count: 3, windowSeconds: 1800 }),
   backoffSeconds: z.number().min(0).default(1),
   maxBackoffSeconds: z.number().min(0).default(60),
   strikesBeforeCordon: z.number().int().min(1).default(2),
@@ -92,6 +96,8 @@ export const jobSchema = z.strictObject({
   name,
   pools: z.array(name).min(1).optional(),
   nodes: z.number().int().min(1).default(1),
+  /** Shrink to as few as this many nodes rather than wait for capacity (elastic jobs). */
+  minNodes: z.number().int().min(1).optional(),
   procsPerNode: z.number().int().min(1).default(1),
   command: z.array(z.string().min(1)).min(1),
   env: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
@@ -102,6 +108,7 @@ export const jobSchema = z.strictObject({
   recovery: recoverySchema.default({
     maxRestarts: 10,
     crashLoopAttempts: 2,
+    poolFailures: { count: 3, windowSeconds: 1800 },
     backoffSeconds: 1,
     maxBackoffSeconds: 60,
     strikesBeforeCordon: 2,
@@ -130,6 +137,7 @@ export interface CompiledJobSpec {
   /** Pools in order of preference; empty means "any pool, in cluster order". */
   pools: string[];
   nodes: number;
+  minNodes: number;
   procsPerNode: number;
   command: string[];
   env: Record<string, string>;
@@ -147,6 +155,7 @@ export interface CompiledJobSpec {
   recovery: {
     maxRestarts: number;
     crashLoopAttempts: number;
+    poolFailures: { count: number; windowSeconds: number };
     backoffSeconds: number;
     maxBackoffSeconds: number;
     strikesBeforeCordon: number;
@@ -251,6 +260,7 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
     name: spec.name,
     pools: spec.pools ?? [],
     nodes: spec.nodes,
+    minNodes: Math.min(spec.minNodes ?? spec.nodes, spec.nodes),
     procsPerNode: spec.procsPerNode,
     command: spec.command,
     env: spec.env,

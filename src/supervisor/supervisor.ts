@@ -7,7 +7,7 @@ import type { Clock } from "../core/clock.js";
 import { classifyFailure, type CausePattern } from "../core/classify.js";
 import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
-import { decideRecovery, placeAttempt } from "../core/recovery.js";
+import { decideRecovery, placeAttempt, poolKeepsFailing } from "../core/recovery.js";
 import type { ClusterSpec, CompiledJobSpec, PoolSpec } from "../core/spec.js";
 import { AttemptState, JobState, assertJobTransition, terminalJobStates } from "../core/states.js";
 import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
@@ -234,13 +234,17 @@ export class Supervisor {
   private async launch(job: JobRecord, rt: JobRuntime): Promise<void> {
     const spec = job.spec;
     const nodes = await this.store.listNodes();
-    const placement = placeAttempt(
-      spec.pools,
-      this.opts.cluster.pools.map((p) => p.name),
+    const poolNames = this.opts.cluster.pools.map((p) => p.name);
+    const failing = await this.failingPools(job);
+    const placement = placeAttempt({
+      preference: spec.pools,
+      poolsInClusterOrder: poolNames,
       nodes,
-      spec.nodes,
-      rt.avoid,
-    );
+      nodesNeeded: spec.nodes,
+      minNodes: spec.minNodes,
+      avoidNodes: rt.avoid,
+      avoidPools: failing,
+    });
     if (placement.pool === null) {
       if (!rt.waitingNoted) {
         rt.waitingNoted = true;
@@ -337,6 +341,19 @@ export class Supervisor {
     const from = chosen
       ? `resuming from ${chosen.path} (step ${chosen.step})`
       : "starting fresh (no verified checkpoint)";
+    if (previous && previous.pool !== pool.name) {
+      const why = failing.includes(previous.pool)
+        ? `${previous.pool} failed ${spec.recovery.poolFailures.count} times within ${spec.recovery.poolFailures.windowSeconds}s`
+        : `${previous.pool} cannot host the job`;
+      await this.event(job.id, "job.moved", `moving from pool ${previous.pool} to ${pool.name}: ${why}`, {
+        from: previous.pool,
+        to: pool.name,
+      });
+    }
+    if (placement.shrunk) {
+      const message = `running on ${placement.nodes.length} of ${spec.nodes} node(s): no pool has enough healthy nodes`;
+      await this.event(job.id, "job.shrunk", message, { nodes: placement.nodes.length });
+    }
     await this.event(
       job.id,
       "attempt.launched",
@@ -610,6 +627,19 @@ export class Supervisor {
       "job.restarting",
       `restart ${job.restarts + 1} of ${job.spec.recovery.maxRestarts} in ${decision.backoffMs} ms`,
     );
+  }
+
+  /** Pools on which this job had too many infrastructure incidents lately (the job leaves them). */
+  private async failingPools(job: JobRecord): Promise<string[]> {
+    const incidents = (await this.store.listIncidents(job.id)).map((i) => ({
+      pool: typeof i.evidence.pool === "string" ? i.evidence.pool : "",
+      at: i.detectedAt,
+      infrastructure: !nodeInnocentCauses.has(i.cause),
+    }));
+    const now = this.opts.clock.now();
+    return this.opts.cluster.pools
+      .map((p) => p.name)
+      .filter((p) => poolKeepsFailing(incidents, p, now, job.spec.recovery.poolFailures));
   }
 
   /** A reason to stop when the same software error repeats at the same step on different nodes; else null. */
