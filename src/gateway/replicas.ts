@@ -295,7 +295,7 @@ export class ReplicaSupervisor {
         const wasLive = r.handle !== null;
         await this.release(r);
         r.state = ReplicaState.stopped;
-        if (wasLive) this.emit(r, "stopped", "stopped");
+        if (wasLive) this.emit(r, "stopped", "stopped: unregistered, process group ended");
       }),
     );
   }
