@@ -7,6 +7,7 @@ import { registerGatewayCommand } from "./commands/gateway.js";
 import { registerJobCommands } from "./commands/jobs.js";
 import { registerPlanCommand } from "./commands/plan.js";
 import { registerReportCommand } from "./commands/report.js";
+import { registerServeCommand } from "./commands/serve.js";
 import { registerServerCommands } from "./commands/server.js";
 
 export function buildProgram(): Command {
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerPlanCommand(program);
   registerGatewayCommand(program);
+  registerServeCommand(program);
   return program;
 }
 

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { afterAll, beforeAll } from "vitest";
 import { makeClient, type ApiClient } from "../../src/cli/client.js";
 import { findPython } from "../../src/executors/python.js";
 import { childPids } from "../../src/executors/local/procfs.js";
@@ -219,4 +220,26 @@ export function chargptJob(opts: {
     "checkpoint: { dir: ckpt, keep: 3 }",
     "recovery: { maxRestarts: 4, backoffSeconds: 0.2, strikesBeforeCordon: 2, graceSeconds: 2 }",
   ].join("\n");
+}
+
+export interface ServerContext {
+  home: string;
+  server: ServerProcess;
+  /** Set once the server is up; a test that restarts the server assigns the new one. */
+  client: ApiClient;
+}
+
+/** A real server over a fresh home for the enclosing describe block: started before its tests, stopped after. */
+export function useServer(prefix: string): ServerContext {
+  const home = tempHome(prefix);
+  const ctx: ServerContext = {
+    home,
+    server: new ServerProcess(home, writeCluster(home)),
+    client: makeClient("", null),
+  };
+  beforeAll(async () => {
+    ctx.client = await ctx.server.start();
+  }, 60_000);
+  afterAll(() => ctx.server.stop());
+  return ctx;
 }

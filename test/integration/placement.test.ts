@@ -1,30 +1,14 @@
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApiClient } from "../../src/cli/client.js";
+import { describe, expect, it } from "vitest";
 import { packageRoot } from "../../src/paths.js";
-import {
-  events,
-  ranks,
-  ServerProcess,
-  submit,
-  tempHome,
-  torchPython,
-  waitForEnd,
-  waitForStep,
-  writeCluster,
-} from "./harness.js";
+import { events, ranks, submit, torchPython, waitForEnd, waitForStep, useServer } from "./harness.js";
 
 const okRank = path.join(packageRoot, "test", "fixtures", "ranks", "ok.py");
 
 /** Placement across pools with the fast fixture rank (no torch): falling back, leaving a failing pool, shrinking. */
 describe.skipIf(torchPython === null)("placement when a pool fails", () => {
-  const home = tempHome("placement");
-  const server = new ServerProcess(home, writeCluster(home));
-  let client: ApiClient;
-  beforeAll(async () => {
-    client = await server.start();
-  }, 60_000);
-  afterAll(() => server.stop());
+  const ctx = useServer("placement");
+  const home = ctx.home;
 
   const job = (name: string, extra: string[]) =>
     [
@@ -37,13 +21,13 @@ describe.skipIf(torchPython === null)("placement when a pool fails", () => {
     ].join("\n");
 
   async function killRank0(id: string, atStep: number): Promise<void> {
-    await waitForStep(client, id, atStep);
-    await client.post(`/api/jobs/${id}/chaos`, { action: "kill-rank", rank: 0 });
+    await waitForStep(ctx.client, id, atStep);
+    await ctx.client.post(`/api/jobs/${id}/chaos`, { action: "kill-rank", rank: 0 });
   }
 
   it("leaves a pool that keeps failing and finishes on the next one, from its checkpoint", async () => {
     const id = await submit(
-      client,
+      ctx.client,
       home,
       "leave",
       job("leave", [
@@ -54,19 +38,19 @@ describe.skipIf(torchPython === null)("placement when a pool fails", () => {
     await killRank0(id, 8);
     await waitFor2ndAttempt(id);
     await killRank0(id, 16);
-    const end = await waitForEnd(client, id, 90_000);
+    const end = await waitForEnd(ctx.client, id, 90_000);
     expect(end.state).toBe("SUCCEEDED");
     expect(end.attempts.map((a) => a.pool)).toEqual(["unstable", "unstable", "reliable"]);
     expect(end.attempts[2]!.resumeStep).toBeGreaterThanOrEqual(15);
-    const moved = (await events(client, id)).find((e) => e.kind === "job.moved");
+    const moved = (await events(ctx.client, id)).find((e) => e.kind === "job.moved");
     expect(moved?.message).toBe("moving from pool unstable to reliable: unstable failed 2 times within 600s");
   }, 120_000);
 
   it("shrinks to the healthy nodes when the job allows it", async () => {
-    await client.post("/api/nodes/unstable-1/cordon", { reason: "test" });
+    await ctx.client.post("/api/nodes/unstable-1/cordon", { reason: "test" });
     try {
       const id = await submit(
-        client,
+        ctx.client,
         home,
         "shrink",
         job("shrink", ["pools: [unstable]", "nodes: 2", "minNodes: 1", "procsPerNode: 2"]).replace(
@@ -74,24 +58,24 @@ describe.skipIf(torchPython === null)("placement when a pool fails", () => {
           "",
         ),
       );
-      await waitForStep(client, id, 2);
-      expect((await ranks(client, id)).map((r) => r.node)).toEqual(["unstable-0", "unstable-0"]);
-      const end = await waitForEnd(client, id, 60_000);
+      await waitForStep(ctx.client, id, 2);
+      expect((await ranks(ctx.client, id)).map((r) => r.node)).toEqual(["unstable-0", "unstable-0"]);
+      const end = await waitForEnd(ctx.client, id, 60_000);
       expect(end.state).toBe("SUCCEEDED");
       expect(
-        (await events(client, id)).some(
+        (await events(ctx.client, id)).some(
           (e) => e.kind === "job.shrunk" && e.message.startsWith("running on 1 of 2 node(s)"),
         ),
       ).toBe(true);
     } finally {
-      await client.post("/api/nodes/unstable-1/uncordon", {});
+      await ctx.client.post("/api/nodes/unstable-1/uncordon", {});
     }
   }, 90_000);
 
   async function waitFor2ndAttempt(id: string): Promise<void> {
-    await waitForStep(client, id, 1);
+    await waitForStep(ctx.client, id, 1);
     for (let i = 0; i < 200; i++) {
-      const j = await client.get<{ attempts: unknown[]; state: string }>(`/api/jobs/${id}`);
+      const j = await ctx.client.get<{ attempts: unknown[]; state: string }>(`/api/jobs/${id}`);
       if (j.attempts.length >= 2 && j.state === "RUNNING") return;
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -1,11 +1,11 @@
 import { Command, InvalidArgumentError } from "commander";
-import { destination, pino } from "pino";
-import { loadServicesFile } from "../../gateway/config.js";
+import { destination, pino, type Logger } from "pino";
+import { loadServicesFile, type CompiledServices } from "../../gateway/config.js";
 import { Gateway } from "../../gateway/gateway.js";
 import { addKey, defaultKeysPath, KeyAuthenticator, readKeysFile, revokeKey } from "../../gateway/keys.js";
 import { isLoopbackHost, listenGateway } from "../../gateway/server.js";
 
-function parsePort(value: string): number {
+export function parsePort(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("a port number 0-65535");
   return n;
@@ -41,11 +41,46 @@ export function assertSafeBinding(
   );
 }
 
-async function runGateway(servicesFile: string, opts: GatewayRunOptions): Promise<void> {
-  const config = loadServicesFile(servicesFile);
+/** Active API keys in a keys file, refusing an open binding beyond loopback (see assertSafeBinding). */
+export function checkedKeys(opts: Pick<GatewayRunOptions, "host" | "keysFile" | "allowUnauthenticated">): {
+  keysFile: string;
+  activeKeys: number;
+} {
   const keysFile = opts.keysFile ?? defaultKeysPath();
   const activeKeys = readKeysFile(keysFile).keys.filter((k) => k.revokedAt === undefined).length;
   assertSafeBinding(opts.host, activeKeys, opts.allowUnauthenticated === true, keysFile);
+  return { keysFile, activeKeys };
+}
+
+/** The gateway for a services config, with its logger and, when keys exist, key authentication. */
+export function createGateway(
+  config: CompiledServices,
+  keys: { keysFile: string; activeKeys: number },
+  logger: Logger,
+): Gateway {
+  return new Gateway(config, {
+    logger,
+    ...(keys.activeKeys > 0 && { auth: new KeyAuthenticator({ path: keys.keysFile }) }),
+  });
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function untilStopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
+
+async function runGateway(servicesFile: string, opts: GatewayRunOptions): Promise<void> {
+  const config = loadServicesFile(servicesFile);
+  const keys = checkedKeys(opts);
+  const activeKeys = keys.activeKeys;
   const backends = config.services.reduce((n, s) => n + s.pools.reduce((m, p) => m + p.backends.length, 0), 0);
   if (opts.check === true) {
     // Building the gateway also checks what YAML cannot: apiKeyEnv variables, TLS CA files.
@@ -57,10 +92,7 @@ async function runGateway(servicesFile: string, opts: GatewayRunOptions): Promis
     return;
   }
   const logger = pino({ level: opts.logLevel ?? "info" }, destination({ sync: false }));
-  const gateway = new Gateway(config, {
-    logger,
-    ...(activeKeys > 0 && { auth: new KeyAuthenticator({ path: keysFile }) }),
-  });
+  const gateway = createGateway(config, keys, logger);
   gateway.startHealthChecks();
   const http = await listenGateway(gateway, { host: opts.host, port: opts.port });
   logger.info(
@@ -70,15 +102,7 @@ async function runGateway(servicesFile: string, opts: GatewayRunOptions): Promis
   process.stderr.write(
     `switchyard gateway listening on ${http.url} (OpenAI API under ${http.url}/v1, metrics at /metrics)\n`,
   );
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      resolve();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  await untilStopSignal();
   await http.close();
   await gateway.close();
   logger.flush();

@@ -1,16 +1,15 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
 import { destination, pino, type Logger } from "pino";
 import { parseClusterSpec, type PoolSpec } from "../../core/spec.js";
 import { loadServicesFile } from "../../gateway/config.js";
 import { Gateway } from "../../gateway/gateway.js";
-import { defaultKeysPath, KeyAuthenticator, readKeysFile } from "../../gateway/keys.js";
 import { ReplicaSupervisor, type ReplicaEvent } from "../../gateway/replicas.js";
 import { listenGateway, type ListeningGateway } from "../../gateway/server.js";
 import { switchyardHome } from "../../paths.js";
 import { globals } from "../context.js";
-import { assertSafeBinding } from "./gateway.js";
+import { checkedKeys, createGateway, parsePort, untilStopSignal } from "./gateway.js";
 
 export interface ServeRunOptions {
   port: number;
@@ -40,12 +39,6 @@ export interface RunningServe {
   close(): Promise<void>;
 }
 
-function parsePort(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("a port number 0-65535");
-  return n;
-}
-
 function loadPoolSpecs(file: string | undefined): PoolSpec[] | undefined {
   if (file === undefined) return undefined;
   return parseClusterSpec(readFileSync(file, "utf8"), file).pools;
@@ -69,15 +62,11 @@ export async function startServe(servicesFile: string, opts: ServeRunOptions): P
         `use \`switchyard gateway ${servicesFile}\` for external backends only`,
     );
   }
-  const keysFile = opts.keysFile ?? defaultKeysPath();
-  const activeKeys = readKeysFile(keysFile).keys.filter((k) => k.revokedAt === undefined).length;
-  assertSafeBinding(opts.host, activeKeys, opts.allowUnauthenticated === true, keysFile);
+  const keys = checkedKeys(opts);
+  const activeKeys = keys.activeKeys;
   const poolSpecs = loadPoolSpecs(opts.cluster);
   const logger = opts.logger ?? pino({ level: opts.logLevel ?? "info" }, destination({ sync: false }));
-  const gateway = new Gateway(config, {
-    logger,
-    ...(activeKeys > 0 && { auth: new KeyAuthenticator({ path: keysFile }) }),
-  });
+  const gateway = createGateway(config, keys, logger);
   const home = opts.home ?? switchyardHome();
   const runDir = path.resolve(
     opts.runDir ?? path.join(home, "serve", `${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}`),
@@ -137,15 +126,7 @@ async function runServe(servicesFile: string, opts: ServeRunOptions, cmd: Comman
     `switchyard serve: gateway on ${running.http.url} (OpenAI API under /v1, metrics at /metrics); ` +
       `replica logs under ${running.runDir}; Ctrl-C stops the replicas\n`,
   );
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      resolve();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  await untilStopSignal();
   process.stderr.write("switchyard serve: stopping replicas\n");
   await running.close();
   running.gateway.logger.flush();
