@@ -21,7 +21,8 @@ export async function listenGateway(gateway: Gateway, opts: { host?: string; por
   server.timeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.port ?? 0, host, () => {
+    // A deep accept queue: thousands of clients connecting at once must queue, not be refused (capped by somaxconn).
+    server.listen({ port: opts.port ?? 0, host, backlog: 4096 }, () => {
       server.off("error", reject);
       resolve();
     });
