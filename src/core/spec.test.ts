@@ -135,3 +135,21 @@ describe("cluster spec", () => {
     );
   });
 });
+
+describe("cluster cause patterns", () => {
+  it("accepts user failure patterns and rejects one whose regex does not compile", () => {
+    const ok = parseClusterSpec(
+      'pools: [{name: a, nodes: 1}]\ncausePatterns:\n  - { id: lustre, cause: network, regex: "LustreError", detail: "Lustre timed out" }\n',
+      "c.yaml",
+    );
+    expect(ok.causePatterns?.[0]?.id).toBe("lustre");
+    expect(
+      errorOf(() =>
+        parseClusterSpec(
+          'pools: [{name: a, nodes: 1}]\ncausePatterns:\n  - { id: bad, cause: network, regex: "(", detail: x }\n',
+          "c.yaml",
+        ),
+      ),
+    ).toMatch(/^c\.yaml:3:\d+: causePatterns\[0\]\.regex: is not a valid regular expression/);
+  });
+});

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { z } from "zod";
+import { causePatternListSchema, type CausePattern } from "./classify.js";
 import { parseYaml, SpecError, zodIssuesToSpecIssues, type KnownKeys } from "./spec-errors.js";
 
 /**
@@ -41,6 +42,8 @@ const poolSchema = z.strictObject({
 
 export const clusterSchema = z.strictObject({
   pools: z.array(poolSchema).min(1),
+  /** Failure patterns tried before the built-in table (docs/failure-causes.md). */
+  causePatterns: causePatternListSchema.default([]),
 });
 
 const detectionSchema = z.strictObject({
@@ -129,6 +132,7 @@ export type PoolSpec = z.output<typeof poolSchema>;
 
 export interface ClusterSpec {
   pools: PoolSpec[];
+  causePatterns?: CausePattern[];
 }
 
 /** A job spec with every default applied and every path absolute: what the supervisor runs. */

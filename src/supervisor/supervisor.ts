@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import path from "node:path";
 import { attributeFailure, type RankExit } from "../core/culprit.js";
 import type { Clock } from "../core/clock.js";
-import { classifyFailure, type CausePattern } from "../core/classify.js";
+import { classifyFailure } from "../core/classify.js";
 import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
 import { decideRecovery, placeAttempt, poolKeepsFailing } from "../core/recovery.js";
@@ -27,8 +27,6 @@ export interface SupervisorOptions {
   home: string;
   /** How often running jobs are looked at. */
   pollMs?: number;
-  /** User failure patterns from the cluster config, tried before the built-in ones. */
-  causePatterns?: readonly CausePattern[];
   log?: (msg: string) => void;
 }
 
@@ -57,6 +55,8 @@ interface IncidentFacts {
   summary: string;
   hard: boolean;
   signature: string;
+  /** False when no restart can help (the script cannot start, a rank table is wrong): the job stops. */
+  retryable?: boolean;
   lastStep: number | null;
   evidence: Record<string, unknown>;
 }
@@ -520,7 +520,7 @@ export class Supervisor {
     const culprit = attribution.culprit;
     const classification = classifyFailure(
       { code: culprit.code, signal: culprit.signal, tail: culprit.tail },
-      this.opts.causePatterns,
+      this.opts.cluster.causePatterns ?? [],
     );
     // A rank that crashed before its first report of this attempt stood at the resume point.
     const lastStep =
@@ -535,6 +535,7 @@ export class Supervisor {
       summary: `${attribution.reason}: ${classification.detail}`,
       hard: classification.hardDeviceEvidence,
       signature: classification.signature,
+      retryable: classification.retryable,
       lastStep,
       evidence: {
         code: culprit.code,
@@ -606,7 +607,10 @@ export class Supervisor {
         );
       }
     }
-    const loop = await this.crashLoop(job);
+    const loop =
+      incident.retryable === false
+        ? `${incident.cause} error that no restart can fix: ${incident.summary}; fix it, then run the job again`
+        : await this.crashLoop(job);
     if (loop) {
       await this.setJobState(job, JobState.Failed, loop);
       await this.event(job.id, "job.failed", loop);

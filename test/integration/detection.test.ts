@@ -52,6 +52,24 @@ describe.skipIf(torchPython === null)("crash loops stop the job instead of burni
   }, 90_000);
 });
 
+describe.skipIf(torchPython === null)("errors no restart can fix", () => {
+  const ctx = useServer("fatal");
+  it("a script that cannot import its module fails at once, with the evidence", async () => {
+    const yaml = [
+      "name: noimport",
+      `command: ["{python}", "-c", "import switchyard_no_such_module"]`,
+      `workdir: ${JSON.stringify(ctx.home)}`,
+      "recovery: { maxRestarts: 5, backoffSeconds: 0.1 }",
+    ].join("\n");
+    const id = await submit(ctx.client, ctx.home, "noimport", yaml);
+    const end = await waitForEnd(ctx.client, id, 30_000);
+    expect(end.state).toBe("FAILED");
+    expect(end.attempts).toHaveLength(1);
+    expect(end.reason).toContain("no restart can fix");
+    expect(end.reason).toContain("ModuleNotFoundError");
+  }, 60_000);
+});
+
 describe.skipIf(!hasTorch)("hangs and the goodput ledger, on the real PyTorch example", () => {
   const ctx = useServer("hang");
   const home = ctx.home;
