@@ -21,7 +21,11 @@ describe("job state machine", () => {
     }
   });
 
-  it("cannot succeed without running", () => {
+  it("can succeed from STARTING (a resume at the final step has nothing left to run)", () => {
+    expect(() => assertJobTransition(JobState.Starting, JobState.Succeeded)).not.toThrow();
+  });
+
+  it("cannot succeed without an attempt, nor run again after recovering without starting", () => {
     expect(() => assertJobTransition(JobState.Pending, JobState.Succeeded)).toThrow(IllegalTransitionError);
     expect(() => assertJobTransition(JobState.Recovering, JobState.Running)).toThrow(
       "illegal job transition RECOVERING -> RUNNING",

@@ -35,7 +35,8 @@ export const terminalAttemptStates: ReadonlySet<AttemptState> = new Set([
 
 const jobTransitions: Record<JobState, readonly JobState[]> = {
   PENDING: ["STARTING", "CANCELLED", "FAILED"],
-  STARTING: ["RUNNING", "RECOVERING", "FAILED", "CANCELLED"],
+  // A resume at the final step can end with no step left to run.
+  STARTING: ["RUNNING", "SUCCEEDED", "RECOVERING", "FAILED", "CANCELLED"],
   RUNNING: ["SUCCEEDED", "RECOVERING", "FAILED", "CANCELLED"],
   RECOVERING: ["STARTING", "FAILED", "CANCELLED"],
   SUCCEEDED: [],

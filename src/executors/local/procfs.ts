@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** Process identity from /proc: a pid alone can be reused, a pid plus its start time cannot. */
 
@@ -44,12 +44,26 @@ export function childPids(pid: number): number[] {
   }
 }
 
-/** True while any process of the group exists. */
+/**
+ * True while any process of the group is alive. `kill(-pgid, 0)` also succeeds for a group of zombies waiting for a
+ * slow init to reap them, so members are checked in /proc: a group of zombies is dead.
+ */
 export function groupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
-    return true;
   } catch {
     return false;
   }
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readProcStat(Number(entry));
+    if (stat && stat.pgid === pgid && stat.state !== "Z" && stat.state !== "X") return true;
+  }
+  return false;
 }
