@@ -29,6 +29,17 @@ describe("recovery policy", () => {
   });
 });
 
+describe("restart budget per window", () => {
+  it("names the window in the reason", () => {
+    expect(
+      decideRecovery(
+        { ...policy, restartWindowSeconds: 3600 },
+        { restarts: 3, culpritNodeStrikes: 0, hardDeviceEvidence: false },
+      ),
+    ).toMatchObject({ action: "fail", reason: "gave up after 3 restart(s) within 3600s: recovery.maxRestarts is 3" });
+  });
+});
+
 describe("placement", () => {
   const nodes = [
     { name: "a-0", pool: "a", cordoned: true },

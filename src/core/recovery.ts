@@ -2,13 +2,15 @@
 
 export interface RecoveryPolicy {
   maxRestarts: number;
+  /** Count only restarts within this many seconds against maxRestarts (a budget per window); null: the whole job. */
+  restartWindowSeconds?: number | null;
   backoffSeconds: number;
   maxBackoffSeconds: number;
   strikesBeforeCordon: number;
 }
 
 export interface FailureFacts {
-  /** Restarts already spent by the job. */
+  /** Restarts already spent by the job (within the window, when the policy has one). */
   restarts: number;
   /** The culprit node's strikes before this failure. */
   culpritNodeStrikes: number;
@@ -25,7 +27,10 @@ export function decideRecovery(policy: RecoveryPolicy, facts: FailureFacts): Rec
   if (facts.restarts >= policy.maxRestarts) {
     return {
       action: "fail",
-      reason: `gave up after ${facts.restarts} restart(s): recovery.maxRestarts is ${policy.maxRestarts}`,
+      reason:
+        `gave up after ${facts.restarts} restart(s)` +
+        (policy.restartWindowSeconds ? ` within ${policy.restartWindowSeconds}s` : "") +
+        `: recovery.maxRestarts is ${policy.maxRestarts}`,
       cordonCulpritNode,
     };
   }

@@ -35,6 +35,7 @@ describe("job spec", () => {
       progress: { regex: null },
       recovery: {
         maxRestarts: 10,
+        restartWindowSeconds: null,
         crashLoopAttempts: 2,
         poolFailures: { count: 3, windowSeconds: 1800 },
         backoffSeconds: 1,

@@ -60,6 +60,8 @@ const detectionSchema = z.strictObject({
 
 const recoverySchema = z.strictObject({
   maxRestarts: z.number().int().min(0).default(10),
+  /** Count only the restarts of the last N seconds against maxRestarts: a long run on a big fleet fails often. */
+  restartWindowSeconds: z.number().positive().optional(),
   /** Software crashes with the same signature at the same step on different nodes before the job stops. */
   crashLoopAttempts: z.number().int().min(2).default(2),
   /** Infrastructure failures on one pool within a window after which the job moves to the next pool. */
@@ -158,6 +160,7 @@ export interface CompiledJobSpec {
   };
   recovery: {
     maxRestarts: number;
+    restartWindowSeconds: number | null;
     crashLoopAttempts: number;
     poolFailures: { count: number; windowSeconds: number };
     backoffSeconds: number;
@@ -277,7 +280,7 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
       keep: spec.checkpoint.keep,
     },
     progress: { regex: spec.progress.regex ?? null },
-    recovery: spec.recovery,
+    recovery: { ...spec.recovery, restartWindowSeconds: spec.recovery.restartWindowSeconds ?? null },
     detection: spec.detection,
     source: path.resolve(opts.file),
   };

@@ -552,8 +552,12 @@ export class Supervisor {
     await this.stopAttempt(job, attempt, AttemptState.Failed, incident.summary);
     const infrastructure = !nodeInnocentCauses.has(incident.cause);
     const node = (await this.store.listNodes()).find((n) => n.name === incident.culpritNode);
+    const window = job.spec.recovery.restartWindowSeconds;
     const decision = decideRecovery(job.spec.recovery, {
-      restarts: job.restarts,
+      restarts: window
+        ? (await this.store.listIncidents(job.id)).filter((i) => i.detectedAt >= incident.detectedAt - window * 1000)
+            .length
+        : job.restarts,
       culpritNodeStrikes: node?.strikes ?? 0,
       hardDeviceEvidence: incident.hard,
     });
