@@ -86,7 +86,8 @@ describe("job spec", () => {
 
   it("rejects a pool the cluster does not have and lists the ones it has", () => {
     expect(errorOf(() => compileJobSpec("name: t\ncommand: [x]\npools: [ascend, tpu]\n", opts))).toBe(
-      '/jobs/train.yaml:3:17: pools[1]: unknown pool "tpu" (fix: use one of the cluster\'s pools: ascend, nvidia)',
+      '/jobs/train.yaml:3:17: pools[1]: unknown pool "tpu" (fix: use one of the cluster\'s pools (ascend, nvidia), ' +
+        "or load a cluster that has it: switchyard up --cluster <file>)",
     );
   });
 

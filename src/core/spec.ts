@@ -257,7 +257,7 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
           line: pos.line,
           column: pos.col,
           message: `unknown pool "${pool}"`,
-          fix: `use one of the cluster's pools: ${known.join(", ")}`,
+          fix: `use one of the cluster's pools (${known.join(", ")}), or load a cluster that has it: switchyard up --cluster <file>`,
         },
       ]);
     }
