@@ -173,7 +173,8 @@ function drawLedger(ledger) {
       return item;
     }),
   );
-  bar.nextElementSibling?.classList.contains("legend") ? bar.nextElementSibling.replaceWith(legend) : bar.after(legend);
+  if (bar.nextElementSibling?.classList.contains("legend")) bar.nextElementSibling.replaceWith(legend);
+  else bar.after(legend);
 }
 
 async function loop() {

@@ -13,7 +13,11 @@ import { Gateway } from "../../src/gateway/gateway.js";
 import { listenGateway } from "../../src/gateway/server.js";
 import { FixtureBackend } from "../../src/gateway/testing/fixture-backend.js";
 
-const CHAT_BODY = JSON.stringify({ model: "m", messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 16 });
+const CHAT_BODY = JSON.stringify({
+  model: "m",
+  messages: [{ role: "user", content: "Say hello in five words." }],
+  max_tokens: 16,
+});
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -33,10 +37,17 @@ async function gateway(fastUrl: string, slowUrl: string): Promise<void> {
     gateway: { stallTimeoutMs: 30_000, ttftTimeoutMs: 60_000, connectTimeoutMs: 10_000 },
     services: [
       { model: "m", aliases: [], pools: [{ name: "main", backends: [{ id: "fast", url: fastUrl, engine: "vllm" }] }] },
-      { model: "slow", aliases: [], pools: [{ name: "main", backends: [{ id: "slow", url: slowUrl, engine: "vllm" }] }] },
+      {
+        model: "slow",
+        aliases: [],
+        pools: [{ name: "main", backends: [{ id: "slow", url: slowUrl, engine: "vllm" }] }],
+      },
     ],
   });
-  const logger = pino({ level: process.env.BENCH_LOG_LEVEL ?? "info" }, destination({ dest: "/dev/null", sync: false }));
+  const logger = pino(
+    { level: process.env.BENCH_LOG_LEVEL ?? "info" },
+    destination({ dest: "/dev/null", sync: false }),
+  );
   const gw = new Gateway(config, { logger });
   gw.startHealthChecks();
   const http = await listenGateway(gw, { host: "127.0.0.1", port: 0 });
@@ -110,7 +121,12 @@ async function streams(url: string, n: number, seconds: number): Promise<void> {
   const deadline = Date.now() + seconds * 1000;
   const one = async (): Promise<void> => {
     try {
-      const res = await pool.request({ path: u.pathname, method: "POST", headers: { "content-type": "application/json" }, body });
+      const res = await pool.request({
+        path: u.pathname,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
       statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
       let first = true;
       let tail = "";

@@ -44,7 +44,10 @@ function ensureTools(): void {
   const missing = ["nginx", "wrk"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
   if (missing.length === 0) return;
   log(`installing ${missing.join(", ")} with apt-get (benchmark only)`);
-  execFileSync("apt-get", ["install", "-y", ...missing], { stdio: "inherit", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  execFileSync("apt-get", ["install", "-y", ...missing], {
+    stdio: "inherit",
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
 }
 
 function compile(): void {
@@ -52,8 +55,24 @@ function compile(): void {
   execFileSync(
     join(root, "node_modules", ".bin", "tsc"),
     [
-      "--outDir", build, "--rootDir", root, "--module", "NodeNext", "--moduleResolution", "NodeNext", "--target", "ES2022",
-      "--strict", "--skipLibCheck", "--types", "node", "--declaration", "false", "--sourceMap", "false",
+      "--outDir",
+      build,
+      "--rootDir",
+      root,
+      "--module",
+      "NodeNext",
+      "--moduleResolution",
+      "NodeNext",
+      "--target",
+      "ES2022",
+      "--strict",
+      "--skipLibCheck",
+      "--types",
+      "node",
+      "--declaration",
+      "false",
+      "--sourceMap",
+      "false",
       join(root, "bench/gateway/proc.ts"),
     ],
     { stdio: "inherit" },
@@ -88,7 +107,9 @@ function runJson<T>(role: string, args: string[], onLine?: (line: string) => voi
       if (line.startsWith("{")) last = line;
       else onLine?.(line);
     });
-    child.once("exit", (code) => (code === 0 && last ? resolveJson(JSON.parse(last) as T) : reject(new Error(`${role} exited ${code}`))));
+    child.once("exit", (code) =>
+      code === 0 && last ? resolveJson(JSON.parse(last) as T) : reject(new Error(`${role} exited ${code}`)),
+    );
   });
 }
 
@@ -158,7 +179,9 @@ function wrk(url: string, seconds: number, connections: number, dir: string): nu
     script,
     `wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = '{"model":"m","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":16}'\n`,
   );
-  const out = execFileSync("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, url], { encoding: "utf8" });
+  const out = execFileSync("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, url], {
+    encoding: "utf8",
+  });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
   if (non2xx) log(`wrk ${url}: ${non2xx[1]} non-2xx responses`);
@@ -167,7 +190,11 @@ function wrk(url: string, seconds: number, connections: number, dir: string): nu
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  return s.length === 0
+    ? NaN
+    : s.length % 2 === 1
+      ? s[(s.length - 1) / 2]!
+      : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 function loadAverage(): string {
@@ -226,7 +253,9 @@ async function main(): Promise<void> {
         for (const [name, url] of Object.entries(targets)) {
           const r = await runJson<RateResult>("rate", [url, String(rps), String(seconds)]);
           (runs[rps]![name] ??= []).push(r);
-          log(`round ${round + 1} ${rps} req/s ${name}: p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms (ok ${r.ok}, errors ${r.errors}, ${fmt(r.achievedRps, 0)} req/s)`);
+          log(
+            `round ${round + 1} ${rps} req/s ${name}: p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms (ok ${r.ok}, errors ${r.errors}, ${fmt(r.achievedRps, 0)} req/s)`,
+          );
         }
       }
       for (const [name, url] of Object.entries(targets)) {
@@ -240,7 +269,11 @@ async function main(): Promise<void> {
       latency[rps] = {};
       for (const name of Object.keys(targets)) {
         const rs = runs[rps]![name]!;
-        latency[rps]![name] = { p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), errors: rs.reduce((a, r) => a + r.errors, 0) };
+        latency[rps]![name] = {
+          p50: median(rs.map((r) => r.p50)),
+          p99: median(rs.map((r) => r.p99)),
+          errors: rs.reduce((a, r) => a + r.errors, 0),
+        };
       }
     }
     const throughput: Record<string, number> = {};
@@ -255,7 +288,13 @@ async function main(): Promise<void> {
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, rssMiB(gw.pid!));
     }, 250);
-    const streamResult = await runJson<{ requested: number; complete: number; failed: number; late: number; statuses: Record<string, number> }>(
+    const streamResult = await runJson<{
+      requested: number;
+      complete: number;
+      failed: number;
+      late: number;
+      statuses: Record<string, number>;
+    }>(
       "streams",
       [`http://127.0.0.1:${gwPort}/v1/chat/completions`, String(nStreams), argv["stream-seconds"]],
       (line) => {
@@ -264,7 +303,9 @@ async function main(): Promise<void> {
       },
     );
     clearInterval(sampler);
-    log(`streams: ${JSON.stringify(streamResult)}, peak open ${peakOpen}, gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`);
+    log(
+      `streams: ${JSON.stringify(streamResult)}, peak open ${peakOpen}, gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
+    );
 
     // Soak: fixed rate through the gateway, RSS sampled every 5 s.
     const soakSeconds = Number(argv["soak-seconds"]);
@@ -282,7 +323,9 @@ async function main(): Promise<void> {
         `(medians over rounds), warm; access log on for both proxies; nginx 1 worker`,
     );
     lines.push("");
-    lines.push("| rate (req/s) | direct p50 / p99 (ms) | switchyard p50 / p99 | nginx p50 / p99 | switchyard added p50 / p99 | nginx added p50 / p99 |");
+    lines.push(
+      "| rate (req/s) | direct p50 / p99 (ms) | switchyard p50 / p99 | nginx p50 / p99 | switchyard added p50 / p99 | nginx added p50 / p99 |",
+    );
     lines.push("|---|---|---|---|---|---|");
     for (const rps of rates) {
       const d = latency[rps]!.direct!;

@@ -1,4 +1,3 @@
-/* global process, console, performance, URL -- Node globals; the lint config declares none for .mjs files */
 // Planner benchmark: time and memory of `switchyard plan` on the Llama 3 405B scenario (16,384 GPUs, 54 days,
 // ~419 interruptions per trial) and how the cost grows with fleet size at the same per-node failure rates.
 //

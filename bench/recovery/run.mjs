@@ -1,4 +1,3 @@
-/* global process, console, fetch, setTimeout, setInterval, clearInterval, URL -- Node globals; the lint config declares none for .mjs files */
 // Recovery benchmark: the chargpt example (2 ranks, DDP/gloo on CPU) under the same fault schedule — rank 1 killed
 // (SIGKILL) at about step S1, rank 1 hung (SIGSTOP) at about step S2 — run side by side, at the same time:
 //

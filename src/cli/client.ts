@@ -4,18 +4,28 @@ import path from "node:path";
 import { packageRoot } from "../paths.js";
 import { homePaths, type ServerInfo } from "../server/config.js";
 
-/** A CLI failure with the exit code it should end the process with and a message that says what to do. */
+/**
+ * The CLI's exit codes, one table for every command (README "Using it"):
+ * 0 success, 1 the job (or the foreground service) failed, 2 bad input (a file, flag, name or request the server
+ * refused), 3 server unreachable, 4 cancelled or interrupted.
+ */
+export const ExitCode = { Ok: 0, JobFailed: 1, Usage: 2, Unreachable: 3, Cancelled: 4 } as const;
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/**
+ * A CLI failure: what went wrong, how to fix it, and the exit code to end with. main() prints every one the same way:
+ * `switchyard: <message> (fix: <fix>)` on a terminal, `{"error": ..., "fix": ...}` under --json.
+ */
 export class CliError extends Error {
   constructor(
     message: string,
-    readonly exitCode: number,
+    readonly exitCode: ExitCodeValue,
+    readonly fix?: string,
   ) {
     super(message);
     this.name = "CliError";
   }
 }
-
-export const ExitCode = { Ok: 0, JobFailed: 1, Usage: 2, Unreachable: 3, Cancelled: 4 } as const;
 
 export interface ApiClient {
   url: string;

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from "commander";
-import { CliError } from "./client.js";
+import { CliError, ExitCode } from "./client.js";
 import { version } from "./context.js";
 import { registerChaosCommand } from "./commands/chaos.js";
 import { registerDemoCommand } from "./commands/demo.js";
@@ -35,11 +35,25 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : ExitCode.Usage;
     if (err instanceof CliError) {
-      console.error(`switchyard: ${err.message}`);
+      printError(err, wantsJson(argv));
       return err.exitCode;
     }
     throw err;
+  }
+}
+
+/** --json anywhere before a `--` means every line this process prints is JSON, errors included. */
+export function wantsJson(argv: string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end === -1 ? argv : argv.slice(0, end)).includes("--json");
+}
+
+export function printError(err: CliError, json: boolean): void {
+  if (json) {
+    console.error(JSON.stringify({ error: err.message, ...(err.fix ? { fix: err.fix } : {}), exitCode: err.exitCode }));
+  } else {
+    console.error(`switchyard: ${err.message}${err.fix ? ` (fix: ${err.fix})` : ""}`);
   }
 }

@@ -40,7 +40,9 @@ function readCa(id: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new Error(`backend ${id}: cannot read tls.caFile ${file} (${(err as NodeJS.ErrnoException).code ?? "error"}); fix the path`);
+    throw new Error(
+      `backend ${id}: cannot read tls.caFile ${file} (${(err as NodeJS.ErrnoException).code ?? "error"}); fix the path`,
+    );
   }
 }
 

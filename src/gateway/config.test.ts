@@ -74,9 +74,9 @@ services:
 
   it("validates the replicas block (argv command, port range)", () => {
     const withReplicas = (r: string): string => `services: [{model: m, pools: [{name: p, replicas: ${r}}]}]`;
-    expect(() => parseServicesYaml(withReplicas('{count: 2, engine: vllm, command: "vllm serve", port: 8000}'))).toThrow(
-      /replicas\.command/,
-    );
+    expect(() =>
+      parseServicesYaml(withReplicas('{count: 2, engine: vllm, command: "vllm serve", port: 8000}')),
+    ).toThrow(/replicas\.command/);
     expect(() => parseServicesYaml(withReplicas("{count: 2, engine: vllm, command: [x], port: 65535}"))).toThrow(
       /port \+ count - 1 exceeds 65535/,
     );
@@ -85,7 +85,9 @@ services:
   });
 
   it("reports YAML syntax errors with the file name", () => {
-    expect(() => parseServicesYaml("services: [", "s.yaml")).toThrow(/s\.yaml: invalid services config:\n {2}- not valid YAML/);
+    expect(() => parseServicesYaml("services: [", "s.yaml")).toThrow(
+      /s\.yaml: invalid services config:\n {2}- not valid YAML/,
+    );
   });
 });
 

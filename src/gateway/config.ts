@@ -26,12 +26,18 @@ const tlsSchema = z
 
 const backendSchema = z
   .object({
-    id: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "letters, digits, _ . : - (1-64 characters)").optional(),
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "letters, digits, _ . : - (1-64 characters)")
+      .optional(),
     url: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }),
     engine: z.enum(engineKinds),
     weight: z.number().positive().max(1000).optional(),
     /** Name of the environment variable holding the backend's API key (never the key itself in YAML). */
-    apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name").optional(),
+    apiKeyEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
+      .optional(),
     metricsUrl: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }).optional(),
     maxInFlight: z.number().int().positive().optional(),
     tls: tlsSchema.optional(),
@@ -51,7 +57,10 @@ const replicasSchema = z
     weight: z.number().positive().max(1000).optional(),
     readyTimeoutS: z.number().positive().default(600),
     maxInFlight: z.number().int().positive().optional(),
-    apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name").optional(),
+    apiKeyEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
+      .optional(),
     /** How `switchyard serve` restarts crashed replicas (defaults: see src/gateway/replicas.ts). */
     recovery: z
       .object({
@@ -198,7 +207,10 @@ export function normalizeBackendUrl(url: string): string {
 }
 
 function pathOf(path: readonly PropertyKey[]): string {
-  return path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "");
+  return path
+    .map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`))
+    .join("")
+    .replace(/^\./, "");
 }
 
 /** Validates and compiles services YAML text. `file` is used only in error messages. */

@@ -50,11 +50,21 @@ describe("failover before the first byte (preferred pool broken, fallback pool f
     for (const s of h.gateway.backends()) expect(s.inFlight).toBe(0);
   });
 
-  const preFirstByteFaults: FixtureFault[] = ["refuse", "status500", "status429", "stallBeforeFirstByte", "stallAfterHeaders"];
+  const preFirstByteFaults: FixtureFault[] = [
+    "refuse",
+    "status500",
+    "status429",
+    "stallBeforeFirstByte",
+    "stallAfterHeaders",
+  ];
   for (const fault of preFirstByteFaults) {
     it(`${fault}: a streaming client gets the whole answer from the fallback pool`, async () => {
       await a.set({ fault, retryAfterS: 0 });
-      const stream = await client.chat.completions.create({ model: "m", stream: true, messages: [{ role: "user", content: "hi" }] });
+      const stream = await client.chat.completions.create({
+        model: "m",
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+      });
       const parts: string[] = [];
       for await (const chunk of stream) parts.push(chunk.choices[0]?.delta.content ?? "");
       expect(parts).toEqual(["b-tok0 ", "b-tok1 ", "b-tok2 "]);
@@ -86,7 +96,9 @@ describe("failover before the first byte (preferred pool broken, fallback pool f
     await post(`${h.url}/v1/chat/completions`, chat());
     const text = await h.gateway.metrics.registry.metrics();
     expect(text).toMatch(/switchyard_gateway_retries_total\{service="m",reason="status_5xx"\} [1-9]/);
-    expect(text).toMatch(/switchyard_gateway_failovers_total\{service="m",from_pool="preferred",to_pool="fallback"\} [1-9]/);
+    expect(text).toMatch(
+      /switchyard_gateway_failovers_total\{service="m",from_pool="preferred",to_pool="fallback"\} [1-9]/,
+    );
     expect(text).toMatch(/switchyard_gateway_upstream_errors_total\{service="m",backend="a",kind="status_5xx"\} [1-9]/);
   });
 });
@@ -120,7 +132,11 @@ describe("failure after the first byte", () => {
   for (const fault of midStreamFaults) {
     it(`${fault}: the official client throws after the chunks it got; no [DONE]`, async () => {
       await a.set({ fault, chunks: 3 });
-      const stream = await client.chat.completions.create({ model: "m", stream: true, messages: [{ role: "user", content: "hi" }] });
+      const stream = await client.chat.completions.create({
+        model: "m",
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+      });
       const parts: string[] = [];
       let error: unknown;
       try {

@@ -387,14 +387,26 @@ export class Gateway {
             "retry-after": String(verdict.retryAfterS ?? 1),
           });
         } else {
-          this.reject(req, res, 401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", "invalid_api_key");
+          this.reject(
+            req,
+            res,
+            401,
+            "unauthorized",
+            "missing or invalid API key (Authorization: Bearer <key>)",
+            "invalid_api_key",
+          );
         }
         return;
       }
       keyId = verdict.keyId;
     }
     if (req.method === "GET" && path === "/v1/models") {
-      const data = [...this.names.keys()].map((id) => ({ id, object: "model", created: this.createdAt, owned_by: "switchyard" }));
+      const data = [...this.names.keys()].map((id) => ({
+        id,
+        object: "model",
+        created: this.createdAt,
+        owned_by: "switchyard",
+      }));
       sendJson(res, 200, JSON.stringify({ object: "list", data }));
       return;
     }
@@ -422,7 +434,14 @@ export class Gateway {
     }
     const service = this.names.get(model);
     if (service === undefined) {
-      this.reject(req, res, 404, "unknown_model", `model "${model}" is not served here; see GET /v1/models`, "model_not_found");
+      this.reject(
+        req,
+        res,
+        404,
+        "unknown_model",
+        `model "${model}" is not served here; see GET /v1/models`,
+        "model_not_found",
+      );
       return;
     }
     await this.proxy(req, res, { path, rawUrl, body, stream, service, started, keyId });
@@ -438,7 +457,12 @@ export class Gateway {
     extra?: Record<string, string>,
   ): void {
     this.metrics.rejected.inc({ reason });
-    sendJson(res, status, errorBody(message, status === 429 ? "rate_limit_error" : "invalid_request_error", code), extra);
+    sendJson(
+      res,
+      status,
+      errorBody(message, status === 429 ? "rate_limit_error" : "invalid_request_error", code),
+      extra,
+    );
     this.logger.info({ method: req.method, path: (req.url ?? "").split("?")[0], status, reason }, "rejected");
   }
 
@@ -489,7 +513,11 @@ export class Gateway {
     });
   }
 
-  private upstreamHeaders(src: IncomingHttpHeaders, backend: Backend, requestId: string): Record<string, string | string[]> {
+  private upstreamHeaders(
+    src: IncomingHttpHeaders,
+    backend: Backend,
+    requestId: string,
+  ): Record<string, string | string[]> {
     const out: Record<string, string | string[]> = {};
     for (const name in src) {
       if (DROP_REQUEST_HEADERS.has(name)) continue;
@@ -525,7 +553,8 @@ export class Gateway {
       const pick = pickBackend(r.service, tried, Date.now());
       if (pick === undefined) break;
       const backend = pick.backend;
-      if (attempts > 0 && last !== undefined) this.metrics.retries.inc({ service: r.service.model, reason: last.failure });
+      if (attempts > 0 && last !== undefined)
+        this.metrics.retries.inc({ service: r.service.model, reason: last.failure });
       attempts++;
       tried.add(backend);
       firstPool ??= backend.pool.name;
@@ -630,10 +659,7 @@ export class Gateway {
         body: r.body,
       });
       call = thisCall;
-      timer = setTimeout(
-        () => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")),
-        firstByteMs,
-      );
+      timer = setTimeout(() => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")), firstByteMs);
       let upstream: UpstreamResponse;
       try {
         upstream = await thisCall.response;
@@ -669,11 +695,21 @@ export class Gateway {
       }
       const contentType = String(upstream.headers["content-type"] ?? "");
       const sse = contentType.includes("text/event-stream");
-      const result = await this.relay(res, backend, upstream, sse, thisCall, r.started, () => timer, (t) => {
-        timer = t;
-      }, () => {
-        stalled = true;
-      });
+      const result = await this.relay(
+        res,
+        backend,
+        upstream,
+        sse,
+        thisCall,
+        r.started,
+        () => timer,
+        (t) => {
+          timer = t;
+        },
+        () => {
+          stalled = true;
+        },
+      );
       if (result.kind === "answered") {
         backend.recordSuccess();
       } else if (result.kind === "retry" || result.kind === "failed-after-commit") {
@@ -818,7 +854,10 @@ export class Gateway {
           } else if (status >= 400 && !committed) {
             // An error answer labelled as SSE: pass it through as is.
             const rest = pending ?? Buffer.alloc(0);
-            res.writeHead(status, { ...this.clientHeaders(upstream.headers, backend, false), "content-length": rest.length });
+            res.writeHead(status, {
+              ...this.clientHeaders(upstream.headers, backend, false),
+              "content-length": rest.length,
+            });
             res.end(rest);
             finish({ kind: "answered", status });
           } else if (!committed) {
@@ -833,7 +872,10 @@ export class Gateway {
           res.end();
         } else {
           const all = buffered.length === 1 ? buffered[0]! : Buffer.concat(buffered, bufferedBytes);
-          res.writeHead(status, { ...this.clientHeaders(upstream.headers, backend, false), "content-length": all.length });
+          res.writeHead(status, {
+            ...this.clientHeaders(upstream.headers, backend, false),
+            "content-length": all.length,
+          });
           res.end(all);
         }
         finish({ kind: "answered", status });
@@ -848,7 +890,11 @@ export class Gateway {
         const failure = upstreamFailureKind(cause);
         const failureKind: FailureKind = failure === "upstream" || failure === "connect" ? "cut" : failure;
         if (!committed) {
-          finish({ kind: "retry", failure: failureKind, message: `${backend.id}: ${failureKind} (${errMessage(cause)})` });
+          finish({
+            kind: "retry",
+            failure: failureKind,
+            message: `${backend.id}: ${failureKind} (${errMessage(cause)})`,
+          });
         } else if (sse) {
           this.streamError(
             res,

@@ -61,7 +61,14 @@ describe("gateway with API keys", () => {
     limited = addKey(path, { name: "tight", rpm: 1 }).key;
     a = await FixtureBackend.start("a", { requireKey: backendKey });
     h = await startHarness({ p: [a] }, {}, { auth: new KeyAuthenticator({ path }) });
-    h.gateway.registerBackend({ service: "m", pool: "keyed", url: a.url, engine: "vllm", apiKey: backendKey, id: "keyed" });
+    h.gateway.registerBackend({
+      service: "m",
+      pool: "keyed",
+      url: a.url,
+      engine: "vllm",
+      apiKey: backendKey,
+      id: "keyed",
+    });
     await h.gateway.unregisterBackend("a"); // the YAML-style backend without the key would get 401s
   });
   afterAll(async () => {

@@ -78,7 +78,8 @@ export class GatewayMetrics {
         const now = Date.now();
         for (const b of backends()) {
           const current = b.state(now);
-          for (const s of states) this.set({ backend: b.id, service: b.service, pool: b.pool.name, state: s }, s === current ? 1 : 0);
+          for (const s of states)
+            this.set({ backend: b.id, service: b.service, pool: b.pool.name, state: s }, s === current ? 1 : 0);
         }
       },
     });

@@ -167,7 +167,13 @@ describe("runtime registration (for supervised replicas)", () => {
   });
 
   it("routes to a backend registered at runtime and stops after it is unregistered", async () => {
-    const id = h.gateway.registerBackend({ service: "m", pool: "replicas", url: b.url, engine: "vllm", poolPriority: -1 });
+    const id = h.gateway.registerBackend({
+      service: "m",
+      pool: "replicas",
+      url: b.url,
+      engine: "vllm",
+      poolPriority: -1,
+    });
     expect(h.gateway.backend(id)?.pool).toBe("replicas");
     expect((await post(`${h.url}/v1/chat/completions`, chat())).headers["x-switchyard-backend"]).toBe(id);
     expect(await h.gateway.unregisterBackend(id)).toBe(true);
@@ -177,7 +183,13 @@ describe("runtime registration (for supervised replicas)", () => {
 
   it("a backend unregistered mid-stream finishes the stream it is serving", async () => {
     await b.set({ chunks: 5, chunkDelayMs: 30 });
-    const id = h.gateway.registerBackend({ service: "m", pool: "replicas", url: b.url, engine: "vllm", poolPriority: -1 });
+    const id = h.gateway.registerBackend({
+      service: "m",
+      pool: "replicas",
+      url: b.url,
+      engine: "vllm",
+      poolPriority: -1,
+    });
     const pending = post(`${h.url}/v1/chat/completions`, chat("m", true));
     while (h.gateway.inFlight() < 1) await sleep(5);
     await h.gateway.unregisterBackend(id);

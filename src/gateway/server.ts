@@ -14,7 +14,10 @@ export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-export async function listenGateway(gateway: Gateway, opts: { host?: string; port?: number } = {}): Promise<ListeningGateway> {
+export async function listenGateway(
+  gateway: Gateway,
+  opts: { host?: string; port?: number } = {},
+): Promise<ListeningGateway> {
   const host = opts.host ?? "127.0.0.1";
   const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000 }, gateway.handle);
   // Long streams must not be cut by the server's idle socket timeout; the gateway enforces its own stall timeout.

@@ -76,7 +76,11 @@ export class UpstreamCall {
       },
       onResponseStart: (_controller, statusCode, headers) => {
         this.body = new UpstreamBody(this);
-        this.resolve({ statusCode, headers: headers as Record<string, string | string[] | undefined>, body: this.body });
+        this.resolve({
+          statusCode,
+          headers: headers as Record<string, string | string[] | undefined>,
+          body: this.body,
+        });
       },
       onResponseData: (_controller, chunk) => {
         this.body?.push(chunk);

@@ -156,7 +156,11 @@ export class FixtureBackend {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const json = (status: number, value: unknown, headers: Record<string, string> = {}): void => {
       const text = JSON.stringify(value);
-      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
+      res.writeHead(status, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(text),
+        ...headers,
+      });
       res.end(text);
     };
     if (b.requireKey !== undefined && req.headers.authorization !== `Bearer ${b.requireKey}`) {
@@ -196,7 +200,11 @@ export class FixtureBackend {
         json(500, { error: { message: `${this.name} exploded`, type: "internal" } });
         return;
       case "status429":
-        json(429, { error: { message: `${this.name} is busy`, type: "rate_limit" } }, { "retry-after": String(b.retryAfterS) });
+        json(
+          429,
+          { error: { message: `${this.name} is busy`, type: "rate_limit" } },
+          { "retry-after": String(b.retryAfterS) },
+        );
         return;
       case "stallBeforeFirstByte":
         return; // accepts and never answers; the socket closes when the client gives up
