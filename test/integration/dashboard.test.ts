@@ -1,16 +1,14 @@
-import { existsSync } from "node:fs";
 import path from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiClient } from "../../src/cli/client.js";
 import { packageRoot } from "../../src/paths.js";
-import { ServerProcess, submit, tempHome, torchPython, waitForEnd, writeCluster } from "./harness.js";
+import { chromiumPath, noChromium } from "../requirements.js";
+import { hasTorch, ServerProcess, submit, tempHome, waitForEnd, writeCluster } from "./harness.js";
 
-const chromiumPath = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => existsSync(p));
-if (!chromiumPath) console.warn("dashboard tests skipped: no Chromium (install Debian's chromium package)");
 const fixtures = path.join(packageRoot, "test", "fixtures", "ranks");
 
-describe.skipIf(!chromiumPath || torchPython === null)("web dashboard in a real browser", () => {
+describe.skipIf(noChromium || !hasTorch)("web dashboard in a real browser", () => {
   const home = tempHome("web");
   const server = new ServerProcess(home, writeCluster(home));
   let client: ApiClient;

@@ -3,22 +3,12 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import type { JobReport } from "../../src/supervisor/report.js";
 import { packageRoot } from "../../src/paths.js";
-import {
-  chargptJob,
-  events,
-  hasTorch,
-  ranks,
-  submit,
-  torchPython,
-  waitForEnd,
-  waitForStep,
-  useServer,
-} from "./harness.js";
+import { chargptJob, events, hasTorch, ranks, submit, waitForEnd, waitForStep, useServer } from "./harness.js";
 
 const fixtures = path.join(packageRoot, "test", "fixtures", "ranks");
 const ledgerSum = (r: JobReport) => Object.values(r.ledger.totals).reduce((a, b) => a + b, 0);
 
-describe.skipIf(torchPython === null)("crash loops stop the job instead of burning the restart budget", () => {
+describe.skipIf(!hasTorch)("crash loops stop the job instead of burning the restart budget", () => {
   const ctx = useServer("crashloop");
   const home = ctx.home;
 
@@ -52,7 +42,7 @@ describe.skipIf(torchPython === null)("crash loops stop the job instead of burni
   }, 90_000);
 });
 
-describe.skipIf(torchPython === null)("errors no restart can fix", () => {
+describe.skipIf(!hasTorch)("errors no restart can fix", () => {
   const ctx = useServer("fatal");
   it("a script that cannot import its module fails at once, with the evidence", async () => {
     const yaml = [

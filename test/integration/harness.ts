@@ -9,17 +9,16 @@ import { childPids } from "../../src/executors/local/procfs.js";
 import { packageRoot } from "../../src/paths.js";
 import type { ServerInfo } from "../../src/server/config.js";
 import type { EventRecord, RankRecord, StepSample } from "../../src/store/port.js";
+import { missing } from "../requirements.js";
 
 /** Integration tests drive a real server process (built dist/) over a temporary SWITCHYARD_HOME. */
 
 export const torchPython = findPython();
-export const hasTorch = torchPython?.hasTorch === true;
-if (!hasTorch) {
-  console.warn(
-    "integration tests that train the PyTorch example are skipped: no Python can import torch " +
-      `(tried ${torchPython?.tried.join(", ") ?? "python3"}; install Debian's python3-torch or set SWITCHYARD_PYTHON)`,
-  );
-}
+export const hasTorch = !missing(
+  "a Python that can import torch",
+  torchPython?.hasTorch === true,
+  `install Debian's python3-torch or set SWITCHYARD_PYTHON (tried ${torchPython?.tried.join(", ") ?? "python3"})`,
+);
 
 export const exampleDir = path.join(packageRoot, "examples", "chargpt");
 

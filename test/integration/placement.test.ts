@@ -1,12 +1,12 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { packageRoot } from "../../src/paths.js";
-import { events, ranks, submit, torchPython, waitForEnd, waitForStep, useServer } from "./harness.js";
+import { events, ranks, submit, hasTorch, waitForEnd, waitForStep, useServer } from "./harness.js";
 
 const okRank = path.join(packageRoot, "test", "fixtures", "ranks", "ok.py");
 
 /** Placement across pools with the fast fixture rank (no torch): falling back, leaving a failing pool, shrinking. */
-describe.skipIf(torchPython === null)("placement when a pool fails", () => {
+describe.skipIf(!hasTorch)("placement when a pool fails", () => {
   const ctx = useServer("placement");
   const home = ctx.home;
 
