@@ -47,6 +47,12 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# Slurm and munge run the multi-host testbed (scripts/testbed.sh) on which the cluster tests run.
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v srun >/dev/null; then
+  echo "bootstrap: installing Debian's slurm-wlm and munge (for the multi-host Slurm testbed)"
+  apt_install slurm-wlm munge
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm packages (better-sqlite3 compiles from source, about a minute)"
   # npm ci refuses this lock file: npm 11 leaves platform-specific optional packages out of it. `npm install`
