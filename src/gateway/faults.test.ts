@@ -99,7 +99,9 @@ describe("failover before the first byte (preferred pool broken, fallback pool f
     expect(text).toMatch(
       /switchyard_gateway_failovers_total\{service="m",from_pool="preferred",to_pool="fallback"\} [1-9]/,
     );
-    expect(text).toMatch(/switchyard_gateway_upstream_errors_total\{service="m",backend="a",kind="status_5xx"\} [1-9]/);
+    expect(text).toMatch(
+      /switchyard_gateway_upstream_errors_total\{service="m",backend="a",reason="status_5xx"\} [1-9]/,
+    );
   });
 });
 

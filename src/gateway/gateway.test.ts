@@ -119,7 +119,7 @@ describe("gateway happy path", () => {
     await post(`${h.url}/v1/chat/completions`, chat("m", true));
     const res = await request(`${h.url}/metrics`);
     const text = await res.body.text();
-    expect(text).toContain('switchyard_gateway_requests_total{service="m",backend="a",status="200"}');
+    expect(text).toContain('switchyard_gateway_requests_total{service="m",backend="a",status="200",result="complete"}');
     expect(text).toContain('switchyard_gateway_ttft_seconds_bucket{le="0.001",backend="a"}');
     expect(text).toContain('switchyard_gateway_backend_state{backend="a",service="m",pool="main",state="healthy"} 1');
     expect(text).toContain('switchyard_gateway_backend_in_flight{backend="a"} 0');

@@ -12,6 +12,7 @@ import type { KeyAuthenticator } from "./keys.js";
 import { GatewayMetrics } from "./metrics.js";
 import { parsePrometheusText } from "./engines.js";
 import { request as undiciRequest } from "undici";
+import { SseScanner } from "./sse.js";
 import { readBodyLimited, UpstreamCall, type UpstreamResponse } from "./upstream.js";
 
 export interface GatewayOptions {
@@ -56,7 +57,8 @@ const RETRYABLE_BODY_LIMIT = 64 * 1024;
 const BUFFERED_RESPONSE_LIMIT = 64 * 1024 * 1024;
 const SSE_PENDING_LIMIT = 4 * 1024 * 1024;
 
-type FailureKind = "connect" | "status_5xx" | "status_429" | "ttft_timeout" | "timeout" | "stall" | "cut" | "upstream";
+type FailureKind =
+  "connect" | "status_5xx" | "status_429" | "ttft_timeout" | "timeout" | "stall" | "cut" | "truncated" | "upstream";
 
 class AttemptTimeout extends Error {
   constructor(readonly kind: "ttft_timeout" | "timeout" | "stall") {
@@ -120,19 +122,6 @@ function parseRetryAfterMs(value: string | string[] | undefined, now: number): n
   if (Number.isFinite(s) && s >= 0) return Math.min(s, 3600) * 1000;
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, Math.min(at - now, 3_600_000));
-}
-
-/** Index just past the last SSE event boundary (blank line) in buf, or -1. */
-function lastEventBoundary(buf: Buffer): number {
-  const lf = buf.lastIndexOf("\n\n");
-  const crlf = buf.lastIndexOf("\r\n\r\n");
-  return Math.max(lf < 0 ? -1 : lf + 2, crlf < 0 ? -1 : crlf + 4);
-}
-
-const DONE_MARKER = "data: [DONE]";
-function endsWithDone(segment: Buffer): boolean {
-  const tail = segment.subarray(Math.max(0, segment.length - 32));
-  return tail.includes(DONE_MARKER);
 }
 
 export class Gateway {
@@ -549,6 +538,7 @@ export class Gateway {
     let attempts = 0;
     let outcome: AttemptResult | undefined;
     let answeredBy: Backend | undefined;
+    let lastFailedBackend: Backend | undefined;
     while (attempts < this.settings.maxAttempts) {
       const pick = pickBackend(r.service, tried, Date.now());
       if (pick === undefined) break;
@@ -561,16 +551,25 @@ export class Gateway {
       if (pick.spilled) this.metrics.spillovers.inc({ service: r.service.model, to_pool: backend.pool.name });
       outcome = await this.attempt(req, res, backend, r, requestId);
       answeredBy = backend;
+      if (outcome.kind === "failed-after-commit") {
+        this.metrics.errors.inc({ service: r.service.model, backend: backend.id, reason: outcome.failure });
+      }
       if (outcome.kind !== "retry") break;
       last = outcome;
-      this.metrics.errors.inc({ service: r.service.model, backend: backend.id, kind: outcome.failure });
+      lastFailedBackend = backend;
+      this.metrics.errors.inc({ service: r.service.model, backend: backend.id, reason: outcome.failure });
     }
     const durationMs = performance.now() - r.started;
     let status: number;
+    /** complete: the client got a whole answer (any status); incomplete: cut mid-answer; client_closed: it left. */
+    let result: "complete" | "incomplete" | "client_closed" = "complete";
     if (outcome === undefined || outcome.kind === "retry") {
+      answeredBy = undefined;
       if (last?.response !== undefined) {
-        // No other backend left: hand the client the upstream's own error answer (it carries Retry-After for 429).
+        // No other backend left: hand the client the upstream's own error answer (it carries Retry-After for 429),
+        // counted against the backend that gave it.
         status = last.response.status;
+        answeredBy = lastFailedBackend;
         if (!res.headersSent && !res.destroyed) {
           res.writeHead(status, { ...last.response.headers, "content-length": last.response.body.length });
           res.end(last.response.body);
@@ -600,18 +599,20 @@ export class Gateway {
           { "retry-after": "1" },
         );
       }
-      answeredBy = undefined;
     } else if (outcome.kind === "client-gone") {
       status = 499;
+      result = "client_closed";
     } else {
       status = outcome.status;
+      if (outcome.kind === "failed-after-commit") result = "incomplete";
       if (answeredBy !== undefined && answeredBy.pool.name !== firstPool && firstPool !== undefined) {
         this.metrics.failovers.inc({ service: r.service.model, from_pool: firstPool, to_pool: answeredBy.pool.name });
       }
     }
     const backendLabel = answeredBy?.id ?? "none";
-    this.metrics.requests.inc({ service: r.service.model, backend: backendLabel, status: String(status) });
-    if (answeredBy !== undefined) this.metrics.latency.observe({ backend: backendLabel }, durationMs / 1000);
+    this.metrics.requests.inc({ service: r.service.model, backend: backendLabel, status: String(status), result });
+    if (answeredBy !== undefined && result === "complete")
+      this.metrics.latency.observe({ backend: backendLabel }, durationMs / 1000);
     this.logger.info(
       {
         reqId: requestId,
@@ -620,6 +621,7 @@ export class Gateway {
         model: r.service.model,
         stream: r.stream,
         status,
+        result,
         backend: backendLabel,
         attempts,
         ...(outcome?.kind === "failed-after-commit" && { failure: outcome.failure }),
@@ -765,11 +767,13 @@ export class Gateway {
     const stallMs = this.settings.stallTimeoutMs;
     return new Promise<AttemptResult>((resolve) => {
       let committed = false;
-      let pending: Buffer | undefined;
+      /** SSE: the bytes of an event not yet ended by its blank line (held back so an error event starts cleanly). */
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      const scanner = sse ? new SseScanner() : undefined;
       let buffered: Buffer[] = [];
       let bufferedBytes = 0;
       let passthrough = false;
-      let sawDone = false;
       let gotFirstChunk = false;
       let settled = false;
       let stallTimer: NodeJS.Timeout | undefined;
@@ -812,22 +816,28 @@ export class Gateway {
         } else {
           stallTimer?.refresh();
         }
-        if (sse) {
-          const data: Buffer = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
-          const cut = lastEventBoundary(data);
+        if (scanner !== undefined) {
+          const cut = scanner.push(chunk);
           if (cut < 0) {
-            if (data.length > SSE_PENDING_LIMIT) {
+            pendingBytes += chunk.length;
+            if (pendingBytes > SSE_PENDING_LIMIT) {
               call.abort(new Error("SSE event larger than the gateway's limit"));
               return;
             }
-            pending = data;
+            pending.push(Buffer.from(chunk));
             return;
           }
-          const whole = cut === data.length ? data : data.subarray(0, cut);
-          pending = cut === data.length ? undefined : Buffer.from(data.subarray(cut));
           if (!committed) commit(this.clientHeaders(upstream.headers, backend, true));
-          sawDone = endsWithDone(whole);
-          write(whole);
+          // The common case, a chunk of whole events, goes out as it came (no copy).
+          const whole = cut === chunk.length ? chunk : chunk.subarray(0, cut);
+          if (pendingBytes === 0) {
+            write(whole);
+          } else {
+            pending.push(whole);
+            write(Buffer.concat(pending, pendingBytes + cut));
+          }
+          pending = cut === chunk.length ? [] : [Buffer.from(chunk.subarray(cut))];
+          pendingBytes = chunk.length - cut;
         } else if (passthrough) {
           write(chunk);
         } else {
@@ -847,13 +857,14 @@ export class Gateway {
       };
       const onEnd = (): void => {
         if (settled) return;
-        if (sse) {
-          if (sawDone && pending === undefined) {
-            res.end();
+        if (scanner !== undefined) {
+          const rest = Buffer.concat(pending, pendingBytes);
+          if (scanner.ended && committed) {
+            // The last event was [DONE]; anything after it (a comment) goes out too.
+            res.end(rest);
             finish({ kind: "answered", status });
           } else if (status >= 400 && !committed) {
             // An error answer labelled as SSE: pass it through as is.
-            const rest = pending ?? Buffer.alloc(0);
             res.writeHead(status, {
               ...this.clientHeaders(upstream.headers, backend, false),
               "content-length": rest.length,
@@ -864,7 +875,7 @@ export class Gateway {
             finish({ kind: "retry", failure: "cut", message: `${backend.id}: stream ended before any event` });
           } else {
             this.streamError(res, "upstream stream ended without [DONE]; the answer is incomplete", "stream_truncated");
-            finish({ kind: "failed-after-commit", failure: "cut", status });
+            finish({ kind: "failed-after-commit", failure: "truncated", status });
           }
           return;
         }

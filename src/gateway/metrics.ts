@@ -6,8 +6,8 @@ const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 export class GatewayMetrics {
   readonly registry = new Registry();
-  readonly requests: Counter<"service" | "backend" | "status">;
-  readonly errors: Counter<"service" | "backend" | "kind">;
+  readonly requests: Counter<"service" | "backend" | "status" | "result">;
+  readonly errors: Counter<"service" | "backend" | "reason">;
   readonly retries: Counter<"service" | "reason">;
   readonly failovers: Counter<"service" | "from_pool" | "to_pool">;
   readonly spillovers: Counter<"service" | "to_pool">;
@@ -19,14 +19,19 @@ export class GatewayMetrics {
     const registers = [this.registry];
     this.requests = new Counter({
       name: "switchyard_gateway_requests_total",
-      help: "Requests answered, by service, the backend that answered (or 'none') and HTTP status sent to the client",
-      labelNames: ["service", "backend", "status"],
+      help:
+        "Requests answered, by service, the backend that answered (or 'none'), the HTTP status sent to the client, " +
+        "and result: complete, incomplete (the answer broke off after it started: cut, stall, truncated, shutdown) " +
+        "or client_closed",
+      labelNames: ["service", "backend", "status", "result"],
       registers,
     });
     this.errors = new Counter({
       name: "switchyard_gateway_upstream_errors_total",
-      help: "Failed upstream attempts by kind (connect, status_5xx, status_429, ttft_timeout, stall, cut, ...)",
-      labelNames: ["service", "backend", "kind"],
+      help:
+        "Failed upstream attempts by reason (connect, status_5xx, status_429, ttft_timeout, timeout, stall, cut, " +
+        "truncated, ...), before the first byte reached the client (then retried) or after it (mid-answer)",
+      labelNames: ["service", "backend", "reason"],
       registers,
     });
     this.retries = new Counter({

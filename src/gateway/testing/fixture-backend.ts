@@ -37,6 +37,11 @@ export interface FixtureBehaviour {
   padding: number;
   /** Keep a record of each request (tests); off for benchmarks, where it would grow without bound. */
   record: boolean;
+  /**
+   * A streaming answer given verbatim: each string is written as one chunk (chunkDelayMs apart), then the answer
+   * ends. Replaces the generated events, so tests can send any byte sequence (line ends, splits, odd [DONE] forms).
+   */
+  rawStream?: string[];
 }
 
 export interface FixtureRequestRecord {
@@ -102,7 +107,8 @@ export class FixtureBackend {
   }
 
   async reset(): Promise<void> {
-    await this.set({ ...defaults });
+    this.behaviour = { ...defaults };
+    await this.set({});
     this.requests = [];
   }
 
@@ -297,6 +303,21 @@ export class FixtureBackend {
     const chat = path === "/v1/chat/completions";
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     if (b.fault === "stallAfterHeaders") return;
+    if (b.rawStream !== undefined) {
+      const raw = b.rawStream;
+      let k = 0;
+      const nextRaw = (): void => {
+        if (res.destroyed) return;
+        if (k === raw.length) {
+          res.end();
+          return;
+        }
+        res.write(raw[k++]!);
+        this.later(b.chunkDelayMs, nextRaw);
+      };
+      nextRaw();
+      return;
+    }
     const event = (i: number): string => {
       const choice = chat ? { index: 0, delta: { content: this.text(i) } } : { index: 0, text: this.text(i) };
       return `data: ${JSON.stringify({
