@@ -1,4 +1,4 @@
-import { isMap, isScalar, LineCounter, parseDocument, type Document } from "yaml";
+import { isMap, isScalar, LineCounter, parseDocument, visit, type Document } from "yaml";
 import type { z } from "zod";
 
 /** One problem in a user's file: where it is and how to fix it. */
@@ -11,11 +11,42 @@ export interface SpecIssue {
   fix: string;
 }
 
-/** A spec that failed to parse or validate; `message` lists every issue as `file:line:col: path: message (fix: ...)`. */
+/** Largest spec file accepted: a spec is a page of YAML, and every byte of it is parsed on the server. */
+export const maxSpecBytes = 256 * 1024;
+/** Issues listed in one error; the rest are counted ("and N more"), so a broken file gives a short answer. */
+export const maxIssuesReported = 20;
+
+/** Longest text kept per issue field, so an error never echoes a huge key or value back. */
+const issueFieldLimits = { file: 512, path: 256, message: 1024, fix: 1024 } as const;
+
+export function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+/**
+ * A spec that failed to parse or validate; `message` lists every issue as `file:line:col: path: message (fix: ...)`.
+ * At most `maxIssuesReported` issues are kept, each field bounded; `omitted` counts the rest.
+ */
 export class SpecError extends Error {
-  constructor(readonly issues: SpecIssue[]) {
-    super(issues.map(formatIssue).join("\n"));
+  readonly issues: SpecIssue[];
+  readonly omitted: number;
+
+  constructor(issues: SpecIssue[], omitted = 0) {
+    const shown = issues.slice(0, maxIssuesReported).map((i) => ({
+      ...i,
+      file: truncate(i.file, issueFieldLimits.file),
+      path: truncate(i.path, issueFieldLimits.path),
+      message: truncate(i.message, issueFieldLimits.message),
+      fix: truncate(i.fix, issueFieldLimits.fix),
+    }));
+    const more = omitted + issues.length - shown.length;
+    super(
+      shown.map(formatIssue).join("\n") +
+        (more > 0 ? `\n... and ${more} more issue(s) (fix: correct the ones above, then validate again)` : ""),
+    );
     this.name = "SpecError";
+    this.issues = shown;
+    this.omitted = more;
   }
 }
 
@@ -33,8 +64,22 @@ export interface ParsedYaml {
 
 /** Parses YAML keeping positions; syntax errors become SpecErrors with line numbers. */
 export function parseYaml(text: string, file: string): ParsedYaml {
+  if (text.length > maxSpecBytes || Buffer.byteLength(text, "utf8") > maxSpecBytes) {
+    throw new SpecError([
+      {
+        file,
+        path: "",
+        line: 1,
+        column: 1,
+        message: `the file has ${Buffer.byteLength(text, "utf8")} bytes, more than the ${maxSpecBytes} a spec may have`,
+        fix: "shorten it: move large data (env files, argument lists) into files the job reads",
+      },
+    ]);
+  }
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  // Duplicate keys are found below in one pass: the YAML library's own check compares every key with every other.
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
+  if (doc.errors.length === 0) duplicateKeyErrors(doc, lines, file);
   if (doc.errors.length > 0) {
     throw new SpecError(
       doc.errors.map((e) => {
@@ -56,8 +101,9 @@ export function parseYaml(text: string, file: string): ParsedYaml {
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = "";
   for (const part of path) {
+    const name = truncate(String(part), 64);
     if (typeof part === "number") out += `[${part}]`;
-    else out += out === "" ? String(part) : `.${String(part)}`;
+    else out += out === "" ? name : `.${name}`;
   }
   return out;
 }
@@ -86,6 +132,8 @@ function positionOf(parsed: ParsedYaml, path: readonly PropertyKey[], key?: stri
 }
 
 function closest(word: string, candidates: readonly string[]): string | undefined {
+  // A key much longer than every candidate is no typo of one; bounding it keeps the edit distance cheap.
+  if (word.length > 64) return undefined;
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const c of candidates) {
@@ -115,7 +163,17 @@ function editDistance(a: string, b: string): number {
 /** The keys a strict object at `path` accepts, for "did you mean" hints. */
 export type KnownKeys = (path: readonly PropertyKey[]) => readonly string[];
 
-/** Turns zod issues into SpecIssues with positions, plain messages and fixes. */
+/** How many problems zod found: an unknown-keys issue counts once per key. */
+export function countZodIssues(issues: readonly z.core.$ZodIssue[]): number {
+  let n = 0;
+  for (const issue of issues) n += issue.code === "unrecognized_keys" ? issue.keys.length : 1;
+  return n;
+}
+
+/**
+ * Turns zod issues into SpecIssues with positions, plain messages and fixes: the first `maxIssuesReported` only
+ * (finding a position costs a walk of the document; count the rest with `countZodIssues`).
+ */
 export function zodIssuesToSpecIssues(
   issues: readonly z.core.$ZodIssue[],
   parsed: ParsedYaml,
@@ -124,9 +182,11 @@ export function zodIssuesToSpecIssues(
 ): SpecIssue[] {
   const out: SpecIssue[] = [];
   for (const issue of issues) {
+    if (out.length >= maxIssuesReported) break;
     const path = issue.path;
     if (issue.code === "unrecognized_keys") {
       for (const key of issue.keys) {
+        if (out.length >= maxIssuesReported) break;
         const allowed = knownKeys(path);
         const suggestion = closest(key, allowed);
         const pos = positionOf(parsed, path, key);
@@ -134,7 +194,7 @@ export function zodIssuesToSpecIssues(
           file,
           path: formatPath([...path, key]),
           ...pos,
-          message: `unknown key "${key}"`,
+          message: `unknown key "${truncate(key, 64)}"`,
           fix: suggestion
             ? `did you mean "${suggestion}"?`
             : `remove it; allowed keys here: ${allowed.join(", ") || "(none)"}`,
@@ -166,6 +226,12 @@ function describe(issue: z.core.$ZodIssue): { message: string; fix: string } {
         message: `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`,
         fix: `pick one of the listed values`,
       };
+    case "invalid_key": {
+      // A record's key failed its own check: say what the key's schema said.
+      const inner = issue.issues[0]?.message ?? issue.message;
+      const [message, fix] = inner.split(" | fix: ");
+      return { message: `key ${message ?? inner}`, fix: fix ?? "rename the key" };
+    }
     default: {
       const [message, fix] = issue.message.split(" | fix: ");
       return { message: message ?? issue.message, fix: fix ?? "correct this value" };
@@ -177,5 +243,32 @@ function describeValue(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
-  return `${typeof value} ${JSON.stringify(value)}`;
+  return `${typeof value} ${truncate(JSON.stringify(value) ?? String(value), 80)}`;
+}
+
+/** Throws a SpecError naming every repeated key of a mapping (linear: one Set per mapping). */
+function duplicateKeyErrors(doc: Document, lines: LineCounter, file: string): void {
+  const issues: SpecIssue[] = [];
+  visit(doc, {
+    Map(_key, node) {
+      const seen = new Set<unknown>();
+      for (const item of node.items) {
+        if (!isScalar(item.key)) continue;
+        const key = item.key.value;
+        if (seen.has(key)) {
+          const pos = lines.linePos(item.key.range?.[0] ?? 0);
+          issues.push({
+            file,
+            path: "",
+            line: pos.line,
+            column: pos.col,
+            message: `invalid YAML: map keys must be unique; "${truncate(String(key), 64)}" is repeated`,
+            fix: "remove or rename the repeated key",
+          });
+        }
+        seen.add(key);
+      }
+    },
+  });
+  if (issues.length > 0) throw new SpecError(issues);
 }

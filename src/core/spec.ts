@@ -1,7 +1,14 @@
 import path from "node:path";
 import { z } from "zod";
 import { causePatternListSchema, type CausePattern } from "./classify.js";
-import { parseYaml, SpecError, zodIssuesToSpecIssues, type KnownKeys } from "./spec-errors.js";
+import {
+  countZodIssues,
+  parseYaml,
+  SpecError,
+  zodIssuesToSpecIssues,
+  type KnownKeys,
+  type ParsedYaml,
+} from "./spec-errors.js";
 
 /**
  * Specs go through stages: YAML text -> validated user spec (zod, strict) -> compiled spec with every default applied
@@ -18,9 +25,44 @@ const name = z
     "must be lowercase letters, digits, '.', '_' or '-' | fix: rename it, e.g. my-job",
   );
 
+/**
+ * Bounds on every field: the server parses specs from anyone who can submit, so no field may cost it unbounded time
+ * or memory, and no duration may be large enough to stall a job forever.
+ */
+export const specLimits = {
+  /** Timers (startup, hang, stack dump, backoff, grace): at most a day. */
+  durationSeconds: 24 * 3600,
+  /** Counting windows (restart budget, pool failures): at most 30 days. */
+  windowSeconds: 30 * 24 * 3600,
+  envKeys: 1024,
+  envKeyLength: 256,
+  envValueLength: 32 * 1024,
+  commandArgs: 1024,
+  commandArgLength: 32 * 1024,
+  pathLength: 4096,
+  regexLength: 1024,
+  jobPools: 64,
+  clusterPools: 256,
+  causePatterns: 256,
+  nodes: 4096,
+} as const;
+
+/** A duration in seconds, bounded; the error names the limit in seconds and hours. */
+function seconds(max: number = specLimits.durationSeconds) {
+  return z.number().max(max, `must be at most ${max} seconds (${max / 3600} h) | fix: use a value <= ${max}`);
+}
+
+/** A string that may go into argv or the environment: bounded, no NUL byte (no process can receive one). */
+function argString(max: number, what: string) {
+  return z
+    .string()
+    .max(max, `is longer than ${max} characters | fix: shorten it, or pass large data in a file`)
+    .refine((v) => !v.includes("\0"), { message: `contains a NUL byte, which no ${what} can hold | fix: remove it` });
+}
+
 const faultModelSchema = z.strictObject({
   /** Mean seconds between injected device failures (a rank is killed, as a chip would take it down). */
-  deviceMtbfSeconds: z.number().positive().optional(),
+  deviceMtbfSeconds: z.number().positive().max(1e9).optional(),
   /** Chance per minute that a rank hangs (SIGSTOP), as a collective would with a dead link. */
   hangProbabilityPerMinute: z.number().min(0).max(1).optional(),
   seed: z.number().int().optional(),
@@ -32,7 +74,7 @@ const poolSchema = z.strictObject({
   accelerator: z
     .strictObject({
       vendor: z.enum(["nvidia", "ascend", "cpu"]),
-      model: z.string().optional(),
+      model: z.string().max(128).optional(),
     })
     .default({ vendor: "cpu" }),
   nodes: z.number().int().min(1).max(64),
@@ -41,47 +83,51 @@ const poolSchema = z.strictObject({
 });
 
 export const clusterSchema = z.strictObject({
-  pools: z.array(poolSchema).min(1),
+  pools: z.array(poolSchema).min(1).max(specLimits.clusterPools),
   /** Failure patterns tried before the built-in table (docs/failure-causes.md). */
-  causePatterns: causePatternListSchema.default([]),
+  causePatterns: causePatternListSchema.max(specLimits.causePatterns).default([]),
 });
 
 const detectionSchema = z.strictObject({
   /** Allowed time from launch to the first step report. */
-  startupSeconds: z.number().positive().default(300),
+  startupSeconds: seconds().positive().default(300),
   /** A gang silent for longer than max(hangMinSeconds, hangMultiple x p95 step time) is hung. */
-  hangMinSeconds: z.number().positive().default(10),
-  hangMultiple: z.number().min(1).default(3),
+  hangMinSeconds: seconds().positive().default(10),
+  hangMultiple: z.number().min(1).max(1000).default(3),
   /** How long hung ranks get to write their stacks (SIGUSR1) before the gang is stopped. */
-  stackDumpSeconds: z.number().min(0).default(2),
+  stackDumpSeconds: seconds().min(0).default(2),
   /** Treat a NaN or infinite loss as an incident and roll back to the last checkpoint. */
   nanIsFailure: z.boolean().default(true),
 });
 
 const recoverySchema = z.strictObject({
-  maxRestarts: z.number().int().min(0).default(10),
+  maxRestarts: z.number().int().min(0).max(100_000).default(10),
   /** Count only the restarts of the last N seconds against maxRestarts: a long run on a big fleet fails often. */
-  restartWindowSeconds: z.number().positive().optional(),
+  restartWindowSeconds: seconds(specLimits.windowSeconds).positive().optional(),
   /** Software crashes with the same signature at the same step on different nodes before the job stops. */
-  crashLoopAttempts: z.number().int().min(2).default(2),
+  crashLoopAttempts: z.number().int().min(2).max(1000).default(2),
   /** Infrastructure failures on one pool within a window after which the job moves to the next pool. */
   poolFailures: z
-    .strictObject({ count: z.number().int().min(1).default(3), windowSeconds: z.number().positive().default(1800) })
+    .strictObject({
+      count: z.number().int().min(1).max(100_000).default(3),
+      windowSeconds: seconds(specLimits.windowSeconds).positive().default(1800),
+    })
     .default({ count: 3, windowSeconds: 1800 }),
-  backoffSeconds: z.number().min(0).default(1),
-  maxBackoffSeconds: z.number().min(0).default(60),
-  strikesBeforeCordon: z.number().int().min(1).default(2),
-  graceSeconds: z.number().min(0).default(5),
+  backoffSeconds: seconds().min(0).default(1),
+  maxBackoffSeconds: seconds().min(0).default(60),
+  strikesBeforeCordon: z.number().int().min(1).max(100_000).default(2),
+  graceSeconds: seconds().min(0).default(5),
 });
 
 const checkpointSchema = z.strictObject({
-  dir: z.string().min(1).optional(),
-  keep: z.number().int().min(1).default(3),
+  dir: argString(specLimits.pathLength, "path").pipe(z.string().min(1)).optional(),
+  keep: z.number().int().min(1).max(10_000).default(3),
 });
 
 const progressSchema = z.strictObject({
   regex: z
     .string()
+    .max(specLimits.regexLength, `is longer than ${specLimits.regexLength} characters | fix: shorten the pattern`)
     .refine(isValidProgressRegex, {
       message:
         "is not a valid regular expression with a named group 'step' | fix: e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)'",
@@ -99,15 +145,31 @@ function isValidProgressRegex(source: string): boolean {
 
 export const jobSchema = z.strictObject({
   name,
-  pools: z.array(name).min(1).optional(),
-  nodes: z.number().int().min(1).default(1),
+  pools: z.array(name).min(1).max(specLimits.jobPools).optional(),
+  nodes: z.number().int().min(1).max(specLimits.nodes).default(1),
   /** Shrink to as few as this many nodes rather than wait for capacity (elastic jobs). */
-  minNodes: z.number().int().min(1).optional(),
-  procsPerNode: z.number().int().min(1).default(1),
-  command: z.array(z.string().min(1)).min(1),
-  env: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
-  workdir: z.string().default("."),
-  steps: z.number().int().min(1).optional(),
+  minNodes: z.number().int().min(1).max(specLimits.nodes).optional(),
+  procsPerNode: z.number().int().min(1).max(64).default(1),
+  command: z
+    .array(argString(specLimits.commandArgLength, "argument").pipe(z.string().min(1)))
+    .min(1)
+    .max(specLimits.commandArgs, `has more than ${specLimits.commandArgs} arguments | fix: pass them in a file`),
+  env: z
+    .record(
+      z
+        .string()
+        .max(specLimits.envKeyLength, `is longer than ${specLimits.envKeyLength} characters | fix: shorten the name`)
+        .regex(/^[^=\0]+$/, "is not a variable name (it has '=' or a NUL byte) | fix: rename the variable"),
+      z
+        .union([argString(specLimits.envValueLength, "environment variable"), z.number(), z.boolean()])
+        .transform(String),
+    )
+    .refine((env) => Object.keys(env).length <= specLimits.envKeys, {
+      message: `has more than ${specLimits.envKeys} variables | fix: pass the rest in a file the job reads`,
+    })
+    .default({}),
+  workdir: argString(specLimits.pathLength, "path").default("."),
+  steps: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   checkpoint: checkpointSchema.default({ keep: 3 }),
   progress: progressSchema.default({}),
   recovery: recoverySchema.default({
@@ -193,7 +255,11 @@ function unwrap(schema: z.ZodType | undefined): z.ZodType | undefined {
   return s;
 }
 
-function validate<S extends z.ZodType>(schema: S, text: string, file: string): z.output<S> {
+function validate<S extends z.ZodType>(
+  schema: S,
+  text: string,
+  file: string,
+): { data: z.output<S>; parsed: ParsedYaml } {
   const parsed = parseYaml(text, file);
   if (parsed.value === null || parsed.value === undefined) {
     throw new SpecError([
@@ -202,14 +268,14 @@ function validate<S extends z.ZodType>(schema: S, text: string, file: string): z
   }
   const result = schema.safeParse(parsed.value, { reportInput: true });
   if (!result.success) {
-    throw new SpecError(zodIssuesToSpecIssues(result.error.issues, parsed, file, knownKeysFor(schema)));
+    const shown = zodIssuesToSpecIssues(result.error.issues, parsed, file, knownKeysFor(schema));
+    throw new SpecError(shown, countZodIssues(result.error.issues) - shown.length);
   }
-  return result.data;
+  return { data: result.data, parsed };
 }
 
 export function parseClusterSpec(text: string, file: string): ClusterSpec {
-  const spec = validate(clusterSchema, text, file);
-  const parsed = parseYaml(text, file);
+  const { data: spec, parsed } = validate(clusterSchema, text, file);
   const seen = new Map<string, number>();
   spec.pools.forEach((pool, i) => {
     const first = seen.get(pool.name);
@@ -242,8 +308,7 @@ export interface CompileJobOptions {
 }
 
 export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJobSpec {
-  const spec = validate(jobSchema, text, opts.file);
-  const parsed = parseYaml(text, opts.file);
+  const { data: spec, parsed } = validate(jobSchema, text, opts.file);
   const baseDir = path.dirname(path.resolve(opts.file));
   const known = opts.cluster.pools.map((p) => p.name);
   spec.pools?.forEach((pool, i) => {
