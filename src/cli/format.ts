@@ -23,3 +23,9 @@ export function duration(ms: number): string {
 export function clock(t: number): string {
   return new Date(t).toISOString().slice(11, 19);
 }
+
+/** Incident numbers as users see them: #1 is a job's first incident (the store's ids are global across jobs). */
+export function incidentNumbers(incidents: ReadonlyArray<{ id: number }>): Map<number, number> {
+  const ids = incidents.map((i) => i.id).sort((a, b) => a - b);
+  return new Map(ids.map((id, i) => [id, i + 1]));
+}

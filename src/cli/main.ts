@@ -10,13 +10,21 @@ import { registerReportCommand } from "./commands/report.js";
 import { registerServeCommand } from "./commands/serve.js";
 import { registerServerCommands } from "./commands/server.js";
 
-export function buildProgram(): Command {
+export function buildProgram(opts: { json?: boolean } = {}): Command {
   const program = new Command("switchyard")
     .description("Keeps AI training and inference running on mixed, unreliable accelerator fleets")
     .version(version)
     .option("--home <dir>", "state folder (default: $SWITCHYARD_HOME or ~/.switchyard)")
-    .option("--json", "machine-readable output")
-    .exitOverride();
+    .option("--json", 'machine-readable output (errors too: {"error", "fix", "exitCode"})')
+    .exitOverride()
+    // Commander's own usage errors (unknown option, missing argument) go through the same printer as ours.
+    .configureOutput({
+      outputError: (text, write) => {
+        const message = text.trim().replace(/^error: /, "");
+        if (opts.json) write(JSON.stringify({ error: message, fix: "see --help", exitCode: ExitCode.Usage }) + "\n");
+        else write(`switchyard: ${message} (fix: see --help)\n`);
+      },
+    });
   registerServerCommands(program);
   registerJobCommands(program);
   registerReportCommand(program);
@@ -30,17 +38,25 @@ export function buildProgram(): Command {
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const json = wantsJson(argv);
+  const program = buildProgram({ json });
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : ExitCode.Usage;
     if (err instanceof CliError) {
-      printError(err, wantsJson(argv));
+      printError(err, json);
       return err.exitCode;
     }
-    throw err;
+    // A bug or an unforeseen failure: still one line in the one format, with the stack only when asked for.
+    const message = err instanceof Error ? err.message : String(err);
+    printError(
+      new CliError(`unexpected error: ${message}`, ExitCode.JobFailed, "rerun with SWITCHYARD_DEBUG=1 for the stack"),
+      json,
+    );
+    if (process.env.SWITCHYARD_DEBUG && err instanceof Error) console.error(err.stack);
+    return ExitCode.JobFailed;
   }
 }
 

@@ -31,7 +31,7 @@ describe("job spec", () => {
       env: {},
       workdir: "/jobs",
       steps: null,
-      checkpoint: { dir: "/home/sy/checkpoints/train", keep: 3 },
+      checkpoint: { dir: "/home/sy/checkpoints/train", keep: 3, perRun: true, resumeFrom: null },
       progress: { regex: null },
       recovery: {
         maxRestarts: 10,
@@ -56,6 +56,15 @@ describe("job spec", () => {
     expect(spec.workdir).toBe("/jobs/run");
     expect(spec.checkpoint.dir).toBe("/jobs/run/ckpt");
     expect(spec.env).toEqual({ SEED: "3", DEBUG: "true" });
+  });
+
+  it("a spec without checkpoint.dir gets a folder per run; an explicit dir is shared on purpose; --resume-from", () => {
+    const fresh = compileJobSpec("name: t\ncommand: [x]\n", opts);
+    expect(fresh.checkpoint).toMatchObject({ dir: "/home/sy/checkpoints/t", perRun: true, resumeFrom: null });
+    const shared = compileJobSpec("name: t\ncommand: [x]\ncheckpoint: { dir: /data/ckpt }\n", opts);
+    expect(shared.checkpoint).toMatchObject({ dir: "/data/ckpt", perRun: false });
+    const resumed = compileJobSpec("name: t\ncommand: [x]\n", { ...opts, resumeFrom: "/home/sy/checkpoints/t/t-1" });
+    expect(resumed.checkpoint.resumeFrom).toBe("/home/sy/checkpoints/t/t-1");
   });
 
   it("names an unknown key with its line and the key it probably meant", () => {

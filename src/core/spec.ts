@@ -211,7 +211,13 @@ export interface CompiledJobSpec {
   env: Record<string, string>;
   workdir: string;
   steps: number | null;
-  checkpoint: { dir: string; keep: number };
+  /**
+   * `dir` is where this run writes its checkpoints. `perRun`: the spec named no folder, so the supervisor gives each
+   * submission its own `<dir>/<job id>` (a new submission never resumes another run by accident). `resumeFrom`: another
+   * run's checkpoint folder (or one `step-*` checkpoint) to start from when `dir` holds none (`run --resume-from`).
+   * Both optional: specs stored before they existed mean a shared `dir` and no foreign resume point.
+   */
+  checkpoint: { dir: string; keep: number; perRun?: boolean; resumeFrom?: string | null };
   progress: { regex: string | null };
   detection: {
     startupSeconds: number;
@@ -303,8 +309,10 @@ export interface CompileJobOptions {
   file: string;
   /** Cluster the job must fit; pool names are checked against it. */
   cluster: ClusterSpec;
-  /** Where checkpoints go when the spec names no folder. */
+  /** Where checkpoints go when the spec names no folder: `<root>/<name>/<job id>`, one folder per run. */
   defaultCheckpointRoot: string;
+  /** An absolute checkpoint folder of another run to resume from (`run --resume-from`), when this run has none. */
+  resumeFrom?: string;
 }
 
 export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJobSpec {
@@ -343,6 +351,8 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
         ? path.resolve(workdir, spec.checkpoint.dir)
         : path.join(opts.defaultCheckpointRoot, spec.name),
       keep: spec.checkpoint.keep,
+      perRun: !spec.checkpoint.dir,
+      resumeFrom: opts.resumeFrom ? path.resolve(opts.resumeFrom) : null,
     },
     progress: { regex: spec.progress.regex ?? null },
     recovery: { ...spec.recovery, restartWindowSeconds: spec.recovery.restartWindowSeconds ?? null },

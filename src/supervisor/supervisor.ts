@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rename, rm, symlink } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { attributeFailure, type RankExit } from "../core/culprit.js";
@@ -61,6 +61,21 @@ interface IncidentFacts {
   evidence: Record<string, unknown>;
 }
 
+/**
+ * `checkpoints/<name>/latest` points at the run (`<job id>` folder) that verified a checkpoint last: what `serve` and
+ * people load "the newest trained weights of <name>" from. Replaced atomically (a new link renamed over the old).
+ */
+export async function pointLatestAt(runDir: string): Promise<void> {
+  const link = path.join(path.dirname(runDir), "latest");
+  const tmp = `${link}.tmp-${process.pid}-${randomBytes(3).toString("hex")}`;
+  try {
+    await symlink(path.basename(runDir), tmp);
+    await rename(tmp, link);
+  } catch {
+    await rm(tmp, { force: true }).catch(() => undefined);
+  }
+}
+
 /** Causes that say nothing about the node: no strike, no cordon. */
 const nodeInnocentCauses: ReadonlySet<string> = new Set(["software", "numerical"]);
 
@@ -114,8 +129,13 @@ export class Supervisor {
   }
 
   async submit(spec: CompiledJobSpec): Promise<JobRecord> {
-    const resolved = this.resolveCommand(spec);
     const id = `${spec.name}-${randomBytes(3).toString("hex")}`;
+    // A new submission is a new run: with no checkpoint.dir in the spec it gets a folder of its own.
+    const resolved = this.resolveCommand(
+      spec.checkpoint.perRun
+        ? { ...spec, checkpoint: { ...spec.checkpoint, dir: path.join(spec.checkpoint.dir, id) } }
+        : spec,
+    );
     const now = this.opts.clock.now();
     await this.store.createJob({ id, name: spec.name, spec: resolved, state: JobState.Pending, createdAt: now });
     await this.event(id, "job.submitted", `job ${id} submitted from ${spec.source}`, {
@@ -257,7 +277,9 @@ export class Supervisor {
     rt.waitingNoted = false;
     const pool = this.opts.cluster.pools.find((p) => p.name === placement.pool) as PoolSpec;
 
-    const { chosen, skipped } = await findResumePoint(spec.checkpoint.dir);
+    const own = await findResumePoint(spec.checkpoint.dir);
+    const { chosen, skipped } = own.chosen ? own : await this.foreignResumePoint(spec, own);
+    const known = await this.store.listCheckpoints(job.id);
     for (const s of skipped) {
       const reason = s.verification.ok ? "" : s.verification.reason;
       await this.store.upsertCheckpoint({
@@ -341,6 +363,19 @@ export class Supervisor {
     const from = chosen
       ? `resuming from ${chosen.path} (step ${chosen.step})`
       : "starting fresh (no verified checkpoint)";
+    if (chosen && !known.some((c) => c.path === chosen.path)) {
+      // Not a checkpoint this job wrote or resumed before: another run's, taken on purpose. Say so.
+      const why =
+        path.dirname(chosen.path) === spec.checkpoint.dir
+          ? `found in the shared checkpoint.dir ${spec.checkpoint.dir}`
+          : `asked for with --resume-from ${spec.checkpoint.resumeFrom ?? ""}`;
+      await this.event(
+        job.id,
+        "checkpoint.foreign",
+        `resuming from another run's checkpoint ${chosen.path} (step ${chosen.step}), ${why}`,
+        { path: chosen.path, step: chosen.step },
+      );
+    }
     if (previous && previous.pool !== pool.name) {
       const why = failing.includes(previous.pool)
         ? `${previous.pool} failed ${spec.recovery.poolFailures.count} times within ${spec.recovery.poolFailures.windowSeconds}s`
@@ -368,6 +403,25 @@ export class Supervisor {
     );
   }
 
+  /** Where `run --resume-from` points: a folder of step-* checkpoints, or one checkpoint, of another run. */
+  private async foreignResumePoint(
+    spec: CompiledJobSpec,
+    own: Awaited<ReturnType<typeof findResumePoint>>,
+  ): Promise<Awaited<ReturnType<typeof findResumePoint>>> {
+    const from = spec.checkpoint.resumeFrom;
+    if (!from) return own;
+    const single = /^step-(\d+)$/.exec(path.basename(from));
+    if (single) {
+      const verification = await verifyCheckpoint(from, Number(single[1]));
+      const candidate = { path: from, step: Number(single[1]), verification };
+      return verification.ok
+        ? { chosen: candidate, skipped: own.skipped }
+        : { chosen: null, skipped: [...own.skipped, candidate] };
+    }
+    const other = await findResumePoint(from);
+    return { chosen: other.chosen, skipped: [...own.skipped, ...other.skipped] };
+  }
+
   private async watch(job: JobRecord, attempt: AttemptRecord, rt: JobRuntime): Promise<void> {
     const ranks = await this.store.listRanks(job.id, attempt.n);
     const seen = await this.ingest(job, attempt, ranks, rt);
@@ -389,13 +443,17 @@ export class Supervisor {
         endedAt: this.opts.clock.now(),
       });
       const last = await this.store.lastStep(job.id);
+      // A run resumed at its final step trains nothing and reports no step: it ends where its checkpoint was.
+      const step = last?.step ?? attempt.resumeStep;
+      const nothingLeft = last === null && attempt.resumeStep !== null;
       await this.setJobState(job, JobState.Succeeded, null);
       await this.event(
         job.id,
         "job.succeeded",
-        `job finished at step ${last?.step ?? "?"} after ${job.restarts} restart(s)`,
+        `job finished at step ${step ?? "?"} after ${job.restarts} restart(s)` +
+          (nothingLeft ? ` (resumed from ${attempt.resumeFrom} at its final step: nothing left to train)` : ""),
         {
-          step: last?.step ?? null,
+          step,
           restarts: job.restarts,
         },
       );
@@ -581,12 +639,15 @@ export class Supervisor {
       },
     });
     const latencyS = ((incident.detectedAt - incident.faultAt) / 1000).toFixed(1);
+    // Users number incidents per job (#1 is the job's first); `id` is the store's, global across jobs.
+    const number = (await this.store.listIncidents(job.id)).filter((i) => i.id <= id).length;
     await this.event(
       job.id,
       "incident",
-      `#${id} ${incident.cause} on rank ${incident.culpritRank ?? "-"} (${incident.culpritNode ?? "-"}), detected in ${latencyS}s: ${incident.summary}`,
+      `#${number} ${incident.cause} on rank ${incident.culpritRank ?? "-"} (${incident.culpritNode ?? "-"}), detected in ${latencyS}s: ${incident.summary}`,
       {
         incident: id,
+        number,
         attempt: attempt.n,
         rank: incident.culpritRank,
         node: incident.culpritNode,
@@ -769,6 +830,7 @@ export class Supervisor {
         : `checkpoint at step ${step} does not verify: ${verification.reason}`,
       { step, path: dir, attempt: attempt.n, t: report.t, saveMs: (report.saveS ?? 0) * 1000 },
     );
+    if (verification.ok && job.spec.checkpoint.perRun) await pointLatestAt(job.spec.checkpoint.dir);
     if (verification.ok) {
       for (const removed of await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, protect)) {
         const m = /step-(\d+)$/.exec(removed);

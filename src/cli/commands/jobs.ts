@@ -1,11 +1,11 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { Command } from "commander";
 import { terminalJobStates, type JobState } from "../../core/states.js";
-import type { EventRecord, IncidentRecord, NodeRecord, StepSample } from "../../store/port.js";
+import type { AttemptRecord, EventRecord, IncidentRecord, NodeRecord, StepSample } from "../../store/port.js";
 import { CliError, connect, ExitCode, type ApiClient } from "../client.js";
-import { globals } from "../context.js";
-import { clock, duration, table } from "../format.js";
+import { globals, selfCommand } from "../context.js";
+import { clock, duration, incidentNumbers, table } from "../format.js";
 
 export interface JobSummary {
   id: string;
@@ -22,31 +22,65 @@ export interface JobSummary {
 export interface JobDetail extends JobSummary {
   incidents: IncidentRecord[];
   last: StepSample | null;
+  attempts?: AttemptRecord[];
+  spec?: { checkpoint: { dir: string; perRun?: boolean; resumeFrom?: string | null } };
 }
 
 export function registerJobCommands(program: Command): void {
   program
     .command("run")
-    .description("submit a job spec (YAML) to the supervisor")
+    .description("submit a job spec (YAML) to the supervisor; every submission is a new run with its own checkpoints")
     .argument("<job.yaml>", "job spec")
     .option("-f, --follow", "stay attached: live progress, incidents, and the final state as exit code")
+    .option(
+      "--resume-from <job|path>",
+      "start from another run's newest verified checkpoint: a job id or name (its checkpoint folder), " +
+        "a folder of step-* checkpoints, or one step-* checkpoint",
+    )
     .option("--cluster <file>", "cluster config for a server this command starts")
-    .action(async (file: string, opts: { follow?: boolean; cluster?: string }, cmd: Command) => {
+    .addHelpText(
+      "after",
+      [
+        "",
+        "Checkpoints: with no checkpoint.dir in the spec, each run writes to $SWITCHYARD_HOME/checkpoints/<name>/<job id>",
+        "(checkpoints/<name>/latest points at the run that verified a checkpoint last) and starts from scratch: a new",
+        "submission never resumes another run unless asked, with --resume-from or with a checkpoint.dir that the",
+        "specs share on purpose. Either way the console and the events say which checkpoint a run resumes from.",
+      ].join("\n"),
+    )
+    .action(async (file: string, opts: { follow?: boolean; cluster?: string; resumeFrom?: string }, cmd: Command) => {
       const g = globals(cmd);
       let yaml: string;
       try {
         yaml = readFileSync(file, "utf8");
       } catch (err) {
-        throw new CliError(`cannot read job spec ${file}: ${(err as Error).message}`, ExitCode.Usage);
+        throw new CliError(
+          `cannot read job spec ${file}: ${(err as Error).message}`,
+          ExitCode.Usage,
+          "pass the path of a job spec (YAML), e.g. examples/chargpt/job.yaml",
+        );
       }
       const client = await connect(g.home, { clusterFile: opts.cluster });
-      const job = await client.post<JobSummary>("/api/jobs", { yaml, file: path.resolve(file) });
-      if (!opts.follow) {
-        console.log(g.json ? JSON.stringify(job) : `submitted ${job.id}`);
-        return;
+      const resume = opts.resumeFrom !== undefined ? await resolveResumeFrom(client, opts.resumeFrom) : null;
+      const job = await client.post<JobSummary>("/api/jobs", {
+        yaml,
+        file: path.resolve(file),
+        ...(resume ? { resumeFrom: resume.path } : {}),
+      });
+      const detail = await client.get<JobDetail>(`/api/jobs/${enc(job.id)}`);
+      const ckpt = checkpointNote(detail, resume);
+      const again = `${selfCommand(g)} status ${job.id} --follow`;
+      if (g.json) {
+        console.log(
+          JSON.stringify({ ...job, checkpointDir: detail.spec?.checkpoint.dir ?? null, resume, follow: again }),
+        );
+      } else {
+        console.log(`submitted ${job.id}`);
+        for (const line of ckpt) console.log(line);
       }
-      if (!g.json) console.log(`submitted ${job.id}; following (Ctrl-C detaches, the job keeps running)`);
-      process.exitCode = await follow(client, job.id, g.json);
+      if (!opts.follow) return;
+      if (!g.json) console.log(`following ${job.id} (Ctrl-C detaches; the job keeps running)`);
+      process.exitCode = await follow({ client, jobId: job.id, json: g.json, home: g.home, again });
     });
 
   program
@@ -81,33 +115,51 @@ export function registerJobCommands(program: Command): void {
     .command("status")
     .description("one job in detail: state, progress, attempts, incidents")
     .argument("<job>", "job id or name")
-    .action(async (job: string, _opts: unknown, cmd: Command) => {
+    .option("-f, --follow", "stay attached: live progress and incidents until the job ends; exit code = final state")
+    .action(async (job: string, opts: { follow?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const client = await connect(g.home);
-      const detail = await client.get<JobDetail & { attempts: Array<Record<string, unknown>> }>(
-        `/api/jobs/${enc(job)}`,
-      );
-      if (g.json) return console.log(JSON.stringify(detail));
+      const detail = await client.get<JobDetail & { attempts: AttemptRecord[] }>(`/api/jobs/${enc(job)}`);
+      if (opts.follow) {
+        const again = `${selfCommand(g)} status ${detail.id} --follow`;
+        process.exitCode = await follow({ client, jobId: detail.id, json: g.json, home: g.home, again });
+        return;
+      }
+      const numbers = incidentNumbers(detail.incidents);
+      if (g.json) {
+        const incidents = detail.incidents.map((i) => ({ ...i, number: numbers.get(i.id) }));
+        return console.log(JSON.stringify({ ...detail, incidents }));
+      }
       console.log(`${detail.id}  ${detail.state}${detail.reason ? ` (${detail.reason})` : ""}`);
       console.log(`progress  ${progressLine(detail)}`);
       console.log(`attempts  ${detail.attempts.length}, restarts ${detail.restarts}`);
+      if (detail.spec) console.log(`checkpoints  ${detail.spec.checkpoint.dir}`);
       for (const i of detail.incidents) {
         console.log(
-          `incident  #${i.id} attempt ${i.attempt} ${i.cause} rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}: ${i.summary}`,
+          `incident  #${numbers.get(i.id)} attempt ${i.attempt} ${i.cause} rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}: ${i.summary}`,
         );
       }
     });
 
   program
     .command("logs")
-    .description("a rank's log")
+    .description("a rank's log (under --json: one JSON object per line)")
     .argument("<job>", "job id or name")
     .option("-r, --rank <n>", "rank", "0")
     .option("--attempt <n>", "attempt (default: the latest)")
     .option("-f, --follow", "keep printing as the log grows, across restarts, until the job ends")
     .action(async (job: string, opts: { rank: string; attempt?: string; follow?: boolean }, cmd: Command) => {
       const g = globals(cmd);
+      for (const [flag, value] of [
+        ["--rank", opts.rank],
+        ["--attempt", opts.attempt],
+      ] as const) {
+        if (value !== undefined && !/^\d{1,6}$/.test(value)) {
+          throw new CliError(`${flag} takes a whole number, got "${value}"`, ExitCode.Usage, `e.g. ${flag} 1`);
+        }
+      }
       const client = await connect(g.home);
+      const out = logPrinter(g.json, Number(opts.rank));
       let attempt = opts.attempt;
       let offset = 0;
       for (;;) {
@@ -116,18 +168,19 @@ export function registerJobCommands(program: Command): void {
         const chunk = await client.get<{ text: string; offset: number; attempt: number }>(
           `/api/jobs/${enc(job)}/logs?${q}`,
         );
-        process.stdout.write(chunk.text);
+        out.write(chunk.attempt, chunk.text);
         offset = chunk.offset;
-        if (!opts.follow) return;
+        if (!opts.follow) return out.end();
         const detail = await client.get<JobSummary & { attempts: Array<{ n: number }> }>(`/api/jobs/${enc(job)}`);
         const latest = detail.attempts[detail.attempts.length - 1]?.n;
         if (!opts.attempt && latest !== undefined && String(latest) !== String(chunk.attempt)) {
+          out.end();
           attempt = String(latest);
           offset = 0;
-          process.stdout.write(`--- attempt ${latest} ---\n`);
+          if (!g.json) process.stdout.write(`--- attempt ${latest} ---\n`);
           continue;
         }
-        if (terminalJobStates.has(detail.state) && chunk.text === "") return;
+        if (terminalJobStates.has(detail.state) && chunk.text === "") return out.end();
         await sleep(500);
       }
     });
@@ -177,6 +230,14 @@ export function registerJobCommands(program: Command): void {
       .action(async (node: string, opts: { reason: string }, cmd: Command) => {
         const g = globals(cmd);
         const client = await connect(g.home);
+        const known = await client.get<NodeRecord[]>("/api/nodes");
+        if (!known.some((n) => n.name === node)) {
+          throw new CliError(
+            `no node named "${node}"`,
+            ExitCode.Usage,
+            `use one of: ${known.map((n) => n.name).join(", ") || "(no nodes: load a cluster with up --cluster <file>)"}`,
+          );
+        }
         const result = await client.post<NodeRecord>(`/api/nodes/${enc(node)}/${action}`, { reason: opts.reason });
         console.log(g.json ? JSON.stringify(result) : `${result.name} ${result.cordoned ? "cordoned" : "ready"}`);
       });
@@ -193,47 +254,236 @@ export function formatEvent(e: EventRecord): string {
   return `${clock(e.t)}  ${e.kind.padEnd(18)} ${e.message}`;
 }
 
-export function progressLine(j: JobSummary): string {
+export function progressLine(j: JobSummary & Pick<JobDetail, "attempts">): string {
   const last = j.last;
-  const step = last ? `step ${last.step}${j.steps ? `/${j.steps}` : ""}` : "step -";
+  // A run resumed at its final step trains nothing: its step is the checkpoint's.
+  const resumed = j.attempts?.[j.attempts.length - 1]?.resumeStep ?? null;
+  const stepN = last?.step ?? resumed;
+  const step =
+    stepN !== null && stepN !== undefined
+      ? `step ${stepN}${j.steps ? `/${j.steps}` : ""}${last ? "" : " (from checkpoint)"}`
+      : "step -";
   const loss = last?.loss !== null && last?.loss !== undefined ? `loss ${last.loss.toFixed(4)}` : "loss -";
   return `${step}  ${loss}  restarts ${j.restarts}  ${j.state}`;
 }
 
-/** Streams progress and events of a job until it ends; resolves to the exit code its final state calls for. */
-export async function follow(client: ApiClient, jobId: string, json: boolean): Promise<number> {
+/** Prints log text: as is, or under --json one `{"attempt","rank","line"}` object per complete line. */
+function logPrinter(json: boolean, rank: number): { write(attempt: number, text: string): void; end(): void } {
+  let partial = "";
+  let partialAttempt = 0;
+  const emit = (attempt: number, line: string) => console.log(JSON.stringify({ attempt, rank, line }));
+  return {
+    write(attempt, text) {
+      if (!json) {
+        process.stdout.write(text);
+        return;
+      }
+      const lines = (partial + text).split("\n");
+      partial = lines.pop() ?? "";
+      partialAttempt = attempt;
+      for (const line of lines) emit(attempt, line);
+    },
+    end() {
+      if (json && partial !== "") emit(partialAttempt, partial);
+      partial = "";
+    },
+  };
+}
+
+/** What the console says about a new run's checkpoints: where they go, and which other run's it resumes from. */
+function checkpointNote(detail: JobDetail, resume: ResumePoint | null): string[] {
+  const ckpt = detail.spec?.checkpoint;
+  if (!ckpt) return [];
+  const lines = [`checkpoints go to ${ckpt.dir}`];
+  if (resume) {
+    lines.push(`resuming from another run's checkpoint: ${resume.path} (${resume.what}); ${resume.newest}`);
+  } else if (ckpt.perRun === false) {
+    const steps = stepFolders(ckpt.dir);
+    if (steps.length > 0) {
+      lines.push(
+        `checkpoint.dir ${ckpt.dir} is shared and holds ${steps.length} checkpoint(s) up to ${steps[steps.length - 1]}: ` +
+          "this run resumes from the newest that verifies (drop checkpoint.dir from the spec for a fresh run)",
+      );
+    }
+  }
+  return lines;
+}
+
+export interface ResumePoint {
+  /** Absolute: a folder of step-* checkpoints, or one step-* checkpoint. */
+  path: string;
+  /** Where it came from, in words. */
+  what: string;
+  /** The newest checkpoint found there (verification happens at launch). */
+  newest: string;
+}
+
+function stepFolders(dir: string): string[] {
+  try {
+    return readdirSync(dir)
+      .filter((n) => /^step-\d+$/.test(n))
+      .sort((a, b) => Number(a.slice(5)) - Number(b.slice(5)));
+  } catch {
+    return [];
+  }
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `--resume-from <job|path>`: an existing path is taken as a checkpoint (a step-* folder), a folder of them, or a
+ * checkpoints/<name> folder (its `latest` run); anything else names a job (id, or name for its newest run), whose
+ * checkpoint folder is used. Nothing to resume from is an error, not a silent fresh start.
+ */
+export async function resolveResumeFrom(client: ApiClient, ref: string): Promise<ResumePoint> {
+  const fix =
+    "pass a job id or name that wrote checkpoints (switchyard ps -a), or a checkpoint folder (one with step-* folders)";
+  if (existsSync(ref)) {
+    const abs = path.resolve(ref);
+    if (!isDir(abs)) throw new CliError(`--resume-from ${ref}: not a folder`, ExitCode.Usage, fix);
+    if (/^step-\d+$/.test(path.basename(abs))) {
+      return { path: abs, what: "the checkpoint given", newest: path.basename(abs) };
+    }
+    const dir = stepFolders(abs).length === 0 && isDir(path.join(abs, "latest")) ? path.join(abs, "latest") : abs;
+    const steps = stepFolders(dir);
+    const newest = steps[steps.length - 1];
+    if (!newest) throw new CliError(`--resume-from ${ref}: no step-* checkpoint in ${dir}`, ExitCode.Usage, fix);
+    return { path: dir, what: "the folder given", newest: `newest there: ${newest}` };
+  }
+  let detail: JobDetail;
+  try {
+    detail = await client.get<JobDetail>(`/api/jobs/${enc(ref)}`);
+  } catch (err) {
+    if (err instanceof CliError && err.exitCode === ExitCode.Usage) {
+      throw new CliError(`--resume-from ${ref}: no job with that id or name, and no such path`, ExitCode.Usage, fix);
+    }
+    throw err;
+  }
+  const dir = detail.spec?.checkpoint.dir;
+  const steps = dir ? stepFolders(dir) : [];
+  const newest = steps[steps.length - 1];
+  if (!dir || !newest) {
+    throw new CliError(
+      `--resume-from ${ref}: job ${detail.id} has no checkpoint (in ${dir ?? "?"})`,
+      ExitCode.Usage,
+      fix,
+    );
+  }
+  return { path: dir, what: `job ${detail.id}, ${detail.state}`, newest: `newest there: ${newest}` };
+}
+
+export interface FollowOptions {
+  client: ApiClient;
+  jobId: string;
+  json: boolean;
+  /** SWITCHYARD_HOME: to reconnect (starting a server) when the server goes away. */
+  home: string;
+  /** The command that follows the job again, printed on Ctrl-C. */
+  again: string;
+  /** How long to keep trying to reach a server that went away. */
+  reconnectMs?: number;
+}
+
+const interruptedMark = Symbol("interrupted");
+
+/**
+ * Streams progress and events of a job until it ends; resolves to the exit code its final state calls for. A server
+ * that goes away is waited for (and started again, as any command does); Ctrl-C detaches with one line and exit 4.
+ */
+export async function follow(opts: FollowOptions): Promise<number> {
+  const { jobId, json } = opts;
+  let client = opts.client;
   let lastEvent = 0;
   const tty = process.stdout.isTTY && !json;
   let lastLine = "";
-  for (;;) {
-    const [job, events] = await Promise.all([
-      client.get<JobDetail>(`/api/jobs/${enc(jobId)}`),
-      client.get<EventRecord[]>(`/api/jobs/${enc(jobId)}/events?after=${lastEvent}`),
-    ]);
-    for (const e of events) {
-      lastEvent = e.id;
-      if (json) console.log(JSON.stringify({ type: "event", ...e }));
-      else {
-        if (tty) process.stdout.write("\r\x1b[2K");
-        console.log(formatEvent(e));
+  let onSigint: () => void = () => undefined;
+  const interrupted = new Promise<typeof interruptedMark>((resolve) => {
+    onSigint = () => resolve(interruptedMark);
+    process.once("SIGINT", onSigint);
+  });
+  const race = <T>(p: Promise<T>): Promise<T | typeof interruptedMark> => Promise.race([p, interrupted]);
+  const detach = (): number => {
+    if (tty) process.stdout.write("\n");
+    if (json) console.log(JSON.stringify({ type: "detached", job: jobId, follow: opts.again }));
+    else console.log(`detached from ${jobId}; it keeps running (follow it again: ${opts.again})`);
+    return ExitCode.Cancelled;
+  };
+  try {
+    let lostSince: number | null = null;
+    for (;;) {
+      let snapshot: [JobDetail, EventRecord[]] | typeof interruptedMark;
+      try {
+        snapshot = await race(
+          Promise.all([
+            client.get<JobDetail>(`/api/jobs/${enc(jobId)}`),
+            client.get<EventRecord[]>(`/api/jobs/${enc(jobId)}/events?after=${lastEvent}`),
+          ]),
+        );
+      } catch (err) {
+        if (!(err instanceof CliError) || err.exitCode !== ExitCode.Unreachable) throw err;
+        const now = Date.now();
+        if (lostSince === null) {
+          lostSince = now;
+          if (tty) process.stdout.write("\r\x1b[2K");
+          if (json) console.log(JSON.stringify({ type: "reconnecting", job: jobId, error: err.message }));
+          else console.log(`lost the server (${err.message.split("\n")[0]}); reconnecting, the job keeps running`);
+        } else if (now - lostSince > (opts.reconnectMs ?? 120_000)) {
+          throw new CliError(
+            `the switchyard server stayed unreachable for ${Math.round((now - lostSince) / 1000)}s while following ${jobId}: ${err.message}`,
+            ExitCode.Unreachable,
+            `the job may still be running; follow it again later: ${opts.again}`,
+          );
+        }
+        const next = await race(
+          sleep(500).then(() =>
+            connect(opts.home).catch((e: unknown) => (e instanceof CliError ? null : Promise.reject(e))),
+          ),
+        );
+        if (next === interruptedMark) return detach();
+        if (next) client = next;
+        continue;
       }
+      if (snapshot === interruptedMark) return detach();
+      if (lostSince !== null) {
+        lostSince = null;
+        if (json) console.log(JSON.stringify({ type: "reconnected", job: jobId, url: client.url }));
+        else console.log(`reconnected to the server at ${client.url}`);
+      }
+      const [job, events] = snapshot;
+      for (const e of events) {
+        lastEvent = e.id;
+        if (json) console.log(JSON.stringify({ type: "event", ...e }));
+        else {
+          if (tty) process.stdout.write("\r\x1b[2K");
+          console.log(formatEvent(e));
+        }
+      }
+      const line = progressLine(job);
+      if (json) {
+        if (line !== lastLine)
+          console.log(JSON.stringify({ type: "progress", state: job.state, last: job.last, restarts: job.restarts }));
+      } else if (tty) process.stdout.write(`\r\x1b[2K${line}`);
+      else if (line !== lastLine) console.log(line);
+      lastLine = line;
+      if (terminalJobStates.has(job.state)) {
+        if (tty) process.stdout.write("\n");
+        if (json) console.log(JSON.stringify({ type: "end", job: job.id, state: job.state, reason: job.reason }));
+        else console.log(`${job.id} ${job.state}${job.reason ? `: ${job.reason}` : ""}`);
+        return job.state === "SUCCEEDED"
+          ? ExitCode.Ok
+          : job.state === "CANCELLED"
+            ? ExitCode.Cancelled
+            : ExitCode.JobFailed;
+      }
+      if ((await race(sleep(500))) === interruptedMark) return detach();
     }
-    const line = progressLine(job);
-    if (json) {
-      if (line !== lastLine)
-        console.log(JSON.stringify({ type: "progress", state: job.state, last: job.last, restarts: job.restarts }));
-    } else if (tty) process.stdout.write(`\r\x1b[2K${line}`);
-    else if (line !== lastLine) console.log(line);
-    lastLine = line;
-    if (terminalJobStates.has(job.state)) {
-      if (tty) process.stdout.write("\n");
-      if (!json) console.log(`${job.id} ${job.state}${job.reason ? `: ${job.reason}` : ""}`);
-      return job.state === "SUCCEEDED"
-        ? ExitCode.Ok
-        : job.state === "CANCELLED"
-          ? ExitCode.Cancelled
-          : ExitCode.JobFailed;
-    }
-    await sleep(500);
+  } finally {
+    process.removeListener("SIGINT", onSigint);
   }
 }

@@ -3,7 +3,7 @@ import { ledgerCategories } from "../../core/goodput.js";
 import type { JobReport } from "../../supervisor/report.js";
 import { connect } from "../client.js";
 import { globals } from "../context.js";
-import { table } from "../format.js";
+import { incidentNumbers, table } from "../format.js";
 
 export function registerReportCommand(program: Command): void {
   program
@@ -14,8 +14,17 @@ export function registerReportCommand(program: Command): void {
       const g = globals(cmd);
       const client = await connect(g.home);
       const report = await client.get<JobReport>(`/api/jobs/${encodeURIComponent(job)}/report`);
-      console.log(g.json ? JSON.stringify(report) : formatReport(report));
+      console.log(g.json ? JSON.stringify(withIncidentNumbers(report)) : formatReport(report));
     });
+}
+
+/** The report with each incident's per-job number (`number`; `id` stays the store's global id). */
+export function withIncidentNumbers(report: JobReport): JobReport {
+  const numbers = incidentNumbers(report.ledger.incidents);
+  return {
+    ...report,
+    ledger: { ...report.ledger, incidents: report.ledger.incidents.map((i) => ({ ...i, number: numbers.get(i.id) })) },
+  };
 }
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
@@ -42,12 +51,13 @@ export function formatReport(report: JobReport): string {
     ),
   );
   if (ledger.incidents.length > 0) {
+    const numbers = incidentNumbers(ledger.incidents);
     out.push("");
     out.push(
       table(
         ["INCIDENT", "CAUSE", "CULPRIT", "POOL", "DETECTED IN", "TO FIRST STEP", "STEPS LOST", "COST"],
         ledger.incidents.map((i) => [
-          `#${i.id}`,
+          `#${numbers.get(i.id)}`,
           i.cause,
           `rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}`,
           i.pool,
