@@ -10,11 +10,13 @@ const colors = {
   waiting: "#f0c419",
   finishing: "#5d6b79",
 };
-const token = new URLSearchParams(location.search).get("token") ?? localStorage.getItem("switchyard-token");
-if (token) localStorage.setItem("switchyard-token", token);
-
+// The API token never reaches this script: the server traded `/?token=...` for an HttpOnly cookie that the browser
+// sends with these same-origin requests (docs/security.md).
 async function api(path) {
-  const res = await fetch(path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const res = await fetch(path, { credentials: "same-origin" });
+  if (res.status === 401) {
+    throw new Error("not signed in: open the URL that `switchyard dashboard` (or `switchyard up`) prints");
+  }
   if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
   return res.json();
 }

@@ -95,7 +95,37 @@ export function parseYaml(text: string, file: string): ParsedYaml {
       }),
     );
   }
-  return { doc, lines, value: doc.toJS() as unknown };
+  return { doc, lines, value: toJs(doc, lines, file) };
+}
+
+/** `doc.toJS()`, whose alias errors (an undefined anchor, an alias bomb) become SpecErrors at the first alias. */
+function toJs(doc: Document, lines: LineCounter, file: string): unknown {
+  try {
+    return doc.toJS({ maxAliasCount: 1000 }) as unknown;
+  } catch (err) {
+    if (!(err instanceof ReferenceError)) throw err;
+    let at = 0;
+    visit(doc, {
+      Alias(_key, node) {
+        if (node.resolve(doc) === undefined || /excessive/i.test(err.message)) {
+          at = node.range?.[0] ?? 0;
+          return visit.BREAK;
+        }
+        return undefined;
+      },
+    });
+    const pos = lines.linePos(at);
+    throw new SpecError([
+      {
+        file,
+        path: "",
+        line: pos.line,
+        column: pos.col,
+        message: `invalid YAML: ${err.message}`,
+        fix: "define each &anchor before its *alias, and expand repeated structures instead of nesting aliases",
+      },
+    ]);
+  }
 }
 
 export function formatPath(path: readonly PropertyKey[]): string {

@@ -1,27 +1,38 @@
-import { timingSafeEqual } from "node:crypto";
+import { createHash } from "node:crypto";
 import { open, readFile, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { packageRoot } from "../paths.js";
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { secureHeaders } from "hono/secure-headers";
 import { compileJobSpec } from "../core/spec.js";
 import { SpecError } from "../core/spec-errors.js";
 import type { Store } from "../store/port.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
 import { chaosActions, injectChaos } from "../supervisor/chaos.js";
 import { jobReport } from "../supervisor/report.js";
+import { guard } from "./security.js";
 
 export interface AppOptions {
   supervisor: Supervisor;
   store: Store;
-  /** When set, every /api request must carry `Authorization: Bearer <token>`. */
-  token: string | null;
+  /** Every request but the dashboard's static files must carry it (bearer header or dashboard cookie). */
+  token: string;
+  /** Host header values this server answers (`name:port`); known once it listens. See security.ts. */
+  allowedHosts: () => ReadonlySet<string>;
+  /** Served over TLS (cookie `Secure`, https origins). */
+  tls?: boolean;
+  /** Told every refused request in one line (never a secret). */
+  onReject?: (line: string) => void;
   defaultCheckpointRoot: string;
   version: string;
 }
 
 const maxBodyBytes = 1 << 20;
+/** Idempotency keys: printable ASCII, bounded; remembered for a day (as Stripe does). */
+const idempotencyKeyPattern = /^[\x21-\x7e]{1,200}$/;
+const idempotencyKeepMs = 24 * 3600_000;
 
 const uplotDist = path.join(path.dirname(createRequire(import.meta.url).resolve("uplot")), "..", "dist");
 const webFiles: Record<string, { path: string; type: string }> = {
@@ -46,26 +57,45 @@ export function createApp(opts: AppOptions): Hono {
     return c.json({ error: err instanceof Error ? err.message : String(err) }, 500);
   });
 
+  app.use("*", secureHeaders({ xFrameOptions: "DENY", strictTransportSecurity: opts.tls === true }));
+  app.use(
+    "*",
+    guard({
+      token: opts.token,
+      allowedHosts: opts.allowedHosts,
+      tls: opts.tls === true,
+      publicPaths: new Set(Object.keys(webFiles)),
+      onReject: opts.onReject,
+    }),
+  );
   app.use(
     "/api/*",
     bodyLimit({
       maxSize: maxBodyBytes,
-      onError: (c) => c.json({ error: `request body over ${maxBodyBytes} bytes` }, 413),
+      onError: (c) =>
+        c.json(
+          {
+            error:
+              `${c.req.method} ${c.req.path}: the request body is over the server's limit of ` +
+              `${maxBodyBytes / (1 << 20)} MiB (${maxBodyBytes} bytes) (fix: make the job spec smaller)`,
+          },
+          413,
+        ),
     }),
   );
-  if (opts.token !== null) {
-    const expected = Buffer.from(`Bearer ${opts.token}`);
-    app.use("/api/*", async (c, next) => {
-      const given = Buffer.from(c.req.header("authorization") ?? "");
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        return c.json(
-          { error: "missing or wrong API token (fix: send Authorization: Bearer <SWITCHYARD_HOME/token>)" },
-          401,
-        );
-      }
-      await next();
-    });
-  }
+  /** One submission per Idempotency-Key at a time (one server per home, so an in-process lock is enough). */
+  const keyLocks = new Map<string, Promise<unknown>>();
+  const withKeyLock = async <T>(key: string, fn: () => Promise<T>): Promise<T> => {
+    const prev = keyLocks.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    keyLocks.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (keyLocks.get(key) === tail) keyLocks.delete(key);
+    }
+  };
 
   app.get("/api/health", (c) => c.json({ ok: true, version: opts.version, pid: process.pid }));
 
@@ -80,17 +110,55 @@ export function createApp(opts: AppOptions): Hono {
   });
 
   app.post("/api/jobs", async (c) => {
-    const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown } | null;
+    const body = (await c.req.json().catch(() => null)) as {
+      yaml?: unknown;
+      file?: unknown;
+      resumeFrom?: unknown;
+    } | null;
     if (!body || typeof body.yaml !== "string" || typeof body.file !== "string") {
       return c.json({ error: "POST /api/jobs wants JSON {yaml: <job spec text>, file: <its path>}" }, 400);
     }
-    const spec = compileJobSpec(body.yaml, {
-      file: body.file,
-      cluster: supervisor.cluster,
-      defaultCheckpointRoot: opts.defaultCheckpointRoot,
+    if (body.resumeFrom !== undefined && (typeof body.resumeFrom !== "string" || !path.isAbsolute(body.resumeFrom))) {
+      return c.json({ error: "POST /api/jobs: resumeFrom must be an absolute checkpoint path" }, 400);
+    }
+    const submit = async () => {
+      const spec = compileJobSpec(body.yaml as string, {
+        file: body.file as string,
+        cluster: supervisor.cluster,
+        defaultCheckpointRoot: opts.defaultCheckpointRoot,
+        resumeFrom: body.resumeFrom as string | undefined,
+      });
+      return supervisor.submit(spec);
+    };
+    // Idempotency-Key: a client that lost the answer (a cut connection) resubmits with the same key and gets the job
+    // its first request created, never a second one.
+    const key = c.req.header("idempotency-key");
+    if (key === undefined) return c.json(summary(await submit()), 201);
+    if (!idempotencyKeyPattern.test(key)) {
+      return c.json(
+        { error: "POST /api/jobs: Idempotency-Key must be 1 to 200 printable ASCII characters (fix: send a UUID)" },
+        400,
+      );
+    }
+    const requestSha256 = createHash("sha256").update(JSON.stringify(body)).digest("hex");
+    return withKeyLock(key, async () => {
+      const prior = await store.findIdempotencyKey(key);
+      if (prior && prior.requestSha256 !== requestSha256) {
+        return c.json(
+          {
+            error:
+              `POST /api/jobs: Idempotency-Key ${JSON.stringify(key)} was used for a different request (job ` +
+              `${prior.jobId}) (fix: send a new key for a new submission)`,
+          },
+          422,
+        );
+      }
+      const first = prior ? await store.getJob(prior.jobId) : null;
+      if (first) return c.json(summary(first), 200, { "idempotent-replayed": "true" });
+      const job = await submit();
+      await store.recordIdempotencyKey(key, job.id, requestSha256, Date.now(), idempotencyKeepMs);
+      return c.json(summary(job), 201);
     });
-    const job = await supervisor.submit(spec);
-    return c.json(summary(job), 201);
   });
 
   app.get("/api/jobs/:id", async (c) => {
@@ -193,6 +261,13 @@ export function createApp(opts: AppOptions): Hono {
   app.get("/api/nodes", async (c) => c.json(await store.listNodes()));
 
   app.post("/api/nodes/:name/:action{cordon|uncordon}", async (c) => {
+    const name = c.req.param("name");
+    if (!(await store.listNodes()).some((n) => n.name === name)) {
+      return c.json(
+        { error: `no node named ${JSON.stringify(name)} (fix: see \`switchyard nodes\` for the names)` },
+        404,
+      );
+    }
     const body = (await c.req.json().catch(() => ({}))) as { reason?: unknown };
     const reason = typeof body.reason === "string" ? body.reason : "by user";
     await supervisor.setCordon(c.req.param("name"), c.req.param("action") === "cordon", reason);

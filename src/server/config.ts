@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { defaultClusterSpec, parseClusterSpec, type ClusterSpec } from "../core/spec.js";
@@ -31,8 +31,41 @@ export function readHomeConfig(home: string): HomeConfig {
 }
 
 export function writeHomeConfig(home: string, config: HomeConfig): void {
-  mkdirSync(home, { recursive: true });
-  writeFileSync(homePaths(home).config, JSON.stringify(config, null, 2) + "\n");
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  writeFileSync(homePaths(home).config, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
+}
+
+/** How many entries secureHome fixes at most (a start must not stall on a huge checkpoint tree). */
+const maxEntriesToFix = 20_000;
+
+/**
+ * The state folder is its owner's alone: the home 0700, every folder in it 0700 and every file 0600 (the database
+ * holds every job's `env`; the token grants the API). Run at every server start, so a home made by an older version
+ * (or by hand) is fixed. Symlinks are left alone and never followed.
+ */
+export function secureHome(home: string): void {
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  chmodSync(home, 0o700);
+  let budget = maxEntriesToFix;
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      if (--budget < 0) return;
+      const file = path.join(dir, name);
+      let st;
+      try {
+        st = lstatSync(file);
+      } catch {
+        continue; // gone meanwhile
+      }
+      if (st.isDirectory()) {
+        if ((st.mode & 0o777) !== 0o700) chmodSync(file, 0o700);
+        walk(file);
+      } else if (st.isFile() && (st.mode & 0o077) !== 0) {
+        chmodSync(file, st.mode & 0o700);
+      }
+    }
+  };
+  walk(home);
 }
 
 export function loadCluster(file: string | undefined): ClusterSpec {
@@ -45,13 +78,28 @@ export function loadCluster(file: string | undefined): ClusterSpec {
 /** The API token, made on first use and readable only by its owner. */
 export function ensureToken(home: string): string {
   const file = homePaths(home).token;
+  mkdirSync(home, { recursive: true, mode: 0o700 });
   try {
-    return readFileSync(file, "utf8").trim();
+    writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600, flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  chmodSync(file, 0o600);
+  const token = readFileSync(file, "utf8").trim();
+  if (token.length < 16) {
+    throw new Error(
+      `the API token in ${file} is shorter than 16 characters (fix: delete the file; the server makes a new one)`,
+    );
+  }
+  return token;
+}
+
+/** The token the CLI sends; null when the home has none yet (no server ever started there). */
+export function readToken(home: string): string | null {
+  try {
+    return readFileSync(homePaths(home).token, "utf8").trim() || null;
   } catch {
-    mkdirSync(home, { recursive: true });
-    const token = randomBytes(24).toString("base64url");
-    writeFileSync(file, token + "\n", { mode: 0o600 });
-    return token;
+    return null;
   }
 }
 
@@ -66,4 +114,6 @@ export interface ServerInfo {
   port: number;
   startedAt: number;
   clusterFile: string | null;
+  /** The certificate (PEM file) an HTTPS server serves; clients trust it for this server. */
+  tlsCert?: string | null;
 }

@@ -143,5 +143,10 @@ export interface Store {
   addEvent(event: Omit<EventRecord, "id">): Promise<number>;
   listEvents(opts: { jobId?: string; afterId?: number; limit?: number }): Promise<EventRecord[]>;
 
+  /** The job a submission's Idempotency-Key created, and the SHA-256 of that request's body. */
+  findIdempotencyKey(key: string): Promise<{ jobId: string; requestSha256: string } | null>;
+  /** Remembers a submission's key; keys older than `keepMs` are forgotten. */
+  recordIdempotencyKey(key: string, jobId: string, requestSha256: string, t: number, keepMs: number): Promise<void>;
+
   close(): Promise<void>;
 }

@@ -1,3 +1,4 @@
+import { chmodSync, closeSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import type { AttemptState, JobState } from "../core/states.js";
 import { terminalJobStates } from "../core/states.js";
@@ -54,6 +55,13 @@ const migrations: readonly string[] = [
     loss REAL, tokens INTEGER, compute_s REAL, PRIMARY KEY (job_id, attempt, rank, step)
   );
   `,
+  // Idempotency-Key of a job submission (POST /api/jobs): a repeat with the same key answers the first job.
+  `
+  CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY, job_id TEXT NOT NULL, request_sha256 TEXT NOT NULL, created_at INTEGER NOT NULL
+  );
+  CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
+  `,
 ];
 
 type Row = Record<string, unknown>;
@@ -67,6 +75,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
 
   constructor(file: string) {
+    if (file !== ":memory:" && file !== "") privateFiles(file);
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = FULL");
@@ -361,8 +370,45 @@ export class SqliteStore implements Store {
     }));
   }
 
+  async findIdempotencyKey(key: string): Promise<{ jobId: string; requestSha256: string } | null> {
+    const row = this.db.prepare("SELECT job_id, request_sha256 FROM idempotency_keys WHERE key = ?").get(key) as
+      Row | undefined;
+    return row ? { jobId: String(row.job_id), requestSha256: String(row.request_sha256) } : null;
+  }
+
+  async recordIdempotencyKey(
+    key: string,
+    jobId: string,
+    requestSha256: string,
+    t: number,
+    keepMs: number,
+  ): Promise<void> {
+    this.db.transaction(() => {
+      this.db.prepare("DELETE FROM idempotency_keys WHERE created_at < ?").run(t - keepMs);
+      this.db
+        .prepare("INSERT INTO idempotency_keys (key, job_id, request_sha256, created_at) VALUES (?, ?, ?, ?)")
+        .run(key, jobId, requestSha256, t);
+    })();
+  }
+
   async close(): Promise<void> {
     this.db.close();
+  }
+}
+
+/**
+ * The database and its -wal/-shm files are readable by their owner only (every job's `env` is in them): the file is
+ * created 0600 before SQLite opens it (SQLite gives -wal and -shm the database file's mode), and an older world-
+ * readable database is fixed.
+ */
+function privateFiles(file: string): void {
+  closeSync(openSync(file, "a", 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
   }
 }
 

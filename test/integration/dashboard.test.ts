@@ -49,7 +49,7 @@ describe.skipIf(noChromium || !hasTorch)("web dashboard in a real browser", () =
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
-    await page.goto(server.info!.url);
+    await page.goto(server.dashboardUrl());
     const row = page.locator(`#jobs tr[data-job="${jobId}"]`);
     await row.waitFor();
     await expect(row.locator("td").nth(1).textContent()).resolves.toBe("SUCCEEDED");

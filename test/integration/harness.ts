@@ -7,7 +7,7 @@ import { makeClient, type ApiClient } from "../../src/cli/client.js";
 import { findPython } from "../../src/executors/python.js";
 import { childPids } from "../../src/executors/local/procfs.js";
 import { packageRoot } from "../../src/paths.js";
-import type { ServerInfo } from "../../src/server/config.js";
+import { readToken, type ServerInfo } from "../../src/server/config.js";
 import type { EventRecord, RankRecord, StepSample } from "../../src/store/port.js";
 import { missing } from "../requirements.js";
 
@@ -49,6 +49,8 @@ export function writeCluster(home: string, yaml?: string): string {
 export class ServerProcess {
   child: ChildProcess | null = null;
   info: ServerInfo | null = null;
+  /** What the server printed (stdout and stderr). */
+  output = "";
 
   constructor(
     readonly home: string,
@@ -72,20 +74,25 @@ export class ServerProcess {
       ],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SWITCHYARD_HOME: this.home } },
     );
-    let output = "";
-    this.child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
-    this.child.stderr?.on("data", (d: Buffer) => (output += d.toString()));
+    this.output = "";
+    this.child.stdout?.on("data", (d: Buffer) => (this.output += d.toString()));
+    this.child.stderr?.on("data", (d: Buffer) => (this.output += d.toString()));
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
       const info = readInfo(infoFile);
       if (info && info.startedAt > before && info.pid === this.child.pid) {
         this.info = info;
-        return makeClient(info.url, null);
+        return makeClient(info.url, readToken(this.home));
       }
       if (this.child.exitCode !== null) break;
       await sleep(100);
     }
-    throw new Error(`server did not start:\n${output}`);
+    throw new Error(`server did not start:\n${this.output}`);
+  }
+
+  /** The dashboard's URL with the token (the server answers it with a cookie and a redirect to the bare URL). */
+  dashboardUrl(): string {
+    return `${this.info!.url}/?token=${encodeURIComponent(readToken(this.home) ?? "")}`;
   }
 
   /** SIGKILL: the control plane dies at an arbitrary instant. */

@@ -1,52 +1,144 @@
+import { rmSync } from "node:fs";
+import path from "node:path";
 import { Command } from "commander";
 import { startServer } from "../../server/main.js";
-import { readHomeConfig, writeHomeConfig } from "../../server/config.js";
-import { CliError, connect, ExitCode, serverInfo, startBackgroundServer } from "../client.js";
+import { homePaths, isLoopback, readHomeConfig, readToken, writeHomeConfig } from "../../server/config.js";
+import { HomeLockedError } from "../../server/lock.js";
+import {
+  CliError,
+  connect,
+  dashboardUrl,
+  ExitCode,
+  isHomeServer,
+  serverInfo,
+  startBackgroundServer,
+} from "../client.js";
 import { globals, version } from "../context.js";
-import path from "node:path";
+
+interface BindOptions {
+  host?: string;
+  port?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  allowHost?: string[];
+}
+
+function addBindOptions(cmd: Command): Command {
+  return cmd
+    .option("--tls-cert <file>", "serve HTTPS with this certificate (PEM); needs --tls-key")
+    .option("--tls-key <file>", "the certificate's private key (PEM)")
+    .option("--allow-host <name...>", "more names clients may reach the server by (the Host header); loopback always");
+}
+
+function tlsOption(opts: BindOptions): { cert: string; key: string } | undefined {
+  if (!opts.tlsCert && !opts.tlsKey) return undefined;
+  if (!opts.tlsCert || !opts.tlsKey) {
+    throw new CliError("--tls-cert and --tls-key go together", ExitCode.Usage, "pass both PEM files, or neither");
+  }
+  return { cert: path.resolve(opts.tlsCert), key: path.resolve(opts.tlsKey) };
+}
 
 export function registerServerCommands(program: Command): void {
-  program
-    .command("server", { hidden: true })
-    .description("run the switchyard server in the foreground (what `up` starts in the background)")
-    .option("--home <dir>", "state folder")
-    .option("--host <host>", "address to bind", "127.0.0.1")
-    .option("--port <port>", "port to bind (0: any free port)", process.env.SWITCHYARD_PORT ?? "0")
-    .option("--cluster <file>", "cluster config (YAML)")
-    .action(async (opts: { home?: string; host: string; port: string; cluster?: string }, cmd: Command) => {
+  addBindOptions(
+    program
+      .command("server", { hidden: true })
+      .description("run the switchyard server in the foreground (what `up` starts in the background)")
+      .option("--home <dir>", "state folder")
+      .option("--host <host>", "address to bind", "127.0.0.1")
+      .option("--port <port>", "port to bind (0: any free port)", process.env.SWITCHYARD_PORT ?? "0")
+      .option("--cluster <file>", "cluster config (YAML)"),
+  ).action(
+    async (opts: BindOptions & { home?: string; host: string; port: string; cluster?: string }, cmd: Command) => {
       const home = opts.home ? path.resolve(opts.home) : globals(cmd).home;
       const clusterFile = opts.cluster ?? readHomeConfig(home).clusterFile;
+      const port = Number(opts.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        throw new CliError(
+          `--port ${opts.port} is not a port number`,
+          ExitCode.Usage,
+          "pass 0 to 65535 (0: any free port)",
+        );
+      }
+      const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
       const running = await startServer({
         home,
         host: opts.host,
-        port: Number(opts.port),
+        port,
         clusterFile,
         version,
-        log: (m) => console.log(`${new Date().toISOString()} ${m}`),
+        tls: tlsOption(opts),
+        allowHosts: opts.allowHost,
+        log: (m) => (m.startsWith("WARNING") ? console.error(`${new Date().toISOString()} ${m}`) : log(m)),
+      }).catch((err: unknown) => {
+        if (err instanceof HomeLockedError) {
+          throw new CliError(err.message, ExitCode.Usage, "use the running server (`switchyard ps`) or stop it first");
+        }
+        throw err;
       });
       await new Promise<void>((resolve) => {
         const shutdown = () => void running.close().then(resolve);
         process.once("SIGTERM", shutdown);
         process.once("SIGINT", shutdown);
       });
-    });
+    },
+  );
+
+  addBindOptions(
+    program
+      .command("up")
+      .description("start the switchyard server in the background (other commands start it on demand)")
+      .option("--cluster <file>", "cluster config (YAML) to load; remembered in SWITCHYARD_HOME")
+      .option("--host <host>", "address to bind (default 127.0.0.1; beyond loopback, use --tls-cert/--tls-key)")
+      .option("--port <port>", "port to bind (default: any free port)"),
+  ).action(async (opts: BindOptions & { cluster?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    if (opts.cluster) {
+      const clusterFile = path.resolve(opts.cluster);
+      const running = serverInfo(g.home);
+      if (running && running.clusterFile !== clusterFile) await stopServer(g.home);
+      writeHomeConfig(g.home, { ...readHomeConfig(g.home), clusterFile });
+    }
+    const tls = tlsOption(opts);
+    const serverArgs = [
+      ...(opts.host ? ["--host", opts.host] : []),
+      ...(opts.port ? ["--port", opts.port] : []),
+      ...(tls ? ["--tls-cert", tls.cert, "--tls-key", tls.key] : []),
+      ...(opts.allowHost?.length ? ["--allow-host", ...opts.allowHost] : []),
+    ];
+    const clusterFile = readHomeConfig(g.home).clusterFile;
+    let info = serverInfo(g.home);
+    if (!info || !(await isHomeServer(g.home, info))) {
+      info = await startBackgroundServer(g.home, clusterFile, serverArgs);
+    } else if (serverArgs.length > 0 && (opts.host ?? "127.0.0.1") !== info.host) {
+      throw new CliError(
+        `a server already runs for ${g.home} on ${info.host}`,
+        ExitCode.Usage,
+        "stop it with `switchyard down` to start one with other --host/--port/--tls options",
+      );
+    }
+    const token = readToken(g.home);
+    const dashboard = token ? dashboardUrl(info, token) : null;
+    const plainBeyondLoopback = !isLoopback(info.host) && !info.url.startsWith("https:");
+    if (g.json) {
+      console.log(JSON.stringify({ ...info, dashboard, warning: plainBeyondLoopback ? warning(info.host) : null }));
+    } else {
+      console.log(`switchyard is up at ${info.url} (pid ${info.pid}, home ${g.home})`);
+      if (dashboard) console.log(`dashboard: ${dashboard}`);
+    }
+    if (plainBeyondLoopback) console.error(`switchyard: WARNING: ${warning(info.host)}`);
+  });
 
   program
-    .command("up")
-    .description("start the switchyard server in the background (other commands start it on demand)")
-    .option("--cluster <file>", "cluster config (YAML) to load; remembered in SWITCHYARD_HOME")
-    .action(async (opts: { cluster?: string }, cmd: Command) => {
+    .command("dashboard")
+    .description("print the dashboard's URL with the access token (open it once; the browser then keeps a cookie)")
+    .action(async (_opts: unknown, cmd: Command) => {
       const g = globals(cmd);
-      if (opts.cluster) {
-        const clusterFile = path.resolve(opts.cluster);
-        const running = serverInfo(g.home);
-        if (running && running.clusterFile !== clusterFile) await stopServer(g.home);
-        writeHomeConfig(g.home, { ...readHomeConfig(g.home), clusterFile });
-      }
-      const client = await connect(g.home, { clusterFile: readHomeConfig(g.home).clusterFile });
+      const client = await connect(g.home);
       const info = serverInfo(g.home);
-      if (g.json) console.log(JSON.stringify(info));
-      else console.log(`switchyard is up at ${client.url} (pid ${info?.pid ?? "?"}, home ${g.home})`);
+      const token = readToken(g.home);
+      if (!info || !token) throw new CliError(`no server answers for ${g.home}`, ExitCode.Unreachable);
+      const url = dashboardUrl(info, token);
+      console.log(g.json ? JSON.stringify({ url, server: client.url }) : url);
     });
 
   program
@@ -55,14 +147,29 @@ export function registerServerCommands(program: Command): void {
       "stop the switchyard server; running training ranks keep running and are re-adopted by the next server",
     )
     .action(async (_opts: unknown, cmd: Command) => {
-      const stopped = await stopServer(globals(cmd).home);
-      console.log(stopped ? "switchyard server stopped (ranks keep running)" : "no switchyard server was running");
+      const g = globals(cmd);
+      const stopped = await stopServer(g.home);
+      if (g.json) console.log(JSON.stringify({ stopped, home: g.home }));
+      else console.log(stopped ? "switchyard server stopped (ranks keep running)" : "no switchyard server was running");
     });
 }
 
+function warning(host: string): string {
+  return (
+    `the server listens on ${host} over plain HTTP: the API token and job specs cross the network unencrypted ` +
+    "(fix: `switchyard down`, then `switchyard up --host ... --tls-cert <pem> --tls-key <pem>`, or bind 127.0.0.1 " +
+    "and tunnel over SSH)"
+  );
+}
+
+/** Stops this home's server; a stale server.json (the pid gone or reused by another program) is removed, not signalled. */
 export async function stopServer(home: string): Promise<boolean> {
   const info = serverInfo(home);
   if (!info) return false;
+  if (!(await isHomeServer(home, info))) {
+    rmSync(homePaths(home).serverInfo, { force: true });
+    return false;
+  }
   try {
     process.kill(info.pid, "SIGTERM");
   } catch {
