@@ -80,6 +80,8 @@ export function createApp(opts: AppOptions): Hono {
               `${maxBodyBytes / (1 << 20)} MiB (${maxBodyBytes} bytes) (fix: make the job spec smaller)`,
           },
           413,
+          // The rest of the body is never read: the connection cannot carry another request.
+          { connection: "close" },
         ),
     }),
   );
