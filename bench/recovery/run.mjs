@@ -147,10 +147,14 @@ class Report {
   }
 }
 
+/** The server's API token (every call carries it; docs/security.md), read from its home once it is up. */
+let apiToken = "";
+
 async function api(url, method, p, body) {
+  if (method !== "GET") body ??= {};
   const res = await fetch(url + p, {
     method,
-    headers: body ? { "content-type": "application/json" } : {},
+    headers: { authorization: `Bearer ${apiToken}`, ...(body ? { "content-type": "application/json" } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
   const json = await res.json();
@@ -276,6 +280,7 @@ async function runSwitchyard() {
     if (!url) await sleep(100);
   }
   if (!url) throw new Error(`switchyard server did not start; see ${dir}/server.log`);
+  apiToken = readFileSync(path.join(home, "token"), "utf8").trim();
   const jobYaml = [
     "name: bench-recovery",
     "pools: [bench]",
