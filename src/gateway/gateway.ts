@@ -56,6 +56,9 @@ const DROP_RESPONSE_HEADERS = new Set([
 const RETRYABLE_BODY_LIMIT = 64 * 1024;
 const BUFFERED_RESPONSE_LIMIT = 64 * 1024 * 1024;
 const SSE_PENDING_LIMIT = 4 * 1024 * 1024;
+/** A refused (too large) body is read and thrown away up to this many bytes / this long, then the socket closes. */
+const DISCARD_LIMIT = 256 * 1024 * 1024;
+const DISCARD_MS = 30_000;
 
 type FailureKind =
   "connect" | "status_5xx" | "status_429" | "ttft_timeout" | "timeout" | "stall" | "cut" | "truncated" | "upstream";
@@ -455,15 +458,91 @@ export class Gateway {
     this.logger.info({ method: req.method, path: (req.url ?? "").split("?")[0], status, reason }, "rejected");
   }
 
+  /**
+   * Answers 413 to a body over maxBodyBytes, so that the client reads it: closing a socket while the client is still
+   * uploading makes the kernel reset the connection, and the client sees ECONNRESET/EPIPE instead of the answer (and
+   * retries the upload). So the answer is written whole (with `connection: close`) but the response is ended only
+   * once the rest of the body has been read and discarded, up to DISCARD_LIMIT bytes or DISCARD_MS; past either bound
+   * the connection is closed anyway. A client that sent `Expect: 100-continue` never gets here: see
+   * handleExpectContinue.
+   */
+  private refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
+    const limit = this.settings.maxBodyBytes;
+    this.metrics.rejected.inc({ reason: "too_large" });
+    this.logger.info(
+      { method: req.method, path: (req.url ?? "").split("?")[0], status: 413, reason: "too_large" },
+      "rejected",
+    );
+    const body = errorBody(
+      `request body exceeds ${limit} bytes (the gateway's maxBodyBytes); send a smaller request`,
+      "invalid_request_error",
+      "request_too_large",
+    );
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.writeHead(413, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      connection: "close",
+    });
+    res.write(body);
+    let discarded = 0;
+    let ended = false;
+    const finish = (): void => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      req.off("data", onData);
+      res.end();
+    };
+    const onData = (chunk: Buffer): void => {
+      discarded += chunk.length;
+      if (discarded > DISCARD_LIMIT) finish();
+    };
+    const timer = setTimeout(finish, DISCARD_MS);
+    timer.unref();
+    if (req.complete) {
+      finish();
+      return;
+    }
+    req.on("data", onData);
+    req.once("end", finish);
+    req.once("close", finish);
+    req.resume();
+  }
+
+  /**
+   * Node's `checkContinue`: a client that asks before sending its body (curl does for bodies over 1 MiB) gets the 413
+   * at once when the declared size is over the limit, and so never uploads it; any other request is told to go on.
+   */
+  readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
+    const declared = Number(req.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > this.settings.maxBodyBytes) {
+      this.metrics.rejected.inc({ reason: "too_large" });
+      sendJson(
+        res,
+        413,
+        errorBody(
+          `request body exceeds ${this.settings.maxBodyBytes} bytes (the gateway's maxBodyBytes); send a smaller request`,
+          "invalid_request_error",
+          "request_too_large",
+        ),
+        { connection: "close" },
+      );
+      return;
+    }
+    res.writeContinue();
+    this.handle(req, res);
+  };
+
   /** Reads the request body up to maxBodyBytes; answers 413 and returns undefined beyond it. */
   private readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer | undefined> {
     const limit = this.settings.maxBodyBytes;
     const declared = Number(req.headers["content-length"]);
     if (Number.isFinite(declared) && declared > limit) {
-      this.reject(req, res, 413, "too_large", `request body exceeds ${limit} bytes`, "request_too_large", {
-        connection: "close",
-      });
-      req.destroy();
+      this.refuseTooLarge(req, res);
       return Promise.resolve(undefined);
     }
     return new Promise((resolve) => {
@@ -475,10 +554,8 @@ export class Gateway {
         size += chunk.length;
         if (size > limit) {
           done = true;
-          this.reject(req, res, 413, "too_large", `request body exceeds ${limit} bytes`, "request_too_large", {
-            connection: "close",
-          });
-          req.destroy();
+          chunks.length = 0;
+          this.refuseTooLarge(req, res);
           resolve(undefined);
           return;
         }

@@ -22,6 +22,8 @@ export async function listenGateway(
   const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000 }, gateway.handle);
   // Long streams must not be cut by the server's idle socket timeout; the gateway enforces its own stall timeout.
   server.timeout = 0;
+  // `Expect: 100-continue`: a body over the limit is refused before the client sends it.
+  server.on("checkContinue", gateway.handleExpectContinue);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     // A deep accept queue: thousands of clients connecting at once must queue, not be refused (capped by somaxconn).
