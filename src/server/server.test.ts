@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { missing } from "../../test/requirements.js";
 import { CliError, ExitCode, makeClient, type ApiClient } from "../cli/client.js";
 import { homePaths, readToken } from "./config.js";
 import { HomeLockedError, lockHolder } from "./lock.js";
@@ -15,6 +16,12 @@ import { startServer, type RunningServer } from "./main.js";
 
 const tempHome = (tag: string) => mkdtempSync(path.join(os.tmpdir(), `sy-srv-${tag}-`));
 const mode = (file: string) => statSync(file).mode & 0o777;
+const noOpenssl = () =>
+  missing(
+    "openssl (to make a test certificate)",
+    spawnSync("openssl", ["version"]).status === 0,
+    "apt-get install openssl",
+  );
 
 async function start(home: string, extra: Partial<Parameters<typeof startServer>[0]> = {}): Promise<RunningServer> {
   return startServer({ home, host: "127.0.0.1", port: 0, version: "test", ...extra });
@@ -269,34 +276,37 @@ describe("beyond loopback", () => {
     expect(health.ok).toBe(true);
   });
 
-  it("--tls-cert/--tls-key serve HTTPS (no warning); the client trusts the server's own certificate", async () => {
-    const home = tempHome("tls");
-    const cert = path.join(home, "..", `${path.basename(home)}-cert.pem`);
-    const key = path.join(home, "..", `${path.basename(home)}-key.pem`);
-    execFileSync(
-      "openssl",
-      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"].concat([
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-      ]),
-      { stdio: "ignore" },
-    );
-    const log: string[] = [];
-    const server = await start(home, { host: "127.0.0.1", tls: { cert, key }, log: (m) => log.push(m) });
-    servers.push(server);
-    expect(server.info.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-    expect(server.info.tlsCert).toBe(cert);
-    expect(log.some((l) => l.includes("WARNING"))).toBe(false);
-    const client = makeClient(server.info.url, readToken(home), { ca: readFileSync(cert) });
-    expect((await client.get<{ ok: boolean }>("/api/health")).ok).toBe(true);
-    // Plain HTTP to the TLS port gets no API answer.
-    const plain = await fetch(server.info.url.replace("https:", "http:") + "/api/health").catch((e: unknown) => e);
-    expect(plain instanceof Response && plain.ok).toBe(false);
-  });
+  it.skipIf(noOpenssl())(
+    "--tls-cert/--tls-key serve HTTPS (no warning); the client trusts the server's own certificate",
+    async () => {
+      const home = tempHome("tls");
+      const cert = path.join(home, "..", `${path.basename(home)}-cert.pem`);
+      const key = path.join(home, "..", `${path.basename(home)}-key.pem`);
+      execFileSync(
+        "openssl",
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"].concat([
+          "-addext",
+          "subjectAltName=IP:127.0.0.1,DNS:localhost",
+          "-keyout",
+          key,
+          "-out",
+          cert,
+        ]),
+        { stdio: "ignore" },
+      );
+      const log: string[] = [];
+      const server = await start(home, { host: "127.0.0.1", tls: { cert, key }, log: (m) => log.push(m) });
+      servers.push(server);
+      expect(server.info.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      expect(server.info.tlsCert).toBe(cert);
+      expect(log.some((l) => l.includes("WARNING"))).toBe(false);
+      const client = makeClient(server.info.url, readToken(home), { ca: readFileSync(cert) });
+      expect((await client.get<{ ok: boolean }>("/api/health")).ok).toBe(true);
+      // Plain HTTP to the TLS port gets no API answer.
+      const plain = await fetch(server.info.url.replace("https:", "http:") + "/api/health").catch((e: unknown) => e);
+      expect(plain instanceof Response && plain.ok).toBe(false);
+    },
+  );
 
   it("a missing TLS key file is a clear error naming the file and the option", async () => {
     const home = tempHome("tlsbad");
