@@ -10,6 +10,8 @@ export interface LaunchRequest {
   dir: string;
   pool: PoolSpec;
   nodes: string[];
+  /** Device indices per node (same order as `nodes`), one per local rank; absent: 0..procsPerNode-1. */
+  devices?: number[][];
   procsPerNode: number;
   command: string[];
   env: Record<string, string>;
@@ -22,7 +24,8 @@ export interface LaunchRequest {
 export interface LaunchedRank {
   rank: number;
   node: string;
-  pid: number;
+  /** The process on this host that leads the rank's group, or null when the rank runs on a host the server cannot see. */
+  pid: number | null;
   startTicks: number | null;
   logPath: string;
   reportPath: string;
@@ -39,7 +42,12 @@ export type RankStatus =
   | { rank: number; state: "running" }
   | { rank: number; state: "exited"; code: number | null; signal: string | null; at: number }
   /** Gone without an exit record (e.g. killed together with its wrapper): treated as killed. */
-  | { rank: number; state: "vanished"; at: number };
+  | { rank: number; state: "vanished"; at: number }
+  /**
+   * Gone, and its wrapper tried to write the exit record but could not (a full disk): how it ended is unknown, which
+   * says nothing against the node.
+   */
+  | { rank: number; state: "lost"; at: number; why: string };
 
 export interface Executor {
   readonly kind: string;
@@ -49,8 +57,12 @@ export interface Executor {
   stop(ranks: readonly RankHandle[], graceMs: number): Promise<void>;
   /** Sends a signal to the rank's own process (not its wrapper): chaos and stack dumps. */
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean;
+  /** The job is over: give back what it holds beyond its attempts (a Slurm allocation). `jobDir` holds its attempts. */
+  release?(jobDir: string): Promise<void>;
   /** The rank process's state letter (R, S, D, T, Z...), or null when it is gone or unknown. */
   processState(rank: RankHandle): string | null;
+  /** The rank process's own pid (not its wrapper's), when this executor can tell it; null while unknown. */
+  rankPid?(rank: RankHandle): number | null;
 }
 
 export function visibilityEnv(vendor: Vendor, devices: readonly number[]): Record<string, string> {

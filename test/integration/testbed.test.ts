@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packageRoot } from "../../src/paths.js";
-import { missing } from "../requirements.js";
+import { noTestbed, slurmConf, slurmEnv, testbed } from "./testbed.js";
 
 /**
  * The multi-host Slurm testbed (scripts/testbed.sh): six hosts with their own network stacks on one machine, a real
@@ -12,24 +12,10 @@ import { missing } from "../requirements.js";
  * so that sustained traffic collapses, loses and revives a host, and leaves nothing behind.
  */
 
-const script = path.join(packageRoot, "scripts", "testbed.sh");
 const xfer = path.join(packageRoot, "test", "fixtures", "testbed", "xfer.py");
-const conf = "/run/switchyard-testbed/slurm.conf";
-const env = { ...process.env, SLURM_CONF: conf };
-
-const canRun =
-  process.getuid?.() === 0 &&
-  ["/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged", "/usr/bin/srun"].every((p) => existsSync(p));
-const skip = missing(
-  "root with Debian's slurm-wlm and munge (the multi-host testbed)",
-  canRun,
-  "run as root; apt-get install slurm-wlm munge (scripts/bootstrap.sh does it)",
-);
-
-function testbed(...args: string[]): { status: number | null; out: string } {
-  const r = spawnSync("bash", [script, ...args], { encoding: "utf8", env, timeout: 120_000 });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
+const conf = slurmConf;
+const env = { ...process.env, ...slurmEnv };
+const skip = noTestbed;
 
 function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: "utf8", env, timeout: 60_000 });

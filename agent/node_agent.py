@@ -1,0 +1,240 @@
+"""switchyard node agent: runs one training rank on a host the control plane may not see (stdlib only, Python >= 3.7).
+
+Started once per rank by the executor (on Slurm: one `srun` task per rank), it
+- sets the rank contract's environment (RANK, LOCAL_RANK, WORLD_SIZE, NODE_RANK, ... from Slurm's task ids),
+- runs the rank in its own process group, its output appended to `rank-N.log` in the attempt folder,
+- writes `rank-N.hb` (heartbeat: alive, process state, CPU time, RSS) every --heartbeat seconds,
+- acts on control requests placed in the attempt folder: `ctl/rank-N.<seq>.<SIGNAL>` delivers SIGNAL to the rank's
+  own process (stack dump, chaos stop/continue); `ctl/stop` (JSON {"graceMs": G}) stops the rank's whole group:
+  SIGCONT, SIGTERM, SIGKILL after G ms,
+- writes `rank-N.exit` ({"code": C, "t": ms}; death by signal N as 128+N, like a POSIX shell) when the rank ends.
+The attempt folder lives on storage shared with the control plane. Every file is written whole (tmp + rename).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HEARTBEAT_S = 1.0
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def write_json(path, obj):
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def proc_stat(pid):
+    """(state, cpu ticks user+system, rss pages) of a live process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split(" ")
+    try:
+        return fields[0], int(fields[11]) + int(fields[12]), int(fields[21])
+    except (IndexError, ValueError):
+        return None
+
+
+def group_cpu_ticks(pgid):
+    """CPU ticks of every process in the group (a rank may fork data loaders)."""
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                text = f.read()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split(" ")
+        try:
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+        except (IndexError, ValueError):
+            continue
+    return total
+
+
+def visibility_env(vendor, devices):
+    ids = ",".join(str(d) for d in devices)
+    if vendor == "nvidia":
+        return {"CUDA_VISIBLE_DEVICES": ids}
+    if vendor == "ascend":
+        return {"ASCEND_RT_VISIBLE_DEVICES": ids}
+    return {}
+
+
+def signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
+
+
+def main(argv):
+    if "--" not in argv:
+        sys.stderr.write("usage: node_agent.py --dir ATTEMPT_DIR [--heartbeat S] -- COMMAND...\n")
+        return 2
+    sep = argv.index("--")
+    opts, command = argv[:sep], argv[sep + 1 :]
+    attempt_dir = None
+    heartbeat_s = HEARTBEAT_S
+    i = 0
+    while i < len(opts):
+        if opts[i] == "--dir":
+            attempt_dir = opts[i + 1]
+            i += 2
+        elif opts[i] == "--heartbeat":
+            heartbeat_s = float(opts[i + 1])
+            i += 2
+        else:
+            sys.stderr.write("node_agent: unknown option %s\n" % opts[i])
+            return 2
+    if not attempt_dir or not command:
+        sys.stderr.write("node_agent: --dir and a command are required\n")
+        return 2
+
+    env = dict(os.environ)
+    rank = int(env.get("SLURM_PROCID", env.get("RANK", "0")))
+    local_rank = int(env.get("SLURM_LOCALID", env.get("LOCAL_RANK", "0")))
+    world = int(env.get("SLURM_NTASKS", env.get("WORLD_SIZE", "1")))
+    node_rank = int(env.get("SLURM_NODEID", env.get("NODE_RANK", "0")))
+    local_world = int(env.get("SWITCHYARD_PROCS_PER_NODE", env.get("LOCAL_WORLD_SIZE", "1")))
+    node = env.get("SLURMD_NODENAME") or env.get("SWITCHYARD_NODE") or os.uname().nodename
+    devices_per_node = max(1, int(env.get("SWITCHYARD_DEVICES_PER_NODE", "1")))
+    vendor = env.get("SWITCHYARD_ACCELERATOR", "cpu")
+
+    log_path = os.path.join(attempt_dir, "rank-%d.log" % rank)
+    report_path = os.path.join(attempt_dir, "rank-%d.jsonl" % rank)
+    exit_path = os.path.join(attempt_dir, "rank-%d.exit" % rank)
+    hb_path = os.path.join(attempt_dir, "rank-%d.hb" % rank)
+    ctl_dir = os.path.join(attempt_dir, "ctl")
+
+    env.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(local_world),
+            "NODE_RANK": str(node_rank),
+            "GROUP_RANK": str(node_rank),
+            "SWITCHYARD_NODE": node,
+            "SWITCHYARD_REPORT": report_path,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    # As torchrun and the local executor do: every rank of a host sees the host's devices it shares with its peers and
+    # picks its own by LOCAL_RANK (torch.cuda.set_device(LOCAL_RANK) keeps working).
+    env.update(visibility_env(vendor, sorted({i % devices_per_node for i in range(local_world)})))
+
+    log = open(log_path, "ab")
+    try:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
+        )
+    except OSError as err:
+        log.write(("switchyard: cannot start %s: %s\n" % (command[0], err)).encode())
+        log.close()
+        # 127: the shell's "command not found"; the supervisor reads the reason from the log.
+        write_json(exit_path, {"code": 127, "t": now_ms(), "launchError": str(err)})
+        return 127
+    log.close()
+    pgid = child.pid
+    write_json(
+        os.path.join(attempt_dir, "rank-%d.agent" % rank),
+        {"node": node, "agentPid": os.getpid(), "pid": child.pid, "pgid": pgid, "startedAt": now_ms()},
+    )
+
+    stopping = {"deadline": None}
+
+    def on_term(signum, _frame):
+        # Slurm cancels a step with SIGTERM (then SIGKILL after KillWait): pass it to the whole group.
+        signal_group(pgid, signal.SIGCONT)
+        signal_group(pgid, signum)
+        if stopping["deadline"] is None:
+            stopping["deadline"] = time.monotonic() + 10
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    done_ctl = set()
+    next_hb = 0.0
+    while True:
+        code = child.poll()
+        if code is not None:
+            break
+        t = time.monotonic()
+        if t >= next_hb:
+            st = proc_stat(child.pid)
+            write_json(
+                hb_path,
+                {
+                    "t": now_ms(),
+                    "node": node,
+                    "pid": child.pid,
+                    "state": st[0] if st else None,
+                    "cpuTicks": group_cpu_ticks(pgid),
+                    "rssPages": st[2] if st else None,
+                },
+            )
+            next_hb = t + heartbeat_s
+        try:
+            requests = sorted(os.listdir(ctl_dir))
+        except OSError:
+            requests = []
+        for name in requests:
+            if name in done_ctl:
+                continue
+            if name == "stop":
+                done_ctl.add(name)
+                try:
+                    with open(os.path.join(ctl_dir, name)) as f:
+                        grace_ms = float(json.load(f).get("graceMs", 10000))
+                except (OSError, ValueError, AttributeError):
+                    grace_ms = 10000.0
+                signal_group(pgid, signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
+                signal_group(pgid, signal.SIGTERM)
+                stopping["deadline"] = time.monotonic() + grace_ms / 1000.0
+            elif name.startswith("rank-%d." % rank):
+                done_ctl.add(name)
+                signame = name.rsplit(".", 1)[-1]
+                sig = getattr(signal, signame, None)
+                if isinstance(sig, signal.Signals) and signame.startswith("SIG"):
+                    try:
+                        os.kill(child.pid, sig)
+                    except OSError:
+                        pass
+        if stopping["deadline"] is not None and time.monotonic() > stopping["deadline"]:
+            signal_group(pgid, signal.SIGKILL)
+            stopping["deadline"] = time.monotonic() + 3600
+        time.sleep(0.1)
+
+    # The rank is gone; make sure nothing of its group lingers (a forked helper holding the port).
+    signal_group(pgid, signal.SIGKILL)
+    exit_code = code if code >= 0 else 128 - code
+    write_json(exit_path, {"code": exit_code, "t": now_ms()})
+    try:
+        os.unlink(hb_path)
+    except OSError:
+        pass
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,313 @@
+import { spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { packageRoot, pythonSdkDir } from "../../paths.js";
+import type { PoolSpec } from "../../core/spec.js";
+import { exitedStatus, readExitRecord } from "../exit-record.js";
+import type { Executor, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "../port.js";
+import { jobState, listNodes, slurm, SlurmCommandError, type SlurmEnv } from "./slurm-cli.js";
+
+/**
+ * Runs ranks on a Slurm cluster. One allocation per job (`sbatch` holding the nodes with a sleeping batch step), one
+ * `srun` step per attempt inside it (tens of milliseconds to start, no queue wait, a bad host left out), and on every
+ * host one node agent per rank (agent/node_agent.py, stdlib Python) that leads the rank's process group and writes the
+ * rank's exit record and a heartbeat into the attempt folder, which lives on storage the server shares with the hosts.
+ * Nothing here needs a pid of another host: liveness comes from heartbeats, signals and stops go through control files
+ * the agents act on, and a server that restarts finds everything again in the files.
+ */
+
+export const nodeAgentPath = path.join(packageRoot, "agent", "node_agent.py");
+
+export interface SlurmExecutorOptions extends SlurmEnv {
+  /** The partition a pool stands for (default: the pool's name). */
+  partition?: (pool: PoolSpec) => string;
+  /** Extra sbatch arguments per pool (account, qos, constraint...), as an argument vector. */
+  sbatchArgs?: (pool: PoolSpec) => string[];
+  /** The Python that runs the node agent on the hosts (default python3). */
+  agentPython?: string;
+  /** Environment added to every rank (e.g. GLOO_SOCKET_IFNAME for the hosts' interface). */
+  rankEnv?: Record<string, string>;
+  heartbeatSeconds?: number;
+  /** A rank whose heartbeat is older than this is lost with its host (default 5 s: ~5 missed heartbeats). */
+  lostAfterSeconds?: number;
+  /** How long a rank may take to write its first heartbeat (srun start, Python start). */
+  startupGraceSeconds?: number;
+  /** How long to wait for an allocation to start before giving up (the queue). */
+  allocationTimeoutSeconds?: number;
+  now?: () => number;
+}
+
+interface AllocationRecord {
+  slurmJobId: string;
+  partition: string;
+  nodes: string[];
+  createdAt: number;
+}
+
+interface StepRecord {
+  slurmJobId: string;
+  stepId: string | null;
+  nodes: string[];
+  launchedAt: number;
+}
+
+interface Heartbeat {
+  t: number;
+  node: string;
+  pid: number;
+  state: string | null;
+  cpuTicks: number;
+  rssPages: number | null;
+}
+
+export class SlurmExecutor implements Executor {
+  readonly kind = "slurm";
+  private readonly now: () => number;
+  private controlSeq = 0;
+
+  constructor(private readonly opts: SlurmExecutorOptions = {}) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  private get slurmEnv(): SlurmEnv {
+    return { env: this.opts.env, timeoutMs: this.opts.timeoutMs };
+  }
+
+  async launch(req: LaunchRequest): Promise<LaunchedRank[]> {
+    mkdirSync(path.join(req.dir, "ctl"), { recursive: true });
+    mkdirSync(req.checkpointDir, { recursive: true });
+    const partition = this.opts.partition?.(req.pool) ?? req.pool.name;
+    const inventory = await listNodes({ ...this.slurmEnv, partition });
+    // Slurm numbers the hosts of a step in its own order (SLURM_NODEID), not in the order asked for.
+    const order = new Map(inventory.map((n, i) => [n.name, i]));
+    for (const n of req.nodes) {
+      if (!order.has(n)) throw new Error(`node ${n} is not in Slurm partition ${partition}`);
+    }
+    const nodes = [...req.nodes].sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0));
+    const masterAddr = inventory.find((n) => n.name === nodes[0])?.address ?? nodes[0] ?? "127.0.0.1";
+
+    const allocation = await this.allocation(path.dirname(req.dir), req, partition, nodes);
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      ...this.opts.env,
+      ...req.env,
+      ...this.opts.rankEnv,
+      MASTER_ADDR: masterAddr,
+      MASTER_PORT: String(req.masterPort),
+      SWITCHYARD_ACCELERATOR: req.pool.accelerator.vendor,
+      SWITCHYARD_POOL: req.pool.name,
+      SWITCHYARD_JOB: req.jobName,
+      SWITCHYARD_JOB_ID: req.jobId,
+      SWITCHYARD_ATTEMPT: String(req.attempt),
+      SWITCHYARD_CHECKPOINT_DIR: req.checkpointDir,
+      SWITCHYARD_RESUME_FROM: req.resumeFrom ?? "",
+      SWITCHYARD_PROCS_PER_NODE: String(req.procsPerNode),
+      SWITCHYARD_DEVICES_PER_NODE: String(req.pool.devicesPerNode),
+      PYTHONPATH: [pythonSdkDir, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+    };
+    const args = [
+      `--jobid=${allocation.slurmJobId}`,
+      "--overlap",
+      `--nodes=${nodes.length}`,
+      `--nodelist=${nodes.join(",")}`,
+      `--ntasks-per-node=${req.procsPerNode}`,
+      `--ntasks=${nodes.length * req.procsPerNode}`,
+      "--distribution=block",
+      "--kill-on-bad-exit=0",
+      "--export=ALL",
+      `--chdir=${req.workdir}`,
+      `--job-name=sy-${req.jobName}-${req.attempt}`,
+      this.opts.agentPython ?? "python3",
+      nodeAgentPath,
+      "--dir",
+      req.dir,
+      "--heartbeat",
+      String(this.opts.heartbeatSeconds ?? 1),
+      "--",
+      ...req.command,
+    ];
+    const out = openSync(path.join(req.dir, "srun.log"), "a");
+    try {
+      // Detached: the step (and its ranks) must outlive the server.
+      const child = spawn("srun", args, { env, detached: true, stdio: ["ignore", out, out] });
+      await new Promise<void>((resolve, reject) => {
+        child.once("spawn", () => resolve());
+        child.once("error", reject);
+      });
+      child.unref();
+    } finally {
+      closeSync(out);
+    }
+    const step: StepRecord = {
+      slurmJobId: allocation.slurmJobId,
+      stepId: null,
+      nodes,
+      launchedAt: this.now(),
+    };
+    writeJson(path.join(req.dir, "slurm-step.json"), step);
+    step.stepId = await this.findStep(allocation.slurmJobId, `sy-${req.jobName}-${req.attempt}`);
+    writeJson(path.join(req.dir, "slurm-step.json"), step);
+
+    const ranks: LaunchedRank[] = [];
+    for (const [nodeRank, node] of nodes.entries()) {
+      for (let local = 0; local < req.procsPerNode; local++) {
+        const rank = nodeRank * req.procsPerNode + local;
+        ranks.push({
+          rank,
+          node,
+          pid: null,
+          startTicks: null,
+          logPath: path.join(req.dir, `rank-${rank}.log`),
+          reportPath: path.join(req.dir, `rank-${rank}.jsonl`),
+        });
+      }
+    }
+    return ranks;
+  }
+
+  /** The job's allocation: reused while it runs and holds every node asked for, replaced otherwise. */
+  private async allocation(
+    jobDir: string,
+    req: LaunchRequest,
+    partition: string,
+    nodes: string[],
+  ): Promise<AllocationRecord> {
+    const file = path.join(jobDir, "slurm-allocation.json");
+    const current = readJson<AllocationRecord>(file);
+    if (current) {
+      const { state } = await jobState(current.slurmJobId, this.slurmEnv);
+      const holds = nodes.every((n) => current.nodes.includes(n));
+      if (state === "RUNNING" && holds && current.partition === partition) return current;
+      if (state !== "GONE") await this.cancel(current.slurmJobId);
+    }
+    const args = [
+      "--parsable",
+      `--partition=${partition}`,
+      `--nodes=${nodes.length}`,
+      `--nodelist=${nodes.join(",")}`,
+      `--ntasks-per-node=${req.procsPerNode}`,
+      `--job-name=sy-${req.jobName}`,
+      `--output=${path.join(jobDir, "slurm-%j.out")}`,
+      ...(this.opts.sbatchArgs?.(req.pool) ?? []),
+      // A fixed string, no user input: the batch step only holds the allocation; attempts are srun steps.
+      "--wrap=exec sleep 2147483647",
+    ];
+    const out = await slurm("sbatch", args, this.slurmEnv);
+    const slurmJobId = out.trim().split(";")[0] ?? "";
+    if (!/^\d+$/.test(slurmJobId)) throw new Error(`sbatch answered ${JSON.stringify(out.trim())}, not a job id`);
+    const record: AllocationRecord = { slurmJobId, partition, nodes, createdAt: this.now() };
+    writeJson(file, record);
+    const deadline = this.now() + (this.opts.allocationTimeoutSeconds ?? 300) * 1000;
+    for (;;) {
+      const { state } = await jobState(slurmJobId, this.slurmEnv);
+      if (state === "RUNNING") return record;
+      if (state !== "PENDING" && state !== "CONFIGURING") {
+        throw new Error(`Slurm allocation ${slurmJobId} ended as ${state} before it started`);
+      }
+      if (this.now() > deadline) {
+        await this.cancel(slurmJobId);
+        throw new Error(
+          `Slurm allocation ${slurmJobId} still pending after ${this.opts.allocationTimeoutSeconds ?? 300} s`,
+        );
+      }
+      await sleep(200);
+    }
+  }
+
+  private async findStep(slurmJobId: string, name: string): Promise<string | null> {
+    for (let i = 0; i < 20; i++) {
+      const out = await slurm("squeue", ["-h", "-s", "-j", slurmJobId, "-o", "%i %j"], this.slurmEnv).catch(() => "");
+      const line = out.split("\n").find((l) => l.trim().endsWith(` ${name}`));
+      if (line) return line.trim().split(" ")[0] ?? null;
+      await sleep(100);
+    }
+    return null;
+  }
+
+  private async cancel(id: string, signal?: string): Promise<void> {
+    await slurm("scancel", [...(signal ? [`--signal=${signal}`] : []), id], this.slurmEnv).catch((err: unknown) => {
+      if (!(err instanceof SlurmCommandError)) throw err;
+    });
+  }
+
+  /** Ends the job's allocation (the job is over): its nodes go back to Slurm. */
+  async release(jobDir: string): Promise<void> {
+    const current = readJson<AllocationRecord>(path.join(jobDir, "slurm-allocation.json"));
+    if (current) await this.cancel(current.slurmJobId);
+  }
+
+  async poll(attemptDir: string, ranks: readonly RankHandle[]): Promise<RankStatus[]> {
+    const step = readJson<StepRecord>(path.join(attemptDir, "slurm-step.json"));
+    const now = this.now();
+    const lostMs = (this.opts.lostAfterSeconds ?? 5) * 1000;
+    const startupMs = (this.opts.startupGraceSeconds ?? 60) * 1000;
+    return ranks.map((r): RankStatus => {
+      const record = readExitRecord(path.join(attemptDir, `rank-${r.rank}.exit`));
+      if (record) return exitedStatus(r.rank, record);
+      const hb = readJson<Heartbeat>(path.join(attemptDir, `rank-${r.rank}.hb`));
+      if (hb && now - hb.t <= lostMs) return { rank: r.rank, state: "running" };
+      if (!hb && step && now - step.launchedAt <= startupMs) return { rank: r.rank, state: "running" };
+      // The agent wrote its exit record between the two reads above.
+      const late = readExitRecord(path.join(attemptDir, `rank-${r.rank}.exit`));
+      if (late) return exitedStatus(r.rank, late);
+      return { rank: r.rank, state: "vanished", at: hb ? hb.t : now };
+    });
+  }
+
+  async stop(ranks: readonly RankHandle[], graceMs: number): Promise<void> {
+    const dirs = [...new Set(ranks.map((r) => path.dirname(r.logPath)))];
+    for (const dir of dirs) {
+      mkdirSync(path.join(dir, "ctl"), { recursive: true });
+      writeJson(path.join(dir, "ctl", "stop"), { graceMs });
+    }
+    const ended = () =>
+      ranks.every((r) => {
+        const dir = path.dirname(r.logPath);
+        if (readExitRecord(path.join(dir, `rank-${r.rank}.exit`))) return true;
+        const hb = readJson<Heartbeat>(path.join(dir, `rank-${r.rank}.hb`));
+        // A rank whose agent is silent (lost host) cannot act on the request: Slurm's cancel below reaches it.
+        return hb === null || this.now() - hb.t > (this.opts.lostAfterSeconds ?? 5) * 1000;
+      });
+    const deadline = this.now() + graceMs + 3000;
+    while (!ended() && this.now() < deadline) await sleep(100);
+    for (const dir of dirs) {
+      const step = readJson<StepRecord>(path.join(dir, "slurm-step.json"));
+      if (step?.stepId) await this.cancel(step.stepId, "KILL");
+    }
+  }
+
+  signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {
+    const dir = path.dirname(rank.logPath);
+    const hb = readJson<Heartbeat>(path.join(dir, `rank-${rank.rank}.hb`));
+    if (!hb || this.now() - hb.t > (this.opts.lostAfterSeconds ?? 5) * 1000) return false;
+    if (readExitRecord(path.join(dir, `rank-${rank.rank}.exit`))) return false;
+    mkdirSync(path.join(dir, "ctl"), { recursive: true });
+    const name = `rank-${rank.rank}.${String(this.now()).padStart(15, "0")}-${this.controlSeq++}.${signal}`;
+    writeJson(path.join(dir, "ctl", name), { signal, t: this.now() });
+    return true;
+  }
+
+  processState(rank: RankHandle): string | null {
+    const dir = path.dirname(rank.logPath);
+    if (readExitRecord(path.join(dir, `rank-${rank.rank}.exit`))) return null;
+    const hb = readJson<Heartbeat>(path.join(dir, `rank-${rank.rank}.hb`));
+    if (!hb || this.now() - hb.t > (this.opts.lostAfterSeconds ?? 5) * 1000) return null;
+    return hb.state;
+  }
+}
+
+function readJson<T>(file: string): T | null {
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as T;
+  } catch {
+    return null;
+  }
+}
+
+function writeJson(file: string, value: unknown): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value) + "\n", { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
