@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { causePatternListSchema, type CausePattern } from "./classify.js";
@@ -150,6 +151,8 @@ export const jobSchema = z.strictObject({
   /** Shrink to as few as this many nodes rather than wait for capacity (elastic jobs). */
   minNodes: z.number().int().min(1).max(specLimits.nodes).optional(),
   procsPerNode: z.number().int().min(1).max(64).default(1),
+  /** Queue order: higher first; equal priorities in submission order. */
+  priority: z.number().int().min(-1000).max(1000).default(0),
   command: z
     .array(argString(specLimits.commandArgLength, "argument").pipe(z.string().min(1)))
     .min(1)
@@ -207,6 +210,8 @@ export interface CompiledJobSpec {
   nodes: number;
   minNodes: number;
   procsPerNode: number;
+  /** Queue order (higher first); absent in specs stored before it existed, which means 0. */
+  priority?: number;
   command: string[];
   env: Record<string, string>;
   workdir: string;
@@ -309,10 +314,35 @@ export interface CompileJobOptions {
   file: string;
   /** Cluster the job must fit; pool names are checked against it. */
   cluster: ClusterSpec;
+  /** Check that the workdir is an existing folder (the server does, at submit: it launches there). */
+  checkWorkdir?: boolean;
   /** Where checkpoints go when the spec names no folder: `<root>/<name>/<job id>`, one folder per run. */
   defaultCheckpointRoot: string;
   /** An absolute checkpoint folder of another run to resume from (`run --resume-from`), when this run has none. */
   resumeFrom?: string;
+}
+
+/** A workdir that is not an existing folder: a spec error at the `workdir` key (or the top, when it is defaulted). */
+function checkWorkdir(workdir: string, parsed: ParsedYaml, file: string): void {
+  let problem: string | null = null;
+  try {
+    if (!statSync(workdir).isDirectory()) problem = "is not a folder";
+  } catch {
+    problem = "does not exist";
+  }
+  if (problem === null) return;
+  const node = parsed.doc.get("workdir", true) as { range?: [number] } | undefined;
+  const pos = parsed.lines.linePos(node?.range?.[0] ?? 0);
+  throw new SpecError([
+    {
+      file,
+      path: "workdir",
+      line: pos.line,
+      column: pos.col,
+      message: `${workdir} ${problem}${node ? "" : " (workdir defaults to the spec's folder)"}`,
+      fix: "create the folder, or set workdir to an existing one (relative paths start at the spec's folder)",
+    },
+  ]);
 }
 
 export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJobSpec {
@@ -336,12 +366,14 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
     }
   });
   const workdir = path.resolve(baseDir, spec.workdir);
+  if (opts.checkWorkdir) checkWorkdir(workdir, parsed, opts.file);
   return {
     name: spec.name,
     pools: spec.pools ?? [],
     nodes: spec.nodes,
     minNodes: Math.min(spec.minNodes ?? spec.nodes, spec.nodes),
     procsPerNode: spec.procsPerNode,
+    ...(spec.priority !== 0 ? { priority: spec.priority } : {}),
     command: spec.command,
     env: spec.env,
     workdir,

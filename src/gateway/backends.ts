@@ -30,6 +30,9 @@ export interface BackendRegistration {
   metricsUrl?: string;
   maxInFlight?: number;
   tls?: { caFile?: string; insecureSkipVerify?: boolean };
+  /** The model name the backend serves (vLLM's --served-model-name); requests are rewritten to it. Default: the
+   * service's model name. */
+  servedModel?: string;
   /** Priority of the pool when this registration creates it (lower is preferred). */
   poolPriority?: number;
   /** Queue threshold of the pool when this registration creates it. */
@@ -82,6 +85,8 @@ export class Backend {
     readonly maxInFlight: number | undefined,
     settings: GatewaySettings,
     tls: { caFile?: string; insecureSkipVerify?: boolean } | undefined,
+    /** The `model` the backend is sent (its own served name). */
+    readonly servedModel: string,
   ) {
     this.adapter = engineAdapter(engine);
     const parsed = new URL(url);

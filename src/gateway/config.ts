@@ -41,6 +41,8 @@ const backendSchema = z
     metricsUrl: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }).optional(),
     maxInFlight: z.number().int().positive().optional(),
     tls: tlsSchema.optional(),
+    /** The model name this backend serves (vLLM --served-model-name); default: the service's model name. */
+    servedModel: z.string().min(1).max(256).optional(),
   })
   .strict();
 
@@ -57,6 +59,8 @@ const replicasSchema = z
     weight: z.number().positive().max(1000).optional(),
     readyTimeoutS: z.number().positive().default(600),
     maxInFlight: z.number().int().positive().optional(),
+    /** The model name the replicas serve; default: the service's model name. */
+    servedModel: z.string().min(1).max(256).optional(),
     apiKeyEnv: z
       .string()
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
@@ -168,6 +172,8 @@ export interface CompiledBackend {
   metricsUrl?: string;
   maxInFlight?: number;
   tls?: { caFile?: string; insecureSkipVerify?: boolean };
+  /** The model name the backend serves; requests are rewritten to it (default: the service's model name). */
+  servedModel?: string;
 }
 
 export interface CompiledPool {
@@ -278,6 +284,7 @@ export function compileServices(data: ServicesFile, file = "<services>"): Compil
           ...(b.metricsUrl !== undefined && { metricsUrl: b.metricsUrl }),
           ...(b.maxInFlight !== undefined && { maxInFlight: b.maxInFlight }),
           ...(b.tls !== undefined && { tls: b.tls }),
+          ...(b.servedModel !== undefined && { servedModel: b.servedModel }),
         };
       });
       if (pool.replicas && pool.replicas.port + pool.replicas.count - 1 > 65535) {

@@ -12,6 +12,7 @@ import type { KeyAuthenticator } from "./keys.js";
 import { GatewayMetrics } from "./metrics.js";
 import { parsePrometheusText } from "./engines.js";
 import { request as undiciRequest } from "undici";
+import { rewriteModel } from "./body.js";
 import { SseScanner } from "./sse.js";
 import { readBodyLimited, UpstreamCall, type UpstreamResponse } from "./upstream.js";
 
@@ -169,6 +170,7 @@ export class Gateway {
             ...(b.metricsUrl !== undefined && { metricsUrl: b.metricsUrl }),
             ...(b.maxInFlight !== undefined && { maxInFlight: b.maxInFlight }),
             ...(b.tls !== undefined && { tls: b.tls }),
+            ...(b.servedModel !== undefined && { servedModel: b.servedModel }),
           });
         }
       }
@@ -220,6 +222,7 @@ export class Gateway {
       reg.maxInFlight,
       this.settings,
       reg.tls,
+      reg.servedModel ?? service.model,
     );
     tier.backends.push(backend);
     this.backendsById.set(id, backend);
@@ -436,7 +439,7 @@ export class Gateway {
       );
       return;
     }
-    await this.proxy(req, res, { path, rawUrl, body, stream, service, started, keyId });
+    await this.proxy(req, res, { path, rawUrl, body, model, stream, service, started, keyId });
   }
 
   private reject(
@@ -602,6 +605,8 @@ export class Gateway {
       path: string;
       rawUrl: string;
       body: Buffer;
+      /** The model name the client asked for (the service's name or an alias). */
+      model: string;
       stream: boolean;
       service: Service;
       started: number;
@@ -715,7 +720,15 @@ export class Gateway {
     req: IncomingMessage,
     res: ServerResponse,
     backend: Backend,
-    r: { path: string; rawUrl: string; body: Buffer; stream: boolean; service: Service; started: number },
+    r: {
+      path: string;
+      rawUrl: string;
+      body: Buffer;
+      model: string;
+      stream: boolean;
+      service: Service;
+      started: number;
+    },
     requestId: string,
   ): Promise<AttemptResult> {
     const trial = backend.ejected;
@@ -735,7 +748,11 @@ export class Gateway {
         path: backend.basePath + r.rawUrl,
         method: "POST",
         headers: this.upstreamHeaders(req.headers, backend, requestId),
-        body: r.body,
+        // The backend gets the name it serves, whatever alias the client used; the rest of the body is untouched.
+        body:
+          r.model === backend.servedModel
+            ? r.body
+            : Buffer.from(rewriteModel(r.body.toString("utf8"), backend.servedModel)),
       });
       call = thisCall;
       timer = setTimeout(() => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")), firstByteMs);

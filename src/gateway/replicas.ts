@@ -446,6 +446,7 @@ export class ReplicaSupervisor {
       id,
       ...(r.spec.weight !== undefined && { weight: r.spec.weight }),
       ...(r.spec.maxInFlight !== undefined && { maxInFlight: r.spec.maxInFlight }),
+      ...(r.spec.servedModel !== undefined && { servedModel: r.spec.servedModel }),
       ...(key !== undefined && { apiKey: key }),
       poolPriority: r.pool.priority,
       poolQueueThreshold: r.pool.queueThreshold,

@@ -106,7 +106,7 @@ export function createApp(opts: AppOptions): Hono {
   app.get("/api/jobs", async (c) => {
     const jobs = await store.listJobs();
     const withProgress = await Promise.all(
-      jobs.map(async (j) => ({ ...summary(j), last: await store.lastStep(j.id) })),
+      jobs.map(async (j) => ({ ...summary(j), ...supervisor.queueInfo(j.id), last: await store.lastStep(j.id) })),
     );
     return c.json(withProgress);
   });
@@ -129,6 +129,7 @@ export function createApp(opts: AppOptions): Hono {
         cluster: supervisor.cluster,
         defaultCheckpointRoot: opts.defaultCheckpointRoot,
         resumeFrom: body.resumeFrom as string | undefined,
+        checkWorkdir: true,
       });
       return supervisor.submit(spec);
     };
@@ -172,7 +173,15 @@ export function createApp(opts: AppOptions): Hono {
       store.listCheckpoints(job.id),
       store.lastStep(job.id),
     ]);
-    return c.json({ ...summary(job), spec: job.spec, attempts, incidents, checkpoints, last });
+    return c.json({
+      ...summary(job),
+      ...supervisor.queueInfo(job.id),
+      spec: job.spec,
+      attempts,
+      incidents,
+      checkpoints,
+      last,
+    });
   });
 
   app.post("/api/jobs/:id/cancel", async (c) => {
@@ -260,7 +269,7 @@ export function createApp(opts: AppOptions): Hono {
     return c.json(result);
   });
 
-  app.get("/api/nodes", async (c) => c.json(await store.listNodes()));
+  app.get("/api/nodes", async (c) => c.json(await supervisor.nodes()));
 
   app.post("/api/nodes/:name/:action{cordon|uncordon}", async (c) => {
     const name = c.req.param("name");
@@ -273,7 +282,7 @@ export function createApp(opts: AppOptions): Hono {
     const body = (await c.req.json().catch(() => ({}))) as { reason?: unknown };
     const reason = typeof body.reason === "string" ? body.reason : "by user";
     await supervisor.setCordon(c.req.param("name"), c.req.param("action") === "cordon", reason);
-    return c.json((await store.listNodes()).find((n) => n.name === c.req.param("name")));
+    return c.json((await supervisor.nodes()).find((n) => n.name === c.req.param("name")));
   });
 
   app.get("/api/events", async (c) => {

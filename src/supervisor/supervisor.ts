@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, rename, rm, symlink } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
+import { access, mkdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { attributeFailure, type RankExit } from "../core/culprit.js";
@@ -7,7 +8,8 @@ import type { Clock } from "../core/clock.js";
 import { classifyFailure } from "../core/classify.js";
 import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
-import { decideRecovery, placeAttempt, poolKeepsFailing } from "../core/recovery.js";
+import { scheduleQueue, type DeviceNode, type QueuedJob } from "../core/placement.js";
+import { decideRecovery, poolKeepsFailing } from "../core/recovery.js";
 import type { ClusterSpec, CompiledJobSpec, PoolSpec } from "../core/spec.js";
 import { AttemptState, JobState, assertJobTransition, terminalJobStates } from "../core/states.js";
 import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
@@ -39,7 +41,52 @@ interface JobRuntime {
   waitingNoted: boolean;
   /** The last culprit's node: the next attempt goes elsewhere when it can. */
   avoid: string[];
+  /**
+   * A hang was found and the ranks were asked for their stacks: the incident is recorded on the first tick after
+   * `deadline` (a deadline, not a sleep, so that the wait holds no other job's tick).
+   */
+  hangDump: { attempt: number; deadline: number; facts: IncidentFacts; logPath: string } | null;
 }
+
+/** Where the queue put a job: launch on these nodes and devices (one list per node). */
+interface Launch {
+  pool: string;
+  nodes: string[];
+  shrunk: boolean;
+  devices: number[][];
+  /** Pools that keep failing this job (for the "moved" event). */
+  failing: string[];
+}
+
+/** A job's place in the queue, for `ps` and the dashboard. */
+export interface QueueInfo {
+  /** 1-based place among waiting jobs; null when the job is not waiting for placement. */
+  queuePosition: number | null;
+  /** Why it waits, e.g. "waiting for 2 device(s) on local-ascend: 1 free"; null when it does not. */
+  waitingFor: string | null;
+}
+
+/** A launch that cannot succeed or did not: `permanent` when no retry can help (a missing workdir or command). */
+class LaunchError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly permanent: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** Spawn errors that say the job's own setup is wrong (its workdir, its command, its arguments). */
+const permanentLaunchCodes: ReadonlySet<string> = new Set([
+  "ENOENT",
+  "ENOTDIR",
+  "EACCES",
+  "E2BIG",
+  "ENAMETOOLONG",
+  "ERR_INVALID_ARG_VALUE",
+  "ERR_INVALID_ARG_TYPE",
+]);
 
 interface Ingested {
   steps: boolean;
@@ -94,8 +141,15 @@ export class Supervisor {
   private readonly faultModels = new Map<string, FaultModel>();
   private lastFaultDraw = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
-  private ticking = false;
+  /** A scheduling pass is running (passes never overlap; job tasks do, one per job at most). */
+  private passing = false;
+  private readonly tasks = new Set<Promise<void>>();
   private stopped = false;
+  /** Devices of each attempt (`<job id>/<n>`), one list per node, as launched: what the queue counts as in use. */
+  private readonly attemptDevices = new Map<string, number[][]>();
+  /** Devices granted to jobs whose launch is under way (no attempt record yet). */
+  private readonly launching = new Map<string, { nodes: string[]; devices: number[][] }>();
+  private queueView = new Map<string, QueueInfo>();
 
   constructor(private readonly opts: SupervisorOptions) {}
 
@@ -125,7 +179,13 @@ export class Supervisor {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    while (this.ticking) await new Promise((r) => setTimeout(r, 10));
+    while (this.passing) await new Promise((r) => setTimeout(r, 10));
+    await Promise.allSettled([...this.tasks]);
+  }
+
+  /** Where a job stands in the queue (from the last scheduling pass). */
+  queueInfo(jobId: string): QueueInfo {
+    return this.queueView.get(jobId) ?? { queuePosition: null, waitingFor: null };
   }
 
   async submit(spec: CompiledJobSpec): Promise<JobRecord> {
@@ -142,7 +202,8 @@ export class Supervisor {
       command: resolved.command,
       pools: resolved.pools,
     });
-    await this.tick();
+    // Wait for this job's own first step (placed, or queued with a reason), never for other jobs' work.
+    await (await this.pass()).get(id);
     return (await this.store.getJob(id))!;
   }
 
@@ -199,7 +260,7 @@ export class Supervisor {
   private runtime(jobId: string): JobRuntime {
     let rt = this.runtimes.get(jobId);
     if (!rt) {
-      rt = { nextLaunchAt: 0, busy: false, logOffsets: new Map(), waitingNoted: false, avoid: [] };
+      rt = { nextLaunchAt: 0, busy: false, logOffsets: new Map(), waitingNoted: false, avoid: [], hangDump: null };
       this.runtimes.set(jobId, rt);
     }
     return rt;
@@ -210,37 +271,176 @@ export class Supervisor {
     return attempts[attempts.length - 1];
   }
 
-  /** One pass over every active job. Never throws: a bad job must not stop the others from being watched. */
+  /**
+   * One pass: the queue decides which waiting jobs launch (and on which devices), then every job advances in a task
+   * of its own. Jobs never wait on each other: a job whose task still runs (a stop's grace period, a checkpoint being
+   * hashed, a launch) is skipped by later passes while the others go on. Resolves when this pass's tasks are done.
+   * Never throws: a bad job must not stop the others from being watched.
+   */
   async tick(): Promise<void> {
-    if (this.ticking || this.stopped) return;
-    this.ticking = true;
+    await Promise.all((await this.pass()).values());
+  }
+
+  /** Starts this pass's tasks; returns them by job id. */
+  private async pass(): Promise<Map<string, Promise<void>>> {
+    const started = new Map<string, Promise<void>>();
+    if (this.passing || this.stopped) return started;
+    this.passing = true;
     try {
-      for (const job of await this.store.listJobs({ activeOnly: true })) {
+      const jobs = await this.store.listJobs({ activeOnly: true });
+      const current = new Map<string, AttemptRecord | undefined>();
+      for (const job of jobs) current.set(job.id, await this.currentAttempt(job.id));
+      const launches = await this.schedule(jobs, current);
+      for (const job of jobs) {
         const rt = this.runtime(job.id);
         if (rt.busy) continue;
-        rt.busy = true;
-        try {
-          await this.advance(job, rt);
-        } catch (err) {
-          this.opts.log?.(`job ${job.id}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        } finally {
-          rt.busy = false;
+        const launch = launches.get(job.id);
+        started.set(
+          job.id,
+          this.runTask(job, rt, () => (launch ? this.launch(job, rt, launch) : this.advance(job, rt))),
+        );
+      }
+    } catch (err) {
+      this.opts.log?.(`supervisor pass: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    } finally {
+      this.passing = false;
+    }
+    return started;
+  }
+
+  /** Runs one job's work with its lock held; errors are logged, never thrown. */
+  private runTask(job: JobRecord, rt: JobRuntime, work: () => Promise<void>): Promise<void> {
+    rt.busy = true;
+    const task = (async () => {
+      try {
+        await work();
+      } catch (err) {
+        this.opts.log?.(`job ${job.id}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      } finally {
+        rt.busy = false;
+        this.launching.delete(job.id);
+      }
+    })();
+    this.tasks.add(task);
+    void task.finally(() => this.tasks.delete(task));
+    return task;
+  }
+
+  /**
+   * The queue: every job waiting to launch (PENDING, or RECOVERING past its backoff) in order of priority and
+   * submission; those whose devices are free launch, the others get their place and reason (`queueInfo`).
+   */
+  private async schedule(
+    jobs: readonly JobRecord[],
+    current: ReadonlyMap<string, AttemptRecord | undefined>,
+  ): Promise<Map<string, Launch>> {
+    const now = this.opts.clock.now();
+    const queue: QueuedJob[] = [];
+    for (const job of jobs) {
+      const attempt = current.get(job.id);
+      const rt = this.runtime(job.id);
+      if (rt.busy || (attempt && attempt.endedAt === null)) continue;
+      if (job.state !== JobState.Pending && job.state !== JobState.Recovering) continue;
+      if (now < rt.nextLaunchAt) continue;
+      queue.push({
+        id: job.id,
+        priority: job.spec.priority ?? 0,
+        queuedAt: job.createdAt,
+        preference: job.spec.pools,
+        nodesNeeded: job.spec.nodes,
+        minNodes: job.spec.minNodes,
+        procsPerNode: job.spec.procsPerNode,
+        avoidNodes: rt.avoid,
+        avoidPools: await this.failingPools(job),
+      });
+    }
+    const launches = new Map<string, Launch>();
+    const view = new Map<string, QueueInfo>();
+    if (queue.length > 0) {
+      const nodes: DeviceNode[] = (await this.store.listNodes()).map((n) => ({
+        name: n.name,
+        pool: n.pool,
+        cordoned: n.cordoned,
+        devices: n.devices,
+      }));
+      const inUse = await this.devicesInUse(jobs, current);
+      const poolNames = this.opts.cluster.pools.map((p) => p.name);
+      const decisions = scheduleQueue(queue, nodes, inUse, poolNames);
+      for (const q of queue) {
+        const d = decisions.get(q.id)!;
+        const job = jobs.find((j) => j.id === q.id)!;
+        const rt = this.runtime(q.id);
+        if (d.kind === "launch") {
+          this.launching.set(q.id, { nodes: d.nodes, devices: d.devices });
+          launches.set(q.id, { ...d, failing: [...(q.avoidPools ?? [])] });
+          rt.waitingNoted = false;
+          continue;
+        }
+        view.set(q.id, { queuePosition: d.position, waitingFor: d.reason });
+        if (!rt.waitingNoted) {
+          rt.waitingNoted = true;
+          const message = d.forDevices
+            ? `queued at position ${d.position}: ${d.reason}`
+            : `waiting for capacity: ${d.reason}`;
+          await this.event(job.id, "job.waiting", message, { from: now, position: d.position, reason: d.reason });
         }
       }
-    } finally {
-      this.ticking = false;
     }
+    this.queueView = view;
+    return launches;
+  }
+
+  /** Devices held by live attempts and by launches under way, per node. */
+  private async devicesInUse(
+    jobs: readonly JobRecord[],
+    current: ReadonlyMap<string, AttemptRecord | undefined>,
+  ): Promise<Map<string, Set<number>>> {
+    const use = new Map<string, Set<number>>();
+    const add = (nodes: readonly string[], devices: readonly number[][]) =>
+      nodes.forEach((node, i) => {
+        const set = use.get(node) ?? new Set<number>();
+        for (const d of devices[i] ?? []) set.add(d);
+        use.set(node, set);
+      });
+    for (const job of jobs) {
+      const attempt = current.get(job.id);
+      if (attempt && attempt.endedAt === null) add(attempt.nodes, await this.devicesOf(job, attempt));
+    }
+    for (const l of this.launching.values()) add(l.nodes, l.devices);
+    return use;
+  }
+
+  /** An attempt's devices: as recorded at launch (devices.json in its folder), else what older versions used. */
+  private async devicesOf(job: JobRecord, attempt: AttemptRecord): Promise<number[][]> {
+    const key = `${job.id}/${attempt.n}`;
+    const known = this.attemptDevices.get(key);
+    if (known) return known;
+    let devices: number[][] | null = null;
+    try {
+      const raw = JSON.parse(await readFile(path.join(attempt.dir, "devices.json"), "utf8")) as unknown;
+      if (
+        Array.isArray(raw) &&
+        raw.length === attempt.nodes.length &&
+        raw.every((l) => Array.isArray(l) && l.every((d) => Number.isInteger(d) && d >= 0 && d < 4096))
+      ) {
+        devices = raw as number[][];
+      }
+    } catch {
+      // launched before devices were recorded, or the file is gone: fall back below
+    }
+    if (!devices) {
+      const perNode = this.opts.cluster.pools.find((p) => p.name === attempt.pool)?.devicesPerNode ?? 1;
+      const list = [...new Set(Array.from({ length: job.spec.procsPerNode }, (_, i) => i % perNode))];
+      devices = attempt.nodes.map(() => list);
+    }
+    this.attemptDevices.set(key, devices);
+    return devices;
   }
 
   private async advance(job: JobRecord, rt: JobRuntime): Promise<void> {
     const attempt = await this.currentAttempt(job.id);
     const attemptLive = attempt !== undefined && attempt.endedAt === null;
-    if (!attemptLive) {
-      if (job.state === JobState.Pending || job.state === JobState.Recovering) {
-        if (this.opts.clock.now() >= rt.nextLaunchAt) await this.launch(job, rt);
-      }
-      return;
-    }
+    if (!attemptLive) return; // launches come from the queue (schedule)
     if (attempt.state === AttemptState.Launching) {
       // The control plane died while launching: the gang may be incomplete. Stop what exists and launch again,
       // without charging the job a restart (it was not the job's fault).
@@ -251,30 +451,10 @@ export class Supervisor {
     await this.watch(job, attempt, rt);
   }
 
-  private async launch(job: JobRecord, rt: JobRuntime): Promise<void> {
+  private async launch(job: JobRecord, rt: JobRuntime, placement: Launch): Promise<void> {
     const spec = job.spec;
-    const nodes = await this.store.listNodes();
-    const poolNames = this.opts.cluster.pools.map((p) => p.name);
-    const failing = await this.failingPools(job);
-    const placement = placeAttempt({
-      preference: spec.pools,
-      poolsInClusterOrder: poolNames,
-      nodes,
-      nodesNeeded: spec.nodes,
-      minNodes: spec.minNodes,
-      avoidNodes: rt.avoid,
-      avoidPools: failing,
-    });
-    if (placement.pool === null) {
-      if (!rt.waitingNoted) {
-        rt.waitingNoted = true;
-        await this.event(job.id, "job.waiting", `waiting for capacity: ${placement.reason}`, {
-          from: this.opts.clock.now(),
-        });
-      }
-      return;
-    }
-    rt.waitingNoted = false;
+    const failing = placement.failing;
+    rt.hangDump = null;
     const pool = this.opts.cluster.pools.find((p) => p.name === placement.pool) as PoolSpec;
 
     const own = await findResumePoint(spec.checkpoint.dir);
@@ -325,23 +505,34 @@ export class Supervisor {
       endedAt: null,
       reason: null,
     };
+    // The devices are the attempt's from now on (devices.json lets a restarted server count them too).
+    this.attemptDevices.set(`${job.id}/${n}`, placement.devices);
+    await writeFile(path.join(dir, "devices.json"), JSON.stringify(placement.devices), { mode: 0o600 });
     await this.store.createAttempt(attempt);
     await this.setJobState(job, JobState.Starting, null);
-    const launched = await this.opts.executor.launch({
-      jobId: job.id,
-      jobName: job.name,
-      attempt: n,
-      dir,
-      pool,
-      nodes: placement.nodes,
-      procsPerNode: spec.procsPerNode,
-      command: spec.command,
-      env: spec.env,
-      workdir: spec.workdir,
-      masterPort: attempt.masterPort,
-      checkpointDir: spec.checkpoint.dir,
-      resumeFrom: attempt.resumeFrom,
-    });
+    let launched;
+    try {
+      await checkLaunchable(spec);
+      launched = await this.opts.executor.launch({
+        jobId: job.id,
+        jobName: job.name,
+        attempt: n,
+        dir,
+        pool,
+        nodes: placement.nodes,
+        devices: placement.devices,
+        procsPerNode: spec.procsPerNode,
+        command: spec.command,
+        env: spec.env,
+        workdir: spec.workdir,
+        masterPort: attempt.masterPort,
+        checkpointDir: spec.checkpoint.dir,
+        resumeFrom: attempt.resumeFrom,
+      });
+    } catch (err) {
+      await this.launchFailed(job, attempt, placement, err);
+      return;
+    }
     for (const r of launched) {
       await this.store.upsertRank({
         jobId: job.id,
@@ -386,7 +577,7 @@ export class Supervisor {
       });
     }
     if (placement.shrunk) {
-      const message = `running on ${placement.nodes.length} of ${spec.nodes} node(s): no pool has enough healthy nodes`;
+      const message = `running on ${placement.nodes.length} of ${spec.nodes} node(s): no pool has enough free, healthy nodes`;
       await this.event(job.id, "job.shrunk", message, { nodes: placement.nodes.length });
     }
     await this.event(
@@ -423,6 +614,11 @@ export class Supervisor {
   }
 
   private async watch(job: JobRecord, attempt: AttemptRecord, rt: JobRuntime): Promise<void> {
+    if (rt.hangDump && rt.hangDump.attempt === attempt.n) {
+      // Hung ranks are writing their stacks: nothing else is judged until the dump deadline, then the hang is recorded.
+      if (this.opts.clock.now() >= rt.hangDump.deadline) await this.finishHang(job, attempt, rt);
+      return;
+    }
     const ranks = await this.store.listRanks(job.id, attempt.n);
     const seen = await this.ingest(job, attempt, ranks, rt);
     if (seen.steps && job.state === JobState.Starting) await this.setJobState(job, JobState.Running, null);
@@ -524,22 +720,59 @@ export class Supervisor {
         "SIGCONT",
       );
     }
-    await this.opts.clock.sleep(d.stackDumpSeconds * 1000);
-    const tail = await tailLines(rank.logPath, 80);
-    const stack = stackExcerpt(tail);
     const lastStep = progress.find((p) => p.rank === culprit.rank)?.lastStep ?? null;
     const silent = Math.round(verdict.silentMs / 100) / 10;
+    // The stacks take a while to be written: record the incident on a later tick (no job waits for this one).
+    this.runtime(job.id).hangDump = {
+      attempt: attempt.n,
+      deadline: now + d.stackDumpSeconds * 1000,
+      logPath: rank.logPath,
+      facts: {
+        cause: "hang",
+        culpritRank: rank.rank,
+        culpritNode: rank.node,
+        faultAt: view.find((v) => v.rank === culprit.rank)?.lastReportAt ?? attempt.startedAt,
+        detectedAt: now,
+        summary: `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
+        hard: false,
+        signature: "",
+        lastStep,
+        evidence: { silentMs: verdict.silentMs, timeoutMs: verdict.timeoutMs, processStates: view },
+      },
+    };
+    if (d.stackDumpSeconds <= 0) await this.finishHang(job, attempt, this.runtime(job.id));
+  }
+
+  /** After the stack-dump deadline: the culprit's stacks go into the hang incident, which stops the gang. */
+  private async finishHang(job: JobRecord, attempt: AttemptRecord, rt: JobRuntime): Promise<void> {
+    const dump = rt.hangDump!;
+    rt.hangDump = null;
+    const stack = stackExcerpt(await tailLines(dump.logPath, 80));
+    await this.handleIncident(job, attempt, { ...dump.facts, evidence: { stack, ...dump.facts.evidence } });
+  }
+
+  /**
+   * A launch that failed (the workdir or command is missing, spawn failed): an incident like any other, counted
+   * against recovery.maxRestarts; when no retry can help (ENOENT of the workdir or command) the job fails at once.
+   */
+  private async launchFailed(job: JobRecord, attempt: AttemptRecord, placement: Launch, err: unknown): Promise<void> {
+    const e = err as NodeJS.ErrnoException;
+    const code = err instanceof LaunchError ? err.code : (e?.code ?? "");
+    const permanent = err instanceof LaunchError ? err.permanent : permanentLaunchCodes.has(code);
+    const message = err instanceof Error ? err.message : String(err);
+    const now = this.opts.clock.now();
     await this.handleIncident(job, attempt, {
-      cause: "hang",
-      culpritRank: rank.rank,
-      culpritNode: rank.node,
-      faultAt: view.find((v) => v.rank === culprit.rank)?.lastReportAt ?? attempt.startedAt,
+      cause: permanent ? "software" : "unknown",
+      culpritRank: null,
+      culpritNode: permanent ? null : (placement.nodes[0] ?? null),
+      faultAt: now,
       detectedAt: now,
-      summary: `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
+      summary: `launch failed: ${message}`,
       hard: false,
-      signature: "",
-      lastStep,
-      evidence: { stack, silentMs: verdict.silentMs, timeoutMs: verdict.timeoutMs, processStates: view },
+      signature: `launch ${code}`,
+      retryable: !permanent,
+      lastStep: attempt.resumeStep,
+      evidence: { launch: true, code, error: message, workdir: job.spec.workdir, command: job.spec.command[0] },
     });
   }
 
@@ -892,6 +1125,46 @@ function toRankExits(ranks: RankRecord[], statuses: RankStatus[]): RankExit[] {
     else exits.push({ rank: r.rank, node: r.node, code: s.code, signal: s.signal, at, tail: [] });
   }
   return exits;
+}
+
+/**
+ * Refuses a launch that cannot start: the workdir must be a folder and the command an executable file (found on
+ * the job's PATH when it has no slash). Both are the job's own errors: permanent.
+ */
+async function checkLaunchable(spec: CompiledJobSpec): Promise<void> {
+  const dir = await stat(spec.workdir).catch(() => null);
+  if (!dir || !dir.isDirectory()) {
+    throw new LaunchError(
+      `workdir ${spec.workdir} ${dir ? "is not a folder" : "does not exist"} (fix: create it, or set workdir in ${spec.source})`,
+      dir ? "ENOTDIR" : "ENOENT",
+      true,
+    );
+  }
+  const command = spec.command[0]!;
+  const candidates = command.includes("/")
+    ? [path.resolve(spec.workdir, command)]
+    : (spec.env.PATH ?? process.env.PATH ?? "")
+        .split(path.delimiter)
+        .filter((d) => d !== "")
+        .map((d) => path.resolve(spec.workdir, d, command));
+  for (const file of candidates) {
+    const st = await stat(file).catch(() => null);
+    if (
+      st?.isFile() &&
+      (await access(file, fsConstants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
+  }
+  throw new LaunchError(
+    command.includes("/")
+      ? `command ${command} is not an executable file (fix: check command[0] in ${spec.source}, or chmod +x it)`
+      : `command ${command} is not found on PATH (fix: check command[0] in ${spec.source}, or give its full path)`,
+    "ENOENT",
+    true,
+  );
 }
 
 /** A port nobody listens on now; fresh per attempt so orphans of an old attempt can never join a new one. */

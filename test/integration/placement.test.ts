@@ -1,3 +1,4 @@
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { packageRoot } from "../../src/paths.js";
@@ -10,8 +11,9 @@ describe.skipIf(!hasTorch)("placement when a pool fails", () => {
   const ctx = useServer("placement");
   const home = ctx.home;
 
-  const job = (name: string, extra: string[]) =>
-    [
+  const job = (name: string, extra: string[]) => {
+    mkdirSync(path.join(home, name), { recursive: true }); // the server refuses a workdir that does not exist
+    return [
       `name: ${name}`,
       "pools: [unstable, reliable]",
       `command: ["{python}", ${JSON.stringify(okRank)}, --steps, "40", --step-sleep, "0.05", --ckpt-every, "5"]`,
@@ -19,6 +21,7 @@ describe.skipIf(!hasTorch)("placement when a pool fails", () => {
       "checkpoint: { dir: ckpt }",
       ...extra,
     ].join("\n");
+  };
 
   async function killRank0(id: string, atStep: number): Promise<void> {
     await waitForStep(ctx.client, id, atStep);

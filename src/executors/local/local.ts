@@ -40,7 +40,8 @@ export class LocalExecutor implements Executor {
     const worldSize = req.nodes.length * req.procsPerNode;
     const launched: LaunchedRank[] = [];
     for (const [nodeRank, node] of req.nodes.entries()) {
-      const devices = Array.from({ length: req.procsPerNode }, (_, i) => i % req.pool.devicesPerNode);
+      const devices =
+        req.devices?.[nodeRank] ?? Array.from({ length: req.procsPerNode }, (_, i) => i % req.pool.devicesPerNode);
       for (let localRank = 0; localRank < req.procsPerNode; localRank++) {
         const rank = nodeRank * req.procsPerNode + localRank;
         const logPath = path.join(req.dir, `rank-${rank}.log`);

@@ -19,7 +19,13 @@ export interface Harness {
 export async function startHarness(
   pools: Record<string, FixtureBackend[]>,
   settings: Partial<GatewaySettings> = {},
-  opts: Omit<GatewayOptions, "settings" | "logger"> & { model?: string; queueThreshold?: number } = {},
+  opts: Omit<GatewayOptions, "settings" | "logger"> & {
+    model?: string;
+    aliases?: string[];
+    queueThreshold?: number;
+    /** Fixture name -> the model name it serves (servedModel in services YAML). */
+    servedModels?: Record<string, string>;
+  } = {},
 ): Promise<Harness> {
   const model = opts.model ?? "m";
   const config = compileServices({
@@ -27,11 +33,16 @@ export async function startHarness(
     services: [
       {
         model,
-        aliases: [],
+        aliases: opts.aliases ?? [],
         pools: Object.entries(pools).map(([name, fixtures]) => ({
           name,
           ...(opts.queueThreshold !== undefined && { queueThreshold: opts.queueThreshold }),
-          backends: fixtures.map((f) => ({ id: f.name, url: f.url, engine: "vllm" as const })),
+          backends: fixtures.map((f) => ({
+            id: f.name,
+            url: f.url,
+            engine: "vllm" as const,
+            ...(opts.servedModels?.[f.name] !== undefined && { servedModel: opts.servedModels[f.name] }),
+          })),
         })),
       },
     ],
