@@ -109,6 +109,14 @@ describe("gateway happy path", () => {
     expect(a.requests).toHaveLength(0);
   });
 
+  it("answers its own health on /healthz and /health alike", async () => {
+    for (const path of ["/healthz", "/health"]) {
+      const res = await request(`${h.url}${path}`);
+      expect(res.statusCode).toBe(200);
+      expect(await res.body.json()).toEqual({ status: "ok", backends: 1, routable: 1 });
+    }
+  });
+
   it("answers 404 for paths it does not serve", async () => {
     const res = await request(`${h.url}/v1/files`);
     expect(res.statusCode).toBe(404);

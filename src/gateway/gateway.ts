@@ -361,7 +361,7 @@ export class Gateway {
       res.end(text);
       return;
     }
-    if (req.method === "GET" && path === "/healthz") {
+    if (req.method === "GET" && (path === "/healthz" || path === "/health")) {
       const now = Date.now();
       const backends = [...this.backendsById.values()];
       const routable = backends.filter((b) => b.available(now)).length;
