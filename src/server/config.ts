@@ -47,8 +47,16 @@ export function secureHome(home: string): void {
   mkdirSync(home, { recursive: true, mode: 0o700 });
   chmodSync(home, 0o700);
   let budget = maxEntriesToFix;
-  const walk = (dir: string) => {
-    for (const name of readdirSync(dir)) {
+  // Breadth first, so the home's own files (database, token, logs) are fixed before any budget goes to deep trees.
+  const queue = [home];
+  for (let dir = queue.shift(); dir !== undefined; dir = queue.shift()) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue; // a job's folder removed meanwhile
+    }
+    for (const name of names) {
       if (--budget < 0) return;
       const file = path.join(dir, name);
       let st;
@@ -59,13 +67,12 @@ export function secureHome(home: string): void {
       }
       if (st.isDirectory()) {
         if ((st.mode & 0o777) !== 0o700) chmodSync(file, 0o700);
-        walk(file);
+        queue.push(file);
       } else if (st.isFile() && (st.mode & 0o077) !== 0) {
         chmodSync(file, st.mode & 0o700);
       }
     }
-  };
-  walk(home);
+  }
 }
 
 export function loadCluster(file: string | undefined): ClusterSpec {
