@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll } from "vitest";
@@ -205,6 +205,7 @@ export function chargptJob(opts: {
   extra?: string[];
   pools?: string[];
 }): string {
+  mkdirSync(opts.home, { recursive: true }); // the workdir: the server refuses one that does not exist
   const args = [
     "--steps",
     String(opts.steps),
