@@ -61,9 +61,22 @@ describe("switchyard plan", () => {
   });
 
   it("exits 2 for an unknown scenario or a missing file", async () => {
-    expect((await runCli([file, "--scenario", "nope"])).err).toContain(
-      'no scenario named "nope". Fix: use one of: only',
-    );
+    const unknown = await runCli([file, "--scenario", "nope"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toBe(`switchyard: ${file}: no scenario named "nope" (fix: use one of: only)`);
     expect((await runCli([join(dir, "missing.yaml")])).code).toBe(2);
+  });
+
+  it("under --json, errors are JSON too", async () => {
+    const result = await runCli([file, "--scenario", "nope", "--json"]);
+    expect(result.code).toBe(2);
+    expect(JSON.parse(result.err)).toEqual({
+      error: `${file}: no scenario named "nope"`,
+      fix: "use one of: only",
+      exitCode: 2,
+    });
+    const missing = await runCli([join(dir, "missing.yaml"), "--json"]);
+    expect(missing.code).toBe(2);
+    expect(JSON.parse(missing.err)).toMatchObject({ exitCode: 2, fix: expect.any(String) });
   });
 });

@@ -4,6 +4,7 @@ import { InvalidArgumentError, type Command } from "commander";
 import { PlanFileError } from "../../sim/plan-file.js";
 import { DEFAULT_SEED, DEFAULT_TRIALS, loadPlanFile, runPlan } from "../../sim/planner.js";
 import { renderJson, renderTable } from "../../sim/report.js";
+import { CliError, ExitCode } from "../client.js";
 import { completionCdfSvg, lostTimeSvg } from "../../sim/svg.js";
 
 interface PlanCommandOptions {
@@ -40,19 +41,20 @@ function planCommand(file: string, options: PlanCommandOptions): number {
   try {
     plan = loadPlanFile(file);
   } catch (err) {
+    // One error path for the CLI: main() prints it (as JSON under --json) and exits 2.
     if (err instanceof PlanFileError) {
-      console.error(`switchyard plan: invalid plan file\n${err.message}`);
-      return 2;
+      throw new CliError(`invalid plan file\n${err.message}`, ExitCode.Usage, "see docs/planner.md for the format");
     }
     throw err;
   }
   const known = plan.scenarios.map((s) => s.name);
   const unknown = (options.scenario ?? []).filter((name) => !known.includes(name));
   if (unknown.length > 0) {
-    console.error(
-      `switchyard plan: ${file}: no scenario named ${unknown.map((n) => `"${n}"`).join(", ")}. Fix: use one of: ${known.join(", ")}`,
+    throw new CliError(
+      `${file}: no scenario named ${unknown.map((n) => `"${n}"`).join(", ")}`,
+      ExitCode.Usage,
+      `use one of: ${known.join(", ")}`,
     );
-    return 2;
   }
 
   const result = runPlan(plan, { trials: options.trials, seed: options.seed, scenarios: options.scenario });
