@@ -10,6 +10,15 @@ export interface RankExit {
   at: number;
   /** The last lines of the rank's log, newest last. */
   tail: readonly string[];
+  /** Set when how the rank ended is unknown (its exit record was lost, e.g. on a full disk): why. */
+  lost?: string;
+}
+
+/** A peer the culprit took down, and how it went. */
+export interface Victim {
+  rank: number;
+  node: string;
+  how: string;
 }
 
 export interface Attribution {
@@ -17,6 +26,8 @@ export interface Attribution {
   victims: RankExit[];
   /** Why this rank was chosen, for the incident's evidence. */
   reason: string;
+  /** Ranks that failed before the culprit reported a lost peer, so a later rank was named. */
+  earlierReportedPeerLoss: boolean;
 }
 
 /** Wording with which a survivor reports that a peer went away (gloo, NCCL, HCCL): marks a victim, not a culprit. */
@@ -51,11 +62,46 @@ export function attributeFailure(exits: readonly RankExit[], simultaneityMs = 25
   const direct = window.find((e) => !looksLikePeerLoss(e.tail));
   const culprit = direct ?? first;
   const victims = failures.filter((e) => e !== culprit);
-  const how = culprit.signal ? `killed by ${culprit.signal}` : `exited with code ${String(culprit.code)}`;
-  const reason =
-    failures.length === 1
-      ? `rank ${culprit.rank} ${how}; it was the only rank to fail`
-      : `rank ${culprit.rank} ${how} first; ${victims.length} peer(s) failed after it` +
-        (direct && direct !== first ? " (the earlier ones reported a lost peer)" : "");
-  return { culprit, victims, reason };
+  const earlierReportedPeerLoss = direct !== undefined && direct !== first;
+  return {
+    culprit,
+    victims,
+    reason: culpritReason(culprit, victims.length, earlierReportedPeerLoss),
+    earlierReportedPeerLoss,
+  };
+}
+
+function exitText(e: RankExit): string {
+  if (e.lost) return `ended without an exit status (${e.lost})`;
+  return e.signal ? `killed by ${e.signal}` : `exited with code ${String(e.code)}`;
+}
+
+/** Why `culprit` is the culprit, for the incident's summary. */
+export function culpritReason(culprit: RankExit, victims: number, earlierReportedPeerLoss = false): string {
+  const how = exitText(culprit);
+  return victims === 0
+    ? `rank ${culprit.rank} ${how}; it was the only rank to fail`
+    : `rank ${culprit.rank} ${how} first; ${victims} peer(s) failed after it` +
+        (earlierReportedPeerLoss ? " (the earlier ones reported a lost peer)" : "");
+}
+
+/**
+ * The culprit's victims once the gang is down: every other rank that did not finish cleanly. `peers` are the other
+ * ranks' exits as seen after the gang was stopped (tails read then, so a line such as gloo's "Connection reset by
+ * peer" written after the failure was first seen counts); `stopped` are the ranks that were still running when it
+ * was seen, which the supervisor then stopped.
+ */
+export function victimsOf(culprit: RankExit, peers: readonly RankExit[], stopped: ReadonlySet<number>): Victim[] {
+  const victims: Victim[] = [];
+  for (const p of [...peers].sort((a, b) => a.rank - b.rank)) {
+    if (p.rank === culprit.rank || p.code === 0) continue;
+    const lostPeer = looksLikePeerLoss(p.tail);
+    const how = stopped.has(p.rank)
+      ? lostPeer
+        ? "reported a lost peer, then was stopped with the gang"
+        : "was stopped with the gang"
+      : `${lostPeer ? "reported a lost peer and " : ""}${exitText(p)} after the culprit`;
+    victims.push({ rank: p.rank, node: p.node, how });
+  }
+  return victims;
 }

@@ -109,6 +109,41 @@ describe("goodput ledger", () => {
   });
 });
 
+describe("goodput ledger edge cases", () => {
+  it("a fault-free run whose first step is numbered 0 loses no step", () => {
+    const l = buildLedger({
+      createdAt: 0,
+      endAt: 12_000,
+      attempts: [{ n: 1, pool: "p", startedAt: 0, endedAt: 12_000, resumeStep: null }],
+      steps: Array.from({ length: 10 }, (_, i) => ({ attempt: 1, step: i, t: 1_000 + i * 1_000 })),
+      checkpoints: [],
+      incidents: [],
+      waits: [],
+    });
+    expect(l.stepsLost).toBe(0);
+    expect(l.totals.lost).toBe(0);
+    expect(l.totals.productive).toBe(9_000);
+  });
+
+  it("thinned steps (every third one stored, the first and last kept) give the same ledger", () => {
+    const full = scenario();
+    const thinned: LedgerInput = {
+      ...full,
+      steps: full.steps.filter((s, i, all) => {
+        const same = all.filter((x) => x.attempt === s.attempt);
+        const j = same.indexOf(s);
+        return j === 0 || j === same.length - 1 || j % 3 === 0;
+      }),
+    };
+    expect(thinned.steps.length).toBeLessThan(full.steps.length);
+    const a = buildLedger(full);
+    const b = buildLedger(thinned);
+    expect(b.stepsLost).toBe(a.stepsLost);
+    expect(b.totals).toEqual(a.totals);
+    expect(b.incidents).toEqual(a.incidents);
+  });
+});
+
 describe("interval advice", () => {
   it("derives MTBF from running time per incident and applies Young and Daly", () => {
     const input = scenario();

@@ -123,13 +123,14 @@ export function buildLedger(input: LedgerInput): Ledger {
   };
 
   const attempts = [...input.attempts].sort((a, b) => a.n - b.n);
-  let highWater = 0;
+  // The newest step any attempt reached; none yet at the start (a run may number its first step 0).
+  let highWater = Number.NEGATIVE_INFINITY;
   let stepsLost = 0;
   let pendingIncident: IncidentCost | undefined;
 
   for (const attempt of attempts) {
-    const steps = input.steps.filter((s) => s.attempt === attempt.n).sort((a, b) => a.t - b.t);
-    const saves = input.checkpoints.filter((c) => c.attempt === attempt.n);
+    const steps = input.steps.filter((s) => s.attempt === attempt.n).sort((a, b) => a.t - b.t || a.step - b.step);
+    const saves = input.checkpoints.filter((c) => c.attempt === attempt.n).sort((a, b) => a.t - b.t);
     const incident = input.incidents.find((i) => i.attempt === attempt.n);
     const attemptEnd = attempt.endedAt ?? end;
 
@@ -154,30 +155,35 @@ export function buildLedger(input: LedgerInput): Ledger {
       pendingIncident,
     );
 
+    // Work between two reported steps is lost while it recomputes steps up to the earlier high-water mark, then
+    // productive; stored steps may be thinned, so a span of several steps is split where it crosses the mark.
     const highWaterBefore = highWater;
+    const work = (until: number, crossAt: number): void => {
+      charge(Math.min(until, crossAt), LedgerCategory.Lost, pendingIncident);
+      charge(until, LedgerCategory.Productive);
+    };
+    let prev = first;
     for (const s of steps.slice(1)) {
-      const save = saves.find((c) => c.t > cursor && c.t <= s.t);
-      const recomputed = s.step <= highWaterBefore;
-      if (save) {
-        const blockedFrom = Math.max(cursor, s.t - save.saveMs);
-        charge(
-          blockedFrom,
-          recomputed ? LedgerCategory.Lost : LedgerCategory.Productive,
-          recomputed ? pendingIncident : undefined,
-        );
-        charge(s.t, LedgerCategory.Checkpoint);
-      } else {
-        charge(
-          s.t,
-          recomputed ? LedgerCategory.Lost : LedgerCategory.Productive,
-          recomputed ? pendingIncident : undefined,
-        );
+      const from = prev!;
+      prev = s;
+      const crossAt =
+        s.step <= highWaterBefore
+          ? s.t
+          : from.step >= highWaterBefore
+            ? from.t
+            : from.t + ((s.t - from.t) * (highWaterBefore - from.step)) / (s.step - from.step);
+      for (const save of saves.filter((c) => c.t > from.t && c.t <= s.t)) {
+        work(Math.max(cursor, save.t - save.saveMs), crossAt);
+        charge(save.t, LedgerCategory.Checkpoint);
       }
+      work(s.t, crossAt);
     }
-    const recomputedSteps = new Set(steps.filter((s) => s.step <= highWaterBefore).map((s) => s.step)).size;
+    // Steps recomputed: from the attempt's first step up to the earlier high-water mark (or as far as it got).
+    const top = steps.reduce((m, s) => Math.max(m, s.step), Number.NEGATIVE_INFINITY);
+    const recomputedSteps = first ? Math.max(0, Math.min(highWaterBefore, top) - first.step + 1) : 0;
     if (pendingIncident) pendingIncident.stepsLost += recomputedSteps;
     stepsLost += recomputedSteps;
-    for (const s of steps) highWater = Math.max(highWater, s.step);
+    highWater = Math.max(highWater, top);
 
     if (incident) {
       const cost = incidentCost.get(incident.id)!;

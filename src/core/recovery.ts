@@ -1,5 +1,23 @@
 /** What to do after an attempt failed: restart (where), or stop. Pure: the supervisor carries it out. */
 
+/**
+ * Causes that point at the node or its links: only these strike the culprit's node (and count against its pool). A
+ * bug, a NaN, running out of memory or an unknown end (an exit record lost on a full disk) say nothing about it.
+ */
+export const infrastructureCauses: ReadonlySet<string> = new Set(["device", "network", "hang", "killed"]);
+
+export function isInfrastructureCause(cause: string): boolean {
+  return infrastructureCauses.has(cause);
+}
+
+/** How long a strike counts against a node unless the cluster config says otherwise: 24 hours. */
+export const defaultStrikeWindowSeconds = 86_400;
+
+/** The earliest strike time that still counts at `now`: older strikes have decayed. */
+export function strikesSince(now: number, windowSeconds = defaultStrikeWindowSeconds): number {
+  return now - windowSeconds * 1000;
+}
+
 export interface RecoveryPolicy {
   maxRestarts: number;
   /** Count only restarts within this many seconds against maxRestarts (a budget per window); null: the whole job. */

@@ -87,6 +87,12 @@ export const clusterSchema = z.strictObject({
   pools: z.array(poolSchema).min(1).max(specLimits.clusterPools),
   /** Failure patterns tried before the built-in table (docs/failure-causes.md). */
   causePatterns: causePatternListSchema.max(specLimits.causePatterns).default([]),
+  /** A node's strike counts for this long (seconds; default 24 h), then decays; at most a year. */
+  strikeWindowSeconds: z
+    .number()
+    .positive()
+    .max(365 * 86400)
+    .default(86400),
 });
 
 const detectionSchema = z.strictObject({
@@ -200,6 +206,8 @@ export type PoolSpec = z.output<typeof poolSchema>;
 export interface ClusterSpec {
   pools: PoolSpec[];
   causePatterns?: CausePattern[];
+  /** How long a strike against a node counts (default 86400: 24 h). */
+  strikeWindowSeconds?: number;
 }
 
 /** A job spec with every default applied and every path absolute: what the supervisor runs. */

@@ -47,6 +47,30 @@ export interface RankRecord {
   exitCode: number | null;
   exitSignal: string | null;
   exitedAt: number | null;
+  /**
+   * The training process's own pid (the wrapper's child), once the wrapper has recorded it; `pid` is the wrapper's.
+   * Optional on input: an upsert that leaves it out keeps what is stored.
+   */
+  rankPid?: number | null;
+  /** Regex progress: bytes of the rank's log read so far, and the estimated write time of the last byte read. */
+  logOffset?: number;
+  logT?: number | null;
+  /** Bytes read of the wrapper's log write-time stamps (`<log>.stamps`). */
+  stampOffset?: number;
+  /** Report (and log) lines skipped because they did not parse or were too long. */
+  badReports?: number;
+  /** The newest step this rank reported in this attempt, and when (kept exact while stored steps are thinned). */
+  lastStep?: number | null;
+  lastT?: number | null;
+}
+
+/** Where ingestion of a rank's files stands; saved atomically with the samples read up to it. */
+export interface RankCursor {
+  reportOffset?: number;
+  logOffset?: number;
+  logT?: number | null;
+  stampOffset?: number;
+  badReports?: number;
 }
 
 export interface IncidentRecord {
@@ -66,8 +90,19 @@ export interface NodeRecord {
   pool: string;
   devices: number;
   cordoned: boolean;
+  /** Strikes that count now: not cleared and (when listed with a window) not older than the window. */
   strikes: number;
   reason: string | null;
+}
+
+/** One strike against a node: which incident of which job made it, and why. */
+export interface StrikeRecord {
+  id: number;
+  node: string;
+  t: number;
+  jobId: string | null;
+  incidentId: number | null;
+  cause: string;
 }
 
 export interface EventRecord {
@@ -116,8 +151,18 @@ export interface Store {
   upsertRank(rank: RankRecord): Promise<void>;
   listRanks(jobId: string, attempt: number): Promise<RankRecord[]>;
 
-  /** Appends step samples and moves the rank's report offset, atomically: a crash never half-ingests a chunk. */
-  ingestReports(jobId: string, attempt: number, rank: number, newOffset: number, samples: StepSample[]): Promise<void>;
+  /**
+   * Appends step samples and moves the rank's cursor (a number: the report offset), atomically: a crash never
+   * half-ingests a chunk. Stored steps are thinned (bounded rows per rank and attempt, see SqliteStore) while the
+   * rank's newest step and time stay exact.
+   */
+  ingestReports(
+    jobId: string,
+    attempt: number,
+    rank: number,
+    cursor: number | RankCursor,
+    samples: StepSample[],
+  ): Promise<void>;
   listSteps(jobId: string, opts?: { rank?: number; afterT?: number }): Promise<StepSample[]>;
   lastStep(jobId: string): Promise<StepSample | null>;
   /** Newest report time and step of each rank in an attempt. */
@@ -137,8 +182,13 @@ export interface Store {
    * strikes, nodes the config no longer declares are removed.
    */
   syncNodes(nodes: Array<Pick<NodeRecord, "name" | "pool" | "devices">>): Promise<void>;
-  listNodes(): Promise<NodeRecord[]>;
+  /** Nodes; `strikes` counts the uncleared strikes at or after `strikesSince` (default: all uncleared ones). */
+  listNodes(opts?: { strikesSince?: number }): Promise<NodeRecord[]>;
+  /** `strikes: 0` clears the node's strikes (uncordon); other strike counts come only from addStrike. */
   updateNode(name: string, patch: Partial<Pick<NodeRecord, "cordoned" | "strikes" | "reason">>): Promise<void>;
+  addStrike(strike: Omit<StrikeRecord, "id">): Promise<void>;
+  /** Uncleared strikes at or after `since`, oldest first. */
+  listStrikes(opts: { node?: string; since?: number }): Promise<StrikeRecord[]>;
 
   addEvent(event: Omit<EventRecord, "id">): Promise<number>;
   listEvents(opts: { jobId?: string; afterId?: number; limit?: number }): Promise<EventRecord[]>;

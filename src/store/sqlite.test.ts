@@ -65,7 +65,9 @@ describe("SQLite store", () => {
   it("keeps strikes and cordons when the cluster is synced again, and drops nodes it no longer declares", async () => {
     const s = new SqliteStore(file());
     await s.syncNodes([{ name: "n0", pool: "p", devices: 2 }]);
-    await s.updateNode("n0", { cordoned: true, strikes: 2, reason: "ECC" });
+    await s.addStrike({ node: "n0", t: 1, jobId: "j-1", incidentId: 1, cause: "device" });
+    await s.addStrike({ node: "n0", t: 2, jobId: "j-2", incidentId: 5, cause: "hang" });
+    await s.updateNode("n0", { cordoned: true, reason: "ECC" });
     await s.syncNodes([{ name: "n0", pool: "p", devices: 4 }]);
     expect(await s.listNodes()).toEqual([
       { name: "n0", pool: "p", devices: 4, cordoned: true, strikes: 2, reason: "ECC" },
@@ -92,6 +94,76 @@ describe("SQLite store", () => {
     }
     const s = new SqliteStore(f);
     expect(await s.listEvents({ jobId: "j" })).toHaveLength(50);
+    await s.close();
+  });
+
+  it("counts strikes within a window, names their incidents, and clears them on uncordon", async () => {
+    const s = new SqliteStore(file());
+    await s.syncNodes([
+      { name: "n0", pool: "p", devices: 1 },
+      { name: "n1", pool: "p", devices: 1 },
+    ]);
+    await s.addStrike({ node: "n0", t: 1_000, jobId: "a", incidentId: 3, cause: "killed" });
+    await s.addStrike({ node: "n0", t: 90_000, jobId: "b", incidentId: 9, cause: "hang" });
+    const strikes = async (since: number) =>
+      Object.fromEntries((await s.listNodes({ strikesSince: since })).map((n) => [n.name, n.strikes]));
+    expect(await strikes(0)).toEqual({ n0: 2, n1: 0 });
+    expect(await strikes(50_000)).toEqual({ n0: 1, n1: 0 });
+    expect(await s.listStrikes({ since: 50_000 })).toEqual([
+      { id: 2, node: "n0", t: 90_000, jobId: "b", incidentId: 9, cause: "hang" },
+    ]);
+    await s.updateNode("n0", { cordoned: false, strikes: 0, reason: null });
+    expect(await strikes(0)).toEqual({ n0: 0, n1: 0 });
+    await expect(s.updateNode("n0", { strikes: 3 })).rejects.toThrow(/addStrike/);
+    await s.close();
+  });
+
+  it("bounds stored steps per rank while the rank's newest step stays exact, and keeps cursors", async () => {
+    const s = new SqliteStore(file(), { stepRetention: { minSpacingMs: 100, maxRowsPerRank: 40 } });
+    await s.createJob({ id: "j-1", name: "j", spec, state: "RUNNING", createdAt: 0 });
+    await s.upsertRank({
+      jobId: "j-1",
+      attempt: 1,
+      rank: 0,
+      node: "n",
+      pid: 1,
+      startTicks: null,
+      logPath: "/l",
+      reportPath: "/r",
+      reportOffset: 0,
+      exitCode: null,
+      exitSignal: null,
+      exitedAt: null,
+    });
+    // 10,000 steps 10 ms apart, ingested in chunks of 250 (a flood).
+    for (let c = 0; c < 40; c++) {
+      const samples = Array.from({ length: 250 }, (_, i) => {
+        const step = c * 250 + i + 1;
+        return { jobId: "j-1", attempt: 1, rank: 0, step, t: step * 10, loss: 1, tokens: null, computeS: null };
+      });
+      await s.ingestReports("j-1", 1, 0, { reportOffset: (c + 1) * 1000, logOffset: c, logT: c * 5 }, samples);
+    }
+    const rows = await s.listSteps("j-1");
+    expect(rows.length).toBeLessThanOrEqual(40 + 1);
+    expect(rows[0]).toMatchObject({ step: 1, t: 10 });
+    expect(rows[rows.length - 1]).toMatchObject({ step: 10_000, t: 100_000 });
+    expect(await s.lastStep("j-1")).toMatchObject({ step: 10_000 });
+    expect(await s.rankProgress("j-1", 1)).toEqual([{ rank: 0, lastT: 100_000, lastStep: 10_000 }]);
+    expect((await s.listRanks("j-1", 1))[0]).toMatchObject({ reportOffset: 40_000, logOffset: 39, logT: 195 });
+    await s.close();
+  });
+
+  it("answers a job's newest step from an index, not by scanning its steps", async () => {
+    const s = new SqliteStore(file());
+    const plan = (
+      s as unknown as { db: { prepare(q: string): { all(...a: unknown[]): Array<{ detail: string }> } } }
+    ).db
+      .prepare("EXPLAIN QUERY PLAN SELECT * FROM steps WHERE job_id = ? ORDER BY attempt DESC, step DESC, rank LIMIT 1")
+      .all("j")
+      .map((r) => r.detail)
+      .join("; ");
+    expect(plan).toContain("steps_newest");
+    expect(plan).not.toContain("TEMP B-TREE");
     await s.close();
   });
 });

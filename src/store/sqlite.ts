@@ -9,9 +9,11 @@ import type {
   IncidentRecord,
   JobRecord,
   NodeRecord,
+  RankCursor,
   RankRecord,
   StepSample,
   Store,
+  StrikeRecord,
 } from "./port.js";
 
 /** Ordered schema migrations; `user_version` records how many ran. Append only. */
@@ -62,7 +64,49 @@ const migrations: readonly string[] = [
   );
   CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
   `,
+  // Persisted regex-progress cursors, skipped-line counts, the rank process's pid, each rank's newest step (exact
+  // while stored steps are thinned), indexes for a job's newest step and the job list, and strikes as a history that
+  // names their incidents.
+  `
+  ALTER TABLE ranks ADD COLUMN log_offset INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE ranks ADD COLUMN log_t REAL;
+  ALTER TABLE ranks ADD COLUMN stamp_offset INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE ranks ADD COLUMN bad_reports INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE ranks ADD COLUMN rank_pid INTEGER;
+  ALTER TABLE ranks ADD COLUMN last_step INTEGER;
+  ALTER TABLE ranks ADD COLUMN last_t REAL;
+  ALTER TABLE ranks ADD COLUMN step_rows INTEGER NOT NULL DEFAULT 0;
+  UPDATE ranks SET
+    last_step = (SELECT MAX(step) FROM steps s WHERE s.job_id = ranks.job_id AND s.attempt = ranks.attempt
+                   AND s.rank = ranks.rank),
+    last_t = (SELECT MAX(t) FROM steps s WHERE s.job_id = ranks.job_id AND s.attempt = ranks.attempt
+                AND s.rank = ranks.rank),
+    step_rows = (SELECT COUNT(*) FROM steps s WHERE s.job_id = ranks.job_id AND s.attempt = ranks.attempt
+                   AND s.rank = ranks.rank);
+  CREATE INDEX steps_newest ON steps(job_id, attempt DESC, step DESC, rank);
+  CREATE INDEX jobs_created ON jobs(created_at);
+  CREATE INDEX jobs_state ON jobs(state, created_at);
+  CREATE TABLE strikes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, t INTEGER NOT NULL, job_id TEXT, incident_id INTEGER,
+    cause TEXT NOT NULL, cleared INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX strikes_node ON strikes(node, cleared, t);
+  WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 1000)
+  INSERT INTO strikes (node, t, cause)
+    SELECT n.name, CAST(strftime('%s', 'now') AS INTEGER) * 1000, 'recorded before strike history'
+    FROM nodes n JOIN seq ON seq.i <= n.strikes;
+  `,
 ];
+
+/** How many step rows are kept per rank and attempt, and how far apart in time (see ingestReports). */
+export interface StepRetention {
+  /** Samples closer than this to the previous stored one are not stored (the rank's newest step always is). */
+  minSpacingMs: number;
+  /** Above this many rows per rank and attempt, every other older row is dropped (the first and recent ones stay). */
+  maxRowsPerRank: number;
+}
+
+export const defaultStepRetention: StepRetention = { minSpacingMs: 1000, maxRowsPerRank: 2000 };
 
 type Row = Record<string, unknown>;
 
@@ -73,8 +117,10 @@ const strOrNull = (v: unknown): string | null => (v === null || v === undefined 
 /** SQLite adapter: one file, WAL journal, synchronous=FULL so a kill at any instant leaves a consistent database. */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
+  private readonly retention: StepRetention;
 
-  constructor(file: string) {
+  constructor(file: string, opts: { stepRetention?: Partial<StepRetention> } = {}) {
+    this.retention = { ...defaultStepRetention, ...opts.stepRetention };
     if (file !== ":memory:" && file !== "") privateFiles(file);
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
@@ -124,9 +170,18 @@ export class SqliteStore implements Store {
   }
 
   async listJobs(opts: { activeOnly?: boolean } = {}): Promise<JobRecord[]> {
-    const rows = this.db.prepare("SELECT * FROM jobs ORDER BY created_at DESC").all() as Row[];
-    const jobs = rows.map(toJob);
-    return opts.activeOnly ? jobs.filter((j) => !terminalJobStates.has(j.state)) : jobs;
+    // Active jobs are filtered in SQL: the supervisor lists them every tick, however many jobs have ended.
+    const terminal = [...terminalJobStates];
+    const rows = (
+      opts.activeOnly
+        ? this.db
+            .prepare(
+              `SELECT * FROM jobs WHERE state NOT IN (${terminal.map(() => "?").join(", ")}) ORDER BY created_at DESC`,
+            )
+            .all(...terminal)
+        : this.db.prepare("SELECT * FROM jobs ORDER BY created_at DESC").all()
+    ) as Row[];
+    return rows.map(toJob);
   }
 
   async createAttempt(a: AttemptRecord): Promise<void> {
@@ -180,7 +235,25 @@ export class SqliteStore implements Store {
            start_ticks = excluded.start_ticks, exit_code = excluded.exit_code, exit_signal = excluded.exit_signal,
            exited_at = excluded.exited_at`,
       )
-      .run(r);
+      .run({
+        jobId: r.jobId,
+        attempt: r.attempt,
+        rank: r.rank,
+        node: r.node,
+        pid: r.pid,
+        startTicks: r.startTicks,
+        logPath: r.logPath,
+        reportPath: r.reportPath,
+        reportOffset: r.reportOffset,
+        exitCode: r.exitCode,
+        exitSignal: r.exitSignal,
+        exitedAt: r.exitedAt,
+      });
+    if (r.rankPid !== undefined) {
+      this.db
+        .prepare("UPDATE ranks SET rank_pid = ? WHERE job_id = ? AND attempt = ? AND rank = ?")
+        .run(r.rankPid, r.jobId, r.attempt, r.rank);
+    }
   }
 
   async listRanks(jobId: string, attempt: number): Promise<RankRecord[]> {
@@ -200,25 +273,111 @@ export class SqliteStore implements Store {
       exitCode: numOrNull(r.exit_code),
       exitSignal: strOrNull(r.exit_signal),
       exitedAt: numOrNull(r.exited_at),
+      rankPid: numOrNull(r.rank_pid),
+      logOffset: num(r.log_offset),
+      logT: numOrNull(r.log_t),
+      stampOffset: num(r.stamp_offset),
+      badReports: num(r.bad_reports),
+      lastStep: numOrNull(r.last_step),
+      lastT: numOrNull(r.last_t),
     }));
   }
 
+  /**
+   * Stores a chunk of one rank's samples with bounded rows: a sample closer than `minSpacingMs` to the previous stored
+   * one is skipped, except the chunk's last (the rank's newest step, replaced by the next chunk's if it was kept only
+   * for being newest) and a non-finite loss; above `maxRowsPerRank` the older rows are halved. The rank's newest step
+   * and time are kept exactly in the ranks table, so hang detection and progress never see the thinning.
+   */
   async ingestReports(
     jobId: string,
     attempt: number,
     rank: number,
-    newOffset: number,
+    cursor: number | RankCursor,
     samples: StepSample[],
   ): Promise<void> {
+    const patch: RankCursor = typeof cursor === "number" ? { reportOffset: cursor } : cursor;
     const insert = this.db.prepare(
       `INSERT OR REPLACE INTO steps (job_id, attempt, rank, step, t, loss, tokens, compute_s)
        VALUES (@jobId, @attempt, @rank, @step, @t, @loss, @tokens, @computeS)`,
     );
-    const move = this.db.prepare("UPDATE ranks SET report_offset = ? WHERE job_id = ? AND attempt = ? AND rank = ?");
+    const newest = this.db.prepare(
+      "SELECT step, t, loss FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? ORDER BY step DESC LIMIT 2",
+    );
+    const remove = this.db.prepare("DELETE FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? AND step = ?");
+    const { sets, params } = assignments(patch as Record<string, unknown>, {
+      reportOffset: "report_offset",
+      logOffset: "log_offset",
+      logT: "log_t",
+      stampOffset: "stamp_offset",
+      badReports: "bad_reports",
+    });
+    const last = samples.reduce<StepSample | undefined>((a, s) => (a === undefined || s.t >= a.t ? s : a), undefined);
+    if (last) {
+      sets.push(
+        "last_step = CASE WHEN last_step IS NULL OR @lastStep > last_step THEN @lastStep ELSE last_step END",
+        "last_t = CASE WHEN last_t IS NULL OR @lastT > last_t THEN @lastT ELSE last_t END",
+      );
+      params.lastStep = Math.max(...samples.map((s) => s.step));
+      params.lastT = last.t;
+    }
+    const move =
+      sets.length > 0
+        ? this.db.prepare(
+            `UPDATE ranks SET ${sets.join(", ")} WHERE job_id = @jobId AND attempt = @attempt AND rank = @rank`,
+          )
+        : null;
+    const { minSpacingMs, maxRowsPerRank } = this.retention;
     this.db.transaction(() => {
-      for (const s of samples) insert.run(s);
-      move.run(newOffset, jobId, attempt, rank);
+      let inserted = 0;
+      if (samples.length > 0) {
+        const [top, second] = newest.all(jobId, attempt, rank) as Row[];
+        let keptT: number | null = top ? num(top.t) : null;
+        // The newest row was stored only for being the newest: the newer samples take its place.
+        if (top && second && num(top.t) - num(second.t) < minSpacingMs) {
+          remove.run(jobId, attempt, rank, num(top.step));
+          keptT = num(second.t);
+        }
+        samples.forEach((s, i) => {
+          const spaced = keptT === null || s.t - keptT >= minSpacingMs;
+          const keep = spaced || i === samples.length - 1 || (s.loss !== null && !Number.isFinite(s.loss));
+          if (!keep) return;
+          insert.run(s);
+          inserted++;
+          if (spaced) keptT = s.t;
+        });
+      }
+      move?.run({ ...params, jobId, attempt, rank });
+      if (inserted > 0) this.thinSteps(jobId, attempt, rank, inserted, maxRowsPerRank);
     })();
+  }
+
+  /** Halves the older rows of a rank's attempt once it holds more than `max`: the first and the newest quarter stay. */
+  private thinSteps(jobId: string, attempt: number, rank: number, inserted: number, max: number): void {
+    const key = [jobId, attempt, rank] as const;
+    const counted = this.db
+      .prepare(
+        "UPDATE ranks SET step_rows = step_rows + ? WHERE job_id = ? AND attempt = ? AND rank = ? RETURNING step_rows",
+      )
+      .get(inserted, ...key) as Row | undefined;
+    if (!counted || num(counted.step_rows) <= max) return;
+    const steps = (
+      this.db
+        .prepare("SELECT step FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? ORDER BY step")
+        .all(...key) as Row[]
+    ).map((r) => num(r.step));
+    const recent = Math.max(1, Math.floor(max / 4));
+    const remove = this.db.prepare("DELETE FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? AND step = ?");
+    let removed = 0;
+    if (steps.length > max) {
+      for (let i = 1; i < steps.length - recent; i += 2) {
+        remove.run(...key, steps[i]!);
+        removed++;
+      }
+    }
+    this.db
+      .prepare("UPDATE ranks SET step_rows = ? WHERE job_id = ? AND attempt = ? AND rank = ?")
+      .run(steps.length - removed, ...key);
   }
 
   async listSteps(jobId: string, opts: { rank?: number; afterT?: number } = {}): Promise<StepSample[]> {
@@ -244,8 +403,8 @@ export class SqliteStore implements Store {
   ): Promise<Array<{ rank: number; lastT: number; lastStep: number }>> {
     const rows = this.db
       .prepare(
-        `SELECT rank, MAX(t) AS last_t, MAX(step) AS last_step FROM steps WHERE job_id = ? AND attempt = ?
-         GROUP BY rank ORDER BY rank`,
+        `SELECT rank, last_t, last_step FROM ranks WHERE job_id = ? AND attempt = ? AND last_t IS NOT NULL
+         ORDER BY rank`,
       )
       .all(jobId, attempt) as Row[];
     return rows.map((r) => ({ rank: num(r.rank), lastT: num(r.last_t), lastStep: num(r.last_step) }));
@@ -326,25 +485,64 @@ export class SqliteStore implements Store {
     })();
   }
 
-  async listNodes(): Promise<NodeRecord[]> {
-    const rows = this.db.prepare("SELECT * FROM nodes ORDER BY pool, name").all() as Row[];
+  async listNodes(opts: { strikesSince?: number } = {}): Promise<NodeRecord[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT n.*, (SELECT COUNT(*) FROM strikes s WHERE s.node = n.name AND s.cleared = 0 AND s.t >= @since)
+           AS live_strikes
+         FROM nodes n ORDER BY pool, name`,
+      )
+      .all({ since: opts.strikesSince ?? 0 }) as Row[];
     return rows.map((r) => ({
       name: String(r.name),
       pool: String(r.pool),
       devices: num(r.devices),
       cordoned: num(r.cordoned) === 1,
-      strikes: num(r.strikes),
+      strikes: num(r.live_strikes),
       reason: strOrNull(r.reason),
     }));
   }
 
   async updateNode(name: string, patch: Partial<Pick<NodeRecord, "cordoned" | "strikes" | "reason">>): Promise<void> {
+    if (patch.strikes !== undefined && patch.strikes !== 0) {
+      throw new Error("updateNode only clears strikes (strikes: 0); add them with addStrike");
+    }
     const { sets, params } = assignments(
       { ...patch, cordoned: patch.cordoned === undefined ? undefined : patch.cordoned ? 1 : 0 },
       { cordoned: "cordoned", strikes: "strikes", reason: "reason" },
     );
-    if (sets.length === 0) return;
-    this.db.prepare(`UPDATE nodes SET ${sets.join(", ")} WHERE name = @name`).run({ ...params, name });
+    this.db.transaction(() => {
+      if (sets.length > 0)
+        this.db.prepare(`UPDATE nodes SET ${sets.join(", ")} WHERE name = @name`).run({ ...params, name });
+      if (patch.strikes === 0) this.db.prepare("UPDATE strikes SET cleared = 1 WHERE node = ?").run(name);
+    })();
+  }
+
+  async addStrike(s: Omit<StrikeRecord, "id">): Promise<void> {
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          "INSERT INTO strikes (node, t, job_id, incident_id, cause) VALUES (@node, @t, @jobId, @incidentId, @cause)",
+        )
+        .run(s);
+      this.db.prepare("UPDATE nodes SET strikes = strikes + 1 WHERE name = ?").run(s.node);
+    })();
+  }
+
+  async listStrikes(opts: { node?: string; since?: number }): Promise<StrikeRecord[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM strikes WHERE cleared = 0 AND (@node IS NULL OR node = @node) AND t >= @since ORDER BY t, id`,
+      )
+      .all({ node: opts.node ?? null, since: opts.since ?? 0 }) as Row[];
+    return rows.map((r) => ({
+      id: num(r.id),
+      node: String(r.node),
+      t: num(r.t),
+      jobId: strOrNull(r.job_id),
+      incidentId: numOrNull(r.incident_id),
+      cause: String(r.cause),
+    }));
   }
 
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {

@@ -3,22 +3,28 @@ import { constants as fsConstants } from "node:fs";
 import { access, mkdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
-import { attributeFailure, type RankExit } from "../core/culprit.js";
+import { attributeFailure, culpritReason, type RankExit, victimsOf } from "../core/culprit.js";
 import type { Clock } from "../core/clock.js";
-import { classifyFailure } from "../core/classify.js";
+import { type Classification, classifyFailure } from "../core/classify.js";
 import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
 import { scheduleQueue, type DeviceNode, type QueuedJob } from "../core/placement.js";
-import { decideRecovery, poolKeepsFailing } from "../core/recovery.js";
+import {
+  decideRecovery,
+  defaultStrikeWindowSeconds,
+  isInfrastructureCause,
+  poolKeepsFailing,
+  strikesSince,
+} from "../core/recovery.js";
 import type { ClusterSpec, CompiledJobSpec, PoolSpec } from "../core/spec.js";
 import { AttemptState, JobState, assertJobTransition, terminalJobStates } from "../core/states.js";
 import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
 import { findPython, pythonPlaceholder } from "../executors/python.js";
 import { localNodeNames } from "../executors/local/local.js";
-import type { AttemptRecord, JobRecord, RankRecord, StepSample, Store } from "../store/port.js";
+import type { AttemptRecord, JobRecord, NodeRecord, RankRecord, Store } from "../store/port.js";
 import { FaultModel } from "./fault-model.js";
 import { findResumePoint, pruneCheckpoints, verifyCheckpoint } from "./checkpoint-scan.js";
-import { parseLogProgress, parseReportLine, readNewLines, tailLines } from "./reports.js";
+import { readRank, tailLines, unreadActivity } from "./reports.js";
 
 export interface SupervisorOptions {
   store: Store;
@@ -106,6 +112,21 @@ interface IncidentFacts {
   retryable?: boolean;
   lastStep: number | null;
   evidence: Record<string, unknown>;
+  /** Runs once the gang is stopped: what could only be known then (victims whose last lines came late). */
+  afterStop?: () => Promise<{ summary?: string; evidence: Record<string, unknown> }>;
+}
+
+/** A node as `nodes` shows it: strikes that count now, and the incidents that made them. */
+export interface NodeView extends NodeRecord {
+  strikeWindowSeconds: number;
+  strikeLog: Array<{ jobId: string | null; incident: number | null; cause: string; t: number }>;
+}
+
+/** "24h", "90m", "45s": a strike window for messages. */
+export function formatWindow(seconds: number): string {
+  if (seconds % 3600 === 0) return `${seconds / 3600}h`;
+  if (seconds % 60 === 0) return `${seconds / 60}m`;
+  return `${seconds}s`;
 }
 
 /**
@@ -123,8 +144,8 @@ export async function pointLatestAt(runDir: string): Promise<void> {
   }
 }
 
-/** Causes that say nothing about the node: no strike, no cordon. */
-const nodeInnocentCauses: ReadonlySet<string> = new Set(["software", "numerical"]);
+/** Causes that say nothing about the node: no strike, no cordon (see core/recovery.ts: infrastructureCauses). */
+const nodeInnocentCauses: ReadonlySet<string> = new Set(["software", "numerical", "oom", "unknown"]);
 
 /** The faulthandler dump in a log tail ("Thread 0x... (most recent call first):" and its frames). */
 export function stackExcerpt(tail: readonly string[]): string[] {
@@ -244,6 +265,48 @@ export class Supervisor {
     if (!known) throw new Error(`no node named ${node}`);
     await this.store.updateNode(node, cordoned ? { cordoned, reason } : { cordoned, reason: null, strikes: 0 });
     await this.event(null, cordoned ? "node.cordoned" : "node.uncordoned", `${node}: ${reason}`, { node });
+  }
+
+  private strikeWindowSeconds(): number {
+    return this.opts.cluster.strikeWindowSeconds ?? defaultStrikeWindowSeconds;
+  }
+
+  private strikesSince(): number {
+    return strikesSince(this.opts.clock.now(), this.strikeWindowSeconds());
+  }
+
+  /**
+   * Nodes with the strikes that count now (within the cluster's strikeWindowSeconds) and the incidents that made
+   * them: job, incident (its number within the job), cause, time.
+   */
+  async nodes(): Promise<NodeView[]> {
+    const since = this.strikesSince();
+    const [nodes, strikes] = await Promise.all([
+      this.store.listNodes({ strikesSince: since }),
+      this.store.listStrikes({ since }),
+    ]);
+    const numbers = new Map<string, number[]>();
+    for (const jobId of new Set(strikes.map((s) => s.jobId).filter((j): j is string => j !== null))) {
+      numbers.set(
+        jobId,
+        (await this.store.listIncidents(jobId)).map((i) => i.id),
+      );
+    }
+    return nodes.map((n) => ({
+      ...n,
+      strikeWindowSeconds: this.strikeWindowSeconds(),
+      strikeLog: strikes
+        .filter((s) => s.node === n.name)
+        .map((s) => {
+          const position = s.jobId !== null ? (numbers.get(s.jobId)?.indexOf(s.incidentId ?? -1) ?? -1) : -1;
+          return {
+            jobId: s.jobId,
+            incident: position >= 0 ? position + 1 : null,
+            cause: s.cause,
+            t: s.t,
+          };
+        }),
+    }));
   }
 
   /** Ranks of a job's current attempt, for chaos tooling and stack dumps. */
@@ -628,12 +691,12 @@ export class Supervisor {
     const exits = toRankExits(ranks, statuses);
     if (job.state === JobState.Running) await this.injectPoolFaults(job, attempt, ranks);
     if (exits.some((e) => e.code !== 0)) {
-      await this.ingest(job, attempt, ranks, rt); // the last reports before the crash count
+      await this.ingest(job, attempt, ranks, rt, true); // the last reports before the crash count
       await this.handleCrash(job, attempt, ranks, statuses);
       return;
     }
     if (exits.length === ranks.length && ranks.length > 0) {
-      await this.ingest(job, attempt, ranks, rt);
+      await this.ingest(job, attempt, ranks, rt, true);
       await this.store.updateAttempt(job.id, attempt.n, {
         state: AttemptState.Succeeded,
         endedAt: this.opts.clock.now(),
@@ -690,9 +753,10 @@ export class Supervisor {
     const now = this.opts.clock.now();
     const progress = await this.store.rankProgress(job.id, attempt.n);
     const recent = await this.store.recentSteps(job.id, attempt.n, 0, 50);
+    // Per step: stored steps are thinned, so two neighbours may be several steps apart.
     const intervals = recent
       .slice(1)
-      .map((s, i) => s.t - recent[i]!.t)
+      .map((s, i) => (s.t - recent[i]!.t) / Math.max(1, s.step - recent[i]!.step))
       .filter((d) => d >= 0);
     const d = job.spec.detection;
     const policy = {
@@ -702,11 +766,18 @@ export class Supervisor {
       percentile: 0.95,
     };
     const timeoutMs = hangTimeoutMs(policy, intervals);
-    const view: RankProgress[] = ranks.map((r) => ({
-      rank: r.rank,
-      lastReportAt: progress.find((p) => p.rank === r.rank)?.lastT ?? null,
-      processState: r.pid !== null ? this.opts.executor.processState(r) : null,
-    }));
+    // A rank whose report file (or log, in regex mode) holds bytes not read yet is alive as of the file's mtime:
+    // ingestion lagging behind a flood must never look like a hang.
+    const view: RankProgress[] = await Promise.all(
+      ranks.map(async (r) => ({
+        rank: r.rank,
+        lastReportAt: latest(
+          progress.find((p) => p.rank === r.rank)?.lastT ?? null,
+          await unreadActivity(r, job.spec.progress.regex !== null),
+        ),
+        processState: r.pid !== null ? this.opts.executor.processState(r) : null,
+      })),
+    );
     const verdict = judgeHang(now, attempt.startedAt, view, timeoutMs);
     if (!verdict.hung) return;
     const culprit = hangCulprit(view)!;
@@ -809,10 +880,13 @@ export class Supervisor {
     );
     const attribution = attributeFailure(exits)!;
     const culprit = attribution.culprit;
-    const classification = classifyFailure(
-      { code: culprit.code, signal: culprit.signal, tail: culprit.tail },
-      this.opts.cluster.causePatterns ?? [],
-    );
+    const classification = culprit.lost
+      ? lostExitClassification(culprit.lost)
+      : classifyFailure(
+          { code: culprit.code, signal: culprit.signal, tail: culprit.tail },
+          this.opts.cluster.causePatterns ?? [],
+        );
+    const stillRunning = new Set(ranks.filter((r) => !exits.some((e) => e.rank === r.rank)).map((r) => r.rank));
     // A rank that crashed before its first report of this attempt stood at the resume point.
     const lastStep =
       (await this.store.rankProgress(job.id, attempt.n)).find((p) => p.rank === culprit.rank)?.lastStep ??
@@ -836,13 +910,35 @@ export class Supervisor {
         tail: culprit.tail.slice(-12),
         victims: attribution.victims.map((v) => v.rank),
       },
+      // Peers still running when the failure was seen go down with the gang; what they logged meanwhile (gloo's
+      // "Connection reset by peer") makes them victims too.
+      afterStop: async () => {
+        const after = await Promise.all(
+          toRankExits(ranks, await this.opts.executor.poll(attempt.dir, ranks)).map(async (e) => ({
+            ...e,
+            tail: await tailLines(ranksLog(ranks, e.rank), 40),
+          })),
+        );
+        const victims = victimsOf(culprit, after, stillRunning);
+        return {
+          summary: `${culpritReason(culprit, victims.length, attribution.earlierReportedPeerLoss)}: ${classification.detail}`,
+          evidence: { victims: victims.map((v) => v.rank), victimDetail: victims },
+        };
+      },
     });
   }
 
   private async handleIncident(job: JobRecord, attempt: AttemptRecord, incident: IncidentFacts): Promise<void> {
     await this.stopAttempt(job, attempt, AttemptState.Failed, incident.summary);
-    const infrastructure = !nodeInnocentCauses.has(incident.cause);
-    const node = (await this.store.listNodes()).find((n) => n.name === incident.culpritNode);
+    if (incident.afterStop) {
+      const late = await incident.afterStop();
+      incident.summary = late.summary ?? incident.summary;
+      incident.evidence = { ...incident.evidence, ...late.evidence };
+    }
+    const infrastructure = isInfrastructureCause(incident.cause);
+    const node = (await this.store.listNodes({ strikesSince: this.strikesSince() })).find(
+      (n) => n.name === incident.culpritNode,
+    );
     const window = job.spec.recovery.restartWindowSeconds;
     const decision = decideRecovery(job.spec.recovery, {
       restarts: window
@@ -888,17 +984,25 @@ export class Supervisor {
       },
     );
     if (node && infrastructure) {
-      await this.store.updateNode(node.name, {
-        strikes: node.strikes + 1,
-        ...(cordon
-          ? { cordoned: true, reason: `${node.strikes + 1} strike(s); last: ${incident.cause}: ${incident.summary}` }
-          : {}),
+      await this.store.addStrike({
+        node: node.name,
+        t: incident.detectedAt,
+        jobId: job.id,
+        incidentId: id,
+        cause: incident.cause,
       });
+      const within = `within ${formatWindow(this.strikeWindowSeconds())}`;
+      if (cordon) {
+        await this.store.updateNode(node.name, {
+          cordoned: true,
+          reason: `${node.strikes + 1} strike(s) ${within}; last: ${incident.cause}: ${incident.summary}`,
+        });
+      }
       if (cordon && !node.cordoned) {
         await this.event(
           job.id,
           "node.cordoned",
-          `cordoned ${node.name} after ${node.strikes + 1} strike(s)${incident.hard ? " (hard device evidence)" : ""}`,
+          `cordoned ${node.name} after ${node.strikes + 1} strike(s) ${within}${incident.hard ? " (hard device evidence)" : ""}`,
           {
             node: node.name,
           },
@@ -970,7 +1074,7 @@ export class Supervisor {
       const updated: RankRecord = {
         ...r,
         exitCode: s.state === "exited" ? s.code : null,
-        exitSignal: s.state === "exited" ? s.signal : "VANISHED",
+        exitSignal: s.state === "exited" ? s.signal : s.state === "lost" ? lostSignal : "VANISHED",
         exitedAt: s.at,
       };
       await this.store.upsertRank(updated);
@@ -978,65 +1082,65 @@ export class Supervisor {
     }
   }
 
-  /** Reads new report lines (and log lines in regex mode); returns whether any step was seen. */
-  private async ingest(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[], rt: JobRuntime): Promise<Ingested> {
+  /**
+   * Reads new report lines (and log lines in regex mode); returns whether any step was seen. Each pass reads at most
+   * `jobReadBudget` bytes per job (split over its ranks), so a flooding rank cannot starve other jobs; `drain` repeats
+   * passes until the files are read to their end (a finished attempt's last reports count).
+   */
+  private async ingest(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    ranks: RankRecord[],
+    _rt: JobRuntime,
+    drain = false,
+  ): Promise<Ingested> {
     let saw = false;
     let nan: Ingested["nan"] = null;
     const regex = job.spec.progress.regex ? new RegExp(job.spec.progress.regex) : null;
-    for (const r of ranks) {
-      const { lines, offset } = await readNewLines(r.reportPath, r.reportOffset);
-      const samples: StepSample[] = [];
-      for (const line of lines) {
-        const parsed = parseReportLine(line);
-        if (!parsed) continue;
-        if (parsed.kind === "step") {
-          if (parsed.loss !== null && !Number.isFinite(parsed.loss) && nan === null) {
-            nan = { rank: r.rank, step: parsed.step, t: parsed.t };
-          }
-          samples.push({
-            jobId: job.id,
-            attempt: attempt.n,
-            rank: r.rank,
-            step: parsed.step,
-            t: parsed.t,
-            loss: parsed.loss,
-            tokens: parsed.tokens,
-            computeS: parsed.computeS,
-          });
-        } else if (parsed.kind === "checkpoint" && r.rank === 0) {
-          await this.onCheckpointReported(job, attempt, parsed);
+    const budgetBytes = Math.floor(jobReadBudget / Math.max(1, ranks.length));
+    for (let pass = 0; pass < (drain ? maxDrainPasses : 1); pass++) {
+      let pending = false;
+      for (const r of ranks) {
+        await this.noteRankPid(r);
+        const read = await readRank(r, {
+          jobId: job.id,
+          attempt: attempt.n,
+          startedAt: attempt.startedAt,
+          regex,
+          now: () => this.opts.clock.now(),
+          budgetBytes,
+        });
+        if (r.rank === 0) for (const c of read.checkpoints) await this.onCheckpointReported(job, attempt, c);
+        if (read.nan && nan === null) nan = { rank: r.rank, ...read.nan };
+        const before = r.badReports ?? 0;
+        if (Object.keys(read.cursor).length > 0) {
+          await this.store.ingestReports(job.id, attempt.n, r.rank, read.cursor, read.samples);
+          Object.assign(r, read.cursor);
         }
-      }
-      if (offset !== r.reportOffset) {
-        await this.store.ingestReports(job.id, attempt.n, r.rank, offset, samples);
-        r.reportOffset = offset;
-      }
-      if (regex) {
-        const logOffset = rt.logOffsets.get(r.rank) ?? 0;
-        const log = await readNewLines(r.logPath, logOffset);
-        const fromLog: StepSample[] = [];
-        for (const line of log.lines) {
-          const p = parseLogProgress(line, regex);
-          if (p) {
-            fromLog.push({
-              jobId: job.id,
-              attempt: attempt.n,
-              rank: r.rank,
-              step: p.step,
-              t: this.opts.clock.now(),
-              loss: p.loss,
-              tokens: null,
-              computeS: null,
-            });
-          }
+        if (before === 0 && read.bad > 0) {
+          await this.event(
+            job.id,
+            "report.malformed",
+            `rank ${r.rank}: skipped ${read.bad} report line(s) that are not valid reports (first: ${read.firstBad}); ` +
+              "later ones are only counted (see the rank's badReports)",
+            { rank: r.rank, attempt: attempt.n, count: read.bad, first: read.firstBad },
+          );
         }
-        rt.logOffsets.set(r.rank, log.offset);
-        if (fromLog.length > 0) await this.store.ingestReports(job.id, attempt.n, r.rank, r.reportOffset, fromLog);
-        saw ||= fromLog.length > 0;
+        saw ||= read.samples.length > 0;
+        pending ||= read.pending;
       }
-      saw ||= samples.length > 0;
+      if (!pending) break;
     }
     return { steps: saw, nan };
+  }
+
+  /** Records the rank process's own pid (the wrapper's child) once the executor can tell it. */
+  private async noteRankPid(r: RankRecord): Promise<void> {
+    if (r.rankPid != null || r.exitedAt !== null || !this.opts.executor.rankPid) return;
+    const pid = this.opts.executor.rankPid(r);
+    if (pid === null) return;
+    r.rankPid = pid;
+    await this.store.upsertRank(r);
   }
 
   private async onCheckpointReported(
@@ -1108,6 +1212,30 @@ export class Supervisor {
   }
 }
 
+/** Bytes of report files read per job and pass (split over its ranks): ingestion is bounded and fair across jobs. */
+const jobReadBudget = 8 << 20;
+/** Passes at most when a finished attempt's files are read to their end. */
+const maxDrainPasses = 64;
+
+/** What a rank's exit signal reads as when its exit record was lost (not the node's fault: no strike). */
+const lostSignal = "LOST";
+
+/** A culprit whose exit record was lost (its wrapper could not write it: a full disk): cause unknown, no strike. */
+function lostExitClassification(why: string): Classification {
+  return {
+    cause: "unknown",
+    detail: `its exit status is unknown: ${why}`,
+    evidence: "",
+    hardDeviceEvidence: false,
+    retryable: true,
+    signature: "",
+    patternId: null,
+  };
+}
+
+const latest = (a: number | null, b: number | null): number | null =>
+  a === null ? b : b === null ? a : Math.max(a, b);
+
 function ranksLog(ranks: RankRecord[], rank: number): string {
   return ranks.find((r) => r.rank === rank)?.logPath ?? "";
 }
@@ -1122,6 +1250,8 @@ function toRankExits(ranks: RankRecord[], statuses: RankStatus[]): RankExit[] {
     const at = r.exitedAt ?? s.at;
     if (s.state === "vanished")
       exits.push({ rank: r.rank, node: r.node, code: null, signal: "VANISHED", at, tail: [] });
+    else if (s.state === "lost")
+      exits.push({ rank: r.rank, node: r.node, code: null, signal: lostSignal, at, tail: [], lost: s.why });
     else exits.push({ rank: r.rank, node: r.node, code: s.code, signal: s.signal, at, tail: [] });
   }
   return exits;

@@ -5,6 +5,7 @@ import { terminalJobStates, type JobState } from "../../core/states.js";
 import type { AttemptRecord, EventRecord, IncidentRecord, NodeRecord, StepSample } from "../../store/port.js";
 import { CliError, connect, ExitCode, type ApiClient } from "../client.js";
 import { globals, selfCommand } from "../context.js";
+import type { NodeView } from "../../supervisor/supervisor.js";
 import { clock, duration, incidentNumbers, table } from "../format.js";
 
 export interface JobSummary {
@@ -212,12 +213,23 @@ export function registerJobCommands(program: Command): void {
   nodes.action(async (_opts: unknown, cmd: Command) => {
     const g = globals(cmd);
     const client = await connect(g.home);
-    const list = await client.get<NodeRecord[]>("/api/nodes");
+    const list = await client.get<NodeView[]>("/api/nodes");
     if (g.json) return console.log(JSON.stringify(list));
+    // Which incidents made the strikes that count now (they decay after the cluster's strikeWindowSeconds).
+    const struck = (n: NodeView) =>
+      (n.strikeLog ?? []).map((s) => `${s.jobId ?? "?"} #${s.incident ?? "?"} ${s.cause} ${clock(s.t)}`).join("; ");
     console.log(
       table(
-        ["NODE", "POOL", "DEVICES", "STATE", "STRIKES", "REASON"],
-        list.map((n) => [n.name, n.pool, n.devices, n.cordoned ? "cordoned" : "ready", n.strikes, n.reason]),
+        ["NODE", "POOL", "DEVICES", "STATE", "STRIKES", "STRUCK BY", "REASON"],
+        list.map((n) => [
+          n.name,
+          n.pool,
+          n.devices,
+          n.cordoned ? "cordoned" : "ready",
+          n.strikes,
+          struck(n) || "-",
+          n.reason,
+        ]),
       ),
     );
   });

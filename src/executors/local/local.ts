@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, type Stats } from "node:fs";
 import path from "node:path";
 import { constants as osConstants } from "node:os";
 import { pythonSdkDir } from "../../paths.js";
@@ -12,15 +12,30 @@ import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procf
  * its exit status and time in a file. The wrapper is detached from the server, so ranks and their exit records
  * outlive a crash of switchyard; a restarted server reads the records. Arguments travel as "$@", never as a shell
  * string, so nothing from a job spec is ever parsed by a shell.
+ *
+ * Besides the exit record the wrapper writes, next to the rank's log:
+ * - `rank-N.pid`: the rank process's own pid (the subshell reads it from /proc/self/stat, then execs the rank);
+ * - `rank-N.log.stamps`: while the log grows, once a second, `<log size> <log mtime>`: every byte before that size
+ *   was written by that time. Log-regex progress dates each line from these (and from the log's mtime when read),
+ *   so a server that was down still learns when each step happened. The sampler is a grandchild (so the wrapper's
+ *   only child is the rank), in the rank's process group, and ends when the wrapper does.
+ * - when the exit record cannot be written (a full disk), an empty `rank-N.exit.code-<code>` instead: an empty file
+ *   needs no data block, and its mtime is the exit time.
  */
 const wrapperScript = [
-  'exit_file="$1"; shift',
+  'exit_file="$1"; pid_file="$2"; log_file="$3"; shift 3',
   // The shell's own notices ("Killed") go nowhere: in the rank's log they would read like the kernel's OOM killer.
   // The rank runs in an exec'd subshell so that dash prints such notices with its own (silenced) stderr.
   "exec 3>&1 4>&2 >/dev/null 2>&1",
-  '( exec "$@" >&3 2>&4 3>&- 4>&- )',
+  "wrapper=$$",
+  '( ( last=""; while kill -0 "$wrapper"; do' +
+    ' now=$(stat -c "%s %.3Y" "$log_file") && [ "$now" != "$last" ] && echo "$now" >> "$log_file.stamps" && last=$now;' +
+    " sleep 1; done ) 3>&- 4>&- & )",
+  '( read -r pid rest < /proc/self/stat && echo "$pid" > "$pid_file"; exec "$@" >&3 2>&4 3>&- 4>&- )',
   "code=$?",
-  'printf \'{"code":%d,"t":%s}\\n\' "$code" "$(date +%s%3N)" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"',
+  'if ! { printf \'{"code":%d,"t":%s}\\n\' "$code" "$(date +%s%3N)" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"; }; then',
+  '  : > "$exit_file.code-$code"',
+  "fi",
 ].join("\n");
 
 const signalNames = new Map<number, string>(
@@ -47,6 +62,7 @@ export class LocalExecutor implements Executor {
         const logPath = path.join(req.dir, `rank-${rank}.log`);
         const reportPath = path.join(req.dir, `rank-${rank}.jsonl`);
         const exitPath = path.join(req.dir, `rank-${rank}.exit`);
+        const pidPath = path.join(req.dir, `rank-${rank}.pid`);
         const env: Record<string, string> = {
           ...(process.env as Record<string, string>),
           ...req.env,
@@ -73,7 +89,8 @@ export class LocalExecutor implements Executor {
         };
         const log = openSync(logPath, "a");
         try {
-          const child = spawn("/bin/sh", ["-c", wrapperScript, "switchyard-rank", exitPath, ...req.command], {
+          const args = ["-c", wrapperScript, "switchyard-rank", exitPath, pidPath, logPath, ...req.command];
+          const child = spawn("/bin/sh", args, {
             cwd: req.workdir,
             env,
             detached: true,
@@ -100,8 +117,19 @@ export class LocalExecutor implements Executor {
       if (record) return exited(r.rank, record);
       if (r.pid !== null && isSameProcessAlive(r.pid, r.startTicks)) return { rank: r.rank, state: "running" };
       // The wrapper may have written its record between the two checks above.
-      const late = readExitRecord(exitFile);
+      const late = readExitRecord(exitFile) ?? readFallbackRecord(attemptDir, r.rank);
       if (late) return exited(r.rank, late);
+      const torn = statOrNull(`${exitFile}.tmp`);
+      if (torn) {
+        return {
+          rank: r.rank,
+          state: "lost",
+          at: torn.mtimeMs,
+          why:
+            `its wrapper could not write the exit record (${path.basename(exitFile)}.tmp has ${torn.size} bytes; ` +
+            "is the disk full?)",
+        };
+      }
       return { rank: r.rank, state: "vanished", at: Date.now() };
     });
   }
@@ -122,13 +150,18 @@ export class LocalExecutor implements Executor {
 
   processState(rank: RankHandle): string | null {
     if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return null;
-    const target = childPids(rank.pid)[0] ?? rank.pid;
+    const target = rankProcess(rank.pid, rank) ?? rank.pid;
     return readProcStat(target)?.state ?? null;
+  }
+
+  /** The pid the wrapper recorded for the rank process (`rank-N.pid` beside its log), or null before it has. */
+  rankPid(rank: RankHandle): number | null {
+    return readPidFile(rank);
   }
 
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {
     if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return false;
-    const target = childPids(rank.pid)[0] ?? rank.pid;
+    const target = rankProcess(rank.pid, rank) ?? rank.pid;
     try {
       process.kill(target, signal);
       return true;
@@ -162,6 +195,44 @@ function exited(rank: number, record: { code: number; t: number }): RankStatus {
   return bySignal
     ? { rank, state: "exited", code: null, signal: bySignal, at: record.t }
     : { rank, state: "exited", code: record.code, signal: null, at: record.t };
+}
+
+/** The rank's own process: the pid its wrapper recorded while that is still the wrapper's child, else its first child. */
+function rankProcess(wrapperPid: number, rank: RankHandle): number | null {
+  const recorded = readPidFile(rank);
+  if (recorded !== null && readProcStat(recorded)?.ppid === wrapperPid) return recorded;
+  return childPids(wrapperPid)[0] ?? null;
+}
+
+function readPidFile(rank: RankHandle): number | null {
+  try {
+    const text = readFileSync(path.join(path.dirname(rank.logPath), `rank-${rank.rank}.pid`), "utf8").trim();
+    return /^\d{1,10}$/.test(text) ? Number(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+function statOrNull(file: string): Stats | null {
+  try {
+    return statSync(file);
+  } catch {
+    return null;
+  }
+}
+
+/** The empty `rank-N.exit.code-<code>` a wrapper leaves when the disk is too full for the record itself. */
+function readFallbackRecord(attemptDir: string, rank: number): { code: number; t: number } | null {
+  let names: string[];
+  try {
+    names = readdirSync(attemptDir);
+  } catch {
+    return null;
+  }
+  const prefix = `rank-${rank}.exit.code-`;
+  const name = names.find((n) => n.startsWith(prefix) && /^\d{1,3}$/.test(n.slice(prefix.length)));
+  const st = name ? statOrNull(path.join(attemptDir, name)) : null;
+  return name && st ? { code: Number(name.slice(prefix.length)), t: st.mtimeMs } : null;
 }
 
 function readExitRecord(file: string): { code: number; t: number } | null {
