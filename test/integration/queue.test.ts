@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -85,5 +86,15 @@ describe.skipIf(!torchPython)("the job queue on a real server", () => {
     const start = (id: string) => uses.find((u) => u.job === id)!.start!;
     const others = queued.filter((j) => j.id !== urgent);
     expect(others.filter((j) => start(j.id) < start(urgent)).length).toBeLessThanOrEqual(1);
+
+    // A job no pool can host waits with its reason, which `switchyard ps` shows.
+    const wide = await submit(client, home, "wide", spec("wide", ["nodes: 3"]));
+    const ps = spawnSync(process.execPath, [path.join(packageRoot, "bin", "switchyard.js"), "ps"], {
+      env: { ...process.env, SWITCHYARD_HOME: home },
+      encoding: "utf8",
+    });
+    expect(ps.stdout).toContain(`${wide}`);
+    expect(ps.stdout).toContain("queued #1: no pool can host the job (tiny: 2 healthy node(s), 3 needed)");
+    await client.post(`/api/jobs/${wide}/cancel`, {});
   }, 180_000);
 });

@@ -18,6 +18,9 @@ export interface JobSummary {
   endedAt: number | null;
   steps: number | null;
   last?: StepSample | null;
+  /** Place in the queue and why it waits (server side: Supervisor.queueInfo); null when not waiting to launch. */
+  queuePosition?: number | null;
+  waitingFor?: string | null;
 }
 
 export interface JobDetail extends JobSummary {
@@ -106,7 +109,7 @@ export function registerJobCommands(program: Command): void {
             j.last?.loss?.toFixed(4),
             j.restarts,
             duration((j.endedAt ?? Date.now()) - j.createdAt),
-            j.reason,
+            j.waitingFor ? `queued #${j.queuePosition ?? "?"}: ${j.waitingFor}` : j.reason,
           ]),
         ),
       );
