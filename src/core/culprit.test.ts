@@ -1,5 +1,8 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { attributeFailure, type RankExit } from "./culprit.js";
+import { packageRoot } from "../paths.js";
+import { attributeFailure, culpritReason, type RankExit, victimsOf } from "./culprit.js";
 
 const exit = (
   rank: number,
@@ -57,5 +60,48 @@ describe("culprit attribution", () => {
 
   it("ties in time break by rank, deterministically", () => {
     expect(attributeFailure([exit(1, 1000, 2), exit(0, 1000, 2)])!.culprit.rank).toBe(0);
+  });
+});
+
+describe("victims once the gang is down", () => {
+  const fixture = (name: string) =>
+    readFileSync(path.join(packageRoot, "test", "fixtures", "logs", name), "utf8")
+      .trimEnd()
+      .split("\n");
+
+  it("a peer still running when the culprit's death was seen, that then logged gloo's reset, is a victim", () => {
+    // Seen at detection: only rank 1, killed. Rank 0 was still running and went on to log the reset.
+    const culprit = attributeFailure([exit(1, 1000, null, [], "SIGKILL")])!.culprit;
+    expect(attributeFailure([culprit])!.victims).toEqual([]);
+    const after = [culprit, exit(0, 1300, 1, fixture("gloo-connection-reset.log"))];
+    expect(victimsOf(culprit, after, new Set([0]))).toEqual([
+      { rank: 0, node: "n0", how: "reported a lost peer, then was stopped with the gang" },
+    ]);
+    expect(culpritReason(culprit, 1)).toBe("rank 1 killed by SIGKILL first; 1 peer(s) failed after it");
+  });
+
+  it("a peer that failed on its own after the culprit, with gloo's 'closed by peer', and one stopped silently", () => {
+    const culprit = exit(2, 1000, 1, ["ValueError: bad batch"]);
+    const victims = victimsOf(
+      culprit,
+      [culprit, exit(0, 1100, 1, fixture("gloo-connection-closed.log")), exit(1, 1200, null, [], "SIGTERM")],
+      new Set([1]),
+    );
+    expect(victims).toEqual([
+      { rank: 0, node: "n0", how: "reported a lost peer and exited with code 1 after the culprit" },
+      { rank: 1, node: "n0", how: "was stopped with the gang" },
+    ]);
+  });
+
+  it("a peer that finished cleanly is no victim", () => {
+    const culprit = exit(1, 1000, null, [], "SIGKILL");
+    expect(victimsOf(culprit, [culprit, exit(0, 900, 0)], new Set())).toEqual([]);
+  });
+
+  it("a culprit whose exit record was lost says so", () => {
+    const lost: RankExit = { ...exit(0, 1000, null, [], "LOST"), lost: "disk full" };
+    expect(culpritReason(lost, 0)).toBe(
+      "rank 0 ended without an exit status (disk full); it was the only rank to fail",
+    );
   });
 });
