@@ -28,8 +28,23 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 const secs = (ms) => (ms == null ? "-" : `${(ms / 1000).toFixed(1)}s`);
+// Landing view: the running job's page (else the latest job's), following whichever job runs now, until the user
+// picks one (a click, or a #<job> link), which pins it.
 let selected = location.hash.slice(1) || null;
+let pinned = selected !== null;
 let chart = null;
+
+/** The job to land on: the newest that is not finished, else the newest (the API lists newest first). */
+function landingJob(jobs) {
+  const finished = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+  return jobs.find((j) => !finished.has(j.state)) ?? jobs[0] ?? null;
+}
+
+/** Incident numbers as users see them: #1 is the job's first (the store's ids are global across jobs). */
+function incidentNumbers(incidents) {
+  const ids = incidents.map((i) => i.id).sort((a, b) => a - b);
+  return new Map(ids.map((id, n) => [id, n + 1]));
+}
 
 async function refreshLists() {
   const [jobs, nodes, health] = await Promise.all([api("/api/jobs"), api("/api/nodes"), api("/api/health")]);
@@ -46,11 +61,13 @@ async function refreshLists() {
         el("td", {}, j.last?.loss != null ? j.last.loss.toFixed(4) : "-"),
         el("td", {}, j.restarts),
       );
-      row.addEventListener("click", () => select(j.id));
+      row.addEventListener("click", () => select(j.id, true));
       return row;
     }),
   );
-  if (!selected && jobs[0]) select(jobs[0].id);
+  document.getElementById("job-empty").hidden = jobs.length > 0;
+  const landing = landingJob(jobs);
+  if (!pinned && landing && landing.id !== selected) select(landing.id, false);
   document
     .querySelector("#nodes tbody")
     .replaceChildren(
@@ -67,9 +84,12 @@ async function refreshLists() {
     );
 }
 
-function select(id) {
+function select(id, pin) {
   selected = id;
-  location.hash = id;
+  if (pin) {
+    pinned = true;
+    location.hash = id;
+  }
   if (chart) {
     chart.destroy();
     chart = null;
@@ -87,7 +107,6 @@ async function refreshJob() {
     api(`/api/jobs/${id}/report`),
     api(`/api/jobs/${id}/events`),
   ]);
-  document.getElementById("job-panel").hidden = false;
   document.getElementById("job-title").textContent = job.id;
   document.getElementById("job-summary").textContent =
     `${job.state}${job.reason ? ` (${job.reason})` : ""} · ${job.attempts.length} attempt(s) · ${job.restarts} restart(s) · ` +
@@ -100,6 +119,7 @@ async function refreshJob() {
       ? "Advisor: no failure yet."
       : `Advisor: measured MTBF ${secs(a.mtbfMs)}, checkpoint save ${secs(a.saveMs)}; Young ${secs(a.youngMs)}, Daly ${secs(a.dalyMs)}, in use ${secs(a.intervalInUseMs)}.`;
   const costs = new Map(report.ledger.incidents.map((i) => [i.id, i]));
+  const numbers = incidentNumbers(job.incidents);
   document
     .querySelector("#incidents tbody")
     .replaceChildren(
@@ -107,7 +127,7 @@ async function refreshJob() {
         el(
           "tr",
           {},
-          el("td", {}, i.id),
+          el("td", {}, `#${numbers.get(i.id)}`),
           el("td", {}, i.cause),
           el("td", {}, `rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}`),
           el("td", {}, secs(costs.get(i.id)?.detectionMs)),
@@ -188,3 +208,7 @@ async function loop() {
   setTimeout(loop, 2000);
 }
 void loop();
+window.addEventListener("hashchange", () => {
+  const id = location.hash.slice(1);
+  if (id && id !== selected) select(id, true);
+});

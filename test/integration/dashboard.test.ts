@@ -14,20 +14,26 @@ describe.skipIf(noChromium || !hasTorch)("web dashboard in a real browser", () =
   let client: ApiClient;
   let browser: Browser;
   let jobId: string;
+  let secondId: string;
 
-  beforeAll(async () => {
-    client = await server.start();
-    const yaml = [
-      "name: webjob",
+  const crashing = (name: string) =>
+    [
+      `name: ${name}`,
       "procsPerNode: 2",
       `command: ["{python}", ${JSON.stringify(path.join(fixtures, "crash.py"))}, --steps, "12", --at-step, "7", --ckpt-every, "3", --rank-only, "0", --only-attempt, "1"]`,
       `workdir: ${JSON.stringify(home)}`,
       "steps: 12",
       "recovery: { backoffSeconds: 0.1 }",
     ].join("\n");
-    jobId = await submit(client, home, "webjob", yaml);
+
+  beforeAll(async () => {
+    client = await server.start();
+    jobId = await submit(client, home, "webjob", crashing("webjob"));
     const end = await waitForEnd(client, jobId, 60_000);
     expect(end.state).toBe("SUCCEEDED");
+    // A second job with an incident: the store's incident id is 2, the job's own number #1.
+    secondId = await submit(client, home, "webjob2", crashing("webjob2"));
+    expect((await waitForEnd(client, secondId, 60_000)).state).toBe("SUCCEEDED");
     browser = await chromium.launch({
       executablePath: chromiumPath,
       args: [
@@ -50,6 +56,11 @@ describe.skipIf(noChromium || !hasTorch)("web dashboard in a real browser", () =
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
     await page.goto(server.dashboardUrl());
+    // Lands on the latest job's page without a click.
+    await page.locator("#job-title", { hasText: secondId }).waitFor();
+    await page.locator("#incidents tbody tr").first().waitFor();
+    expect(await page.locator("#incidents tbody tr td").first().textContent()).toBe("#1");
+    expect(await page.locator("#events").textContent()).toContain("#1 software");
     const row = page.locator(`#jobs tr[data-job="${jobId}"]`);
     await row.waitFor();
     await expect(row.locator("td").nth(1).textContent()).resolves.toBe("SUCCEEDED");
@@ -66,6 +77,36 @@ describe.skipIf(noChromium || !hasTorch)("web dashboard in a real browser", () =
     expect(await page.locator(".legend").textContent()).toContain("productive");
     expect(await page.locator("#job-summary").textContent()).toContain("1 restart(s)");
     expect(await page.locator("#nodes tbody tr").count()).toBe(3);
+    expect(await page.locator("#incidents tbody tr td").first().textContent()).toBe("#1");
     expect(errors).toEqual([]);
   }, 60_000);
+
+  it("lands on the running job's page, and follows a new one until the user picks a job", async () => {
+    const slow = (name: string) =>
+      [
+        `name: ${name}`,
+        "procsPerNode: 2",
+        `command: ["{python}", ${JSON.stringify(path.join(fixtures, "ok.py"))}, --steps, "2000", --step-sleep, "0.05"]`,
+        `workdir: ${JSON.stringify(home)}`,
+      ].join("\n");
+    const running = await submit(client, home, "webrun", slow("webrun"));
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      await page.goto(server.dashboardUrl());
+      await page.locator("#job-title", { hasText: running }).waitFor();
+      // A newer finished job does not take the landing view from the running one.
+      const finished = await submit(client, home, "webjob3", crashing("webjob3"));
+      expect((await waitForEnd(client, finished, 60_000)).state).toBe("SUCCEEDED");
+      await page.locator(`#jobs tr[data-job="${finished}"]`).waitFor();
+      expect(await page.locator("#job-title").textContent()).toBe(running);
+      // A pick pins the view: it stays on the finished job while the other runs.
+      await page.locator(`#jobs tr[data-job="${finished}"]`).click();
+      await page.locator("#job-title", { hasText: finished }).waitFor();
+      await page.waitForTimeout(2500);
+      expect(await page.locator("#job-title").textContent()).toBe(finished);
+    } finally {
+      await page.close();
+      await client.post(`/api/jobs/${running}/cancel`);
+    }
+  }, 90_000);
 });
