@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { nvidiaXidCatalog } from "./devices/nvidia-smi.js";
+import { LinearRegExp, linearOrNull, linearRegexProblem } from "./linear-regex.js";
 
 /**
  * Cause classification of an incident from the culprit rank's exit status, signal and last log lines. Pure: the
@@ -308,13 +309,9 @@ export const defaultCausePatterns: readonly CausePattern[] = [
   },
 ];
 
+/** User patterns run on the linear-time engine (a backtracking one can stall the server on one log line). */
 function isValidRegex(source: string): boolean {
-  try {
-    new RegExp(source);
-    return true;
-  } catch {
-    return false;
-  }
+  return linearRegexProblem(source) === null;
 }
 
 const signalName = z
@@ -333,7 +330,7 @@ export const causePatternSchema = z
     cause: z.enum(Cause),
     regex: z.string().min(1).refine(isValidRegex, {
       message:
-        "is not a valid regular expression (it must compile as a JavaScript RegExp) | fix: escape special characters such as ( [ . with a backslash",
+        "is not a valid regular expression for the linear-time engine (RE2: no lookahead, lookbehind or backreferences) | fix: escape special characters such as ( [ . with a backslash",
     }),
     ignoreCase: z.boolean().optional(),
     detail: z.string().min(1),
@@ -358,7 +355,8 @@ const compiled = new WeakMap<CausePattern, RegExp>();
 function compile(pattern: CausePattern): RegExp {
   let re = compiled.get(pattern);
   if (!re) {
-    re = new RegExp(pattern.regex, pattern.ignoreCase ? "i" : "");
+    // Never matches when the pattern does not compile (one stored before patterns were checked): never throws.
+    re = linearOrNull(pattern.regex, { ignoreCase: pattern.ignoreCase ?? false }) ?? new LinearRegExp(String.raw`\b\B`);
     compiled.set(pattern, re);
   }
   return re;

@@ -2,6 +2,7 @@ import { statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { causePatternListSchema, type CausePattern } from "./classify.js";
+import { LinearRegExp, linearRegexProblem } from "./linear-regex.js";
 import {
   countZodIssues,
   parseYaml,
@@ -135,19 +136,21 @@ const progressSchema = z.strictObject({
   regex: z
     .string()
     .max(specLimits.regexLength, `is longer than ${specLimits.regexLength} characters | fix: shorten the pattern`)
-    .refine(isValidProgressRegex, {
-      message:
-        "is not a valid regular expression with a named group 'step' | fix: e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)'",
+    .superRefine((source, ctx) => {
+      const problem = progressRegexProblem(source);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
     })
     .optional(),
 });
 
-function isValidProgressRegex(source: string): boolean {
-  try {
-    return new RegExp(source).source.includes("?<step>");
-  } catch {
-    return false;
-  }
+/** Why a progress regex is refused: not valid on the linear-time engine (issue #9), or no named group `step`. */
+function progressRegexProblem(source: string): string | null {
+  const example = "e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)'";
+  const problem = linearRegexProblem(source);
+  if (problem) return `is not a valid regular expression for the linear-time engine: ${problem} | fix: ${example}`;
+  return new LinearRegExp(source).groupNames.includes("step")
+    ? null
+    : `is not a valid regular expression with a named group 'step' | fix: ${example}`;
 }
 
 export const jobSchema = z.strictObject({

@@ -8,6 +8,7 @@ import type { Clock } from "../core/clock.js";
 import { type Classification, classifyFailure } from "../core/classify.js";
 import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
+import { linearOrNull } from "../core/linear-regex.js";
 import { scheduleQueue, type DeviceNode, type QueuedJob } from "../core/placement.js";
 import {
   decideRecovery,
@@ -1096,7 +1097,8 @@ export class Supervisor {
   ): Promise<Ingested> {
     let saw = false;
     let nan: Ingested["nan"] = null;
-    const regex = job.spec.progress.regex ? new RegExp(job.spec.progress.regex) : null;
+    // Linear-time matching: a user's regex must never stall supervision on a hostile log line.
+    const regex = job.spec.progress.regex ? linearOrNull(job.spec.progress.regex) : null;
     const budgetBytes = Math.floor(jobReadBudget / Math.max(1, ranks.length));
     for (let pass = 0; pass < (drain ? maxDrainPasses : 1); pass++) {
       let pending = false;
