@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packageRoot } from "../../src/paths.js";
@@ -204,4 +204,41 @@ describe.skipIf(!hasTorch)("the CLI against a real server", () => {
     expect(after.pid).not.toBe(info.pid);
     await sleep(10);
   }, 120_000);
+});
+
+describe.skipIf(!hasTorch)("switchyard demo", () => {
+  const home = tempHome("cli-demo");
+  const demoHome = path.join(home, "demo");
+
+  afterAll(async () => {
+    await cli(demoHome, "down");
+  }, 30_000);
+
+  it("stops the server it started, and its hints run as printed", async () => {
+    const demo = await cli(home, "demo", "--steps", "10", "--no-faults");
+    expect(demo.code, `${demo.out}\n${demo.err}`).toBe(0);
+    expect(demo.out).toMatch(/SUCCEEDED at step 10/);
+    expect(demo.out).toContain(`stopped the demo's server`);
+    // A server that stopped removes its server.json (or leaves one naming a dead pid).
+    const infoFile = path.join(demoHome, "server.json");
+    if (existsSync(infoFile)) {
+      const info = JSON.parse(readFileSync(infoFile, "utf8")) as { pid: number };
+      expect(() => process.kill(info.pid, 0)).toThrow();
+    }
+
+    const hints = demo.out
+      .split("\n")
+      .map((l) => /^(?:more:)?\s+(node bin\/switchyard\.js --home \S+ .+)$/.exec(l)?.[1])
+      .filter((c): c is string => c !== undefined);
+    expect(hints.length).toBe(3);
+    for (const hint of hints) {
+      const words = hint.split(" ");
+      const r = spawn(words[0]!, words.slice(1), { cwd: packageRoot, env: process.env });
+      let out = "";
+      r.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      const code = await new Promise<number | null>((resolve) => r.once("close", resolve));
+      expect(code, hint).toBe(0);
+      expect(out.length, hint).toBeGreaterThan(0);
+    }
+  }, 240_000);
 });

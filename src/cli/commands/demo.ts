@@ -6,11 +6,12 @@ import { terminalJobStates } from "../../core/states.js";
 import { packageRoot } from "../../paths.js";
 import { findPython } from "../../executors/python.js";
 import type { EventRecord, NodeRecord } from "../../store/port.js";
-import { CliError, connect, ExitCode, serverInfo, type ApiClient } from "../client.js";
-import { globals } from "../context.js";
-import { duration, table } from "../format.js";
+import { readHomeConfig, readToken, writeHomeConfig } from "../../server/config.js";
+import { CliError, connect, dashboardUrl, ExitCode, isHomeServer, serverInfo, type ApiClient } from "../client.js";
+import { globals, selfCommand } from "../context.js";
+import { duration, incidentNumbers, table } from "../format.js";
 import { formatEvent, progressLine, type JobDetail } from "./jobs.js";
-import { formatReport } from "./report.js";
+import { formatReport, withIncidentNumbers } from "./report.js";
 import type { JobReport } from "../../supervisor/report.js";
 import { stopServer } from "./server.js";
 
@@ -44,39 +45,89 @@ export function registerDemoCommand(program: Command): void {
     .description("train the example char-GPT on an unstable local pool with faults injected, and show the recovery")
     .option("--steps <n>", "training steps", "150")
     .option("--no-faults", "train without injected faults")
-    .action(async (opts: { steps: string; faults: boolean }, cmd: Command) => {
+    .option("--keep-server", "leave the demo's server running at the end (to browse the dashboard)")
+    .action(async (opts: { steps: string; faults: boolean; keepServer?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const steps = Number(opts.steps);
-      if (!Number.isInteger(steps) || steps < 10)
-        throw new CliError("--steps must be an integer >= 10", ExitCode.Usage);
+      if (!Number.isInteger(steps) || steps < 10 || steps > 100_000)
+        throw new CliError(
+          `--steps ${opts.steps} is out of range`,
+          ExitCode.Usage,
+          "pass a whole number from 10 to 100000",
+        );
       const python = findPython();
       if (!python?.hasTorch) {
         throw new CliError(
-          `the demo trains a PyTorch model, but no Python here can import torch (tried ${python?.tried.join(", ") ?? "python3"}). ` +
-            "Fix: `apt-get install python3-torch` (Debian), or set SWITCHYARD_PYTHON to an interpreter with torch.",
+          `the demo trains a PyTorch model, but no Python here can import torch (tried ${python?.tried.join(", ") ?? "python3"})`,
           ExitCode.Usage,
+          "`apt-get install python3-torch` (Debian), or set SWITCHYARD_PYTHON to an interpreter with torch",
         );
       }
       const home = path.join(g.home, "demo");
+      const self = selfCommand({ home, homeFlag: true });
       const exampleDir = path.join(packageRoot, "examples", "chargpt");
       const clusterFile = path.join(exampleDir, "cluster.yaml");
       const running = serverInfo(home);
-      if (running && running.clusterFile !== clusterFile) await stopServer(home);
+      const alreadyUp = running !== null && (await isHomeServer(home, running));
+      if (alreadyUp && running.clusterFile !== clusterFile) await stopServer(home);
+      const startedServer = !alreadyUp || running.clusterFile !== clusterFile;
+      // Remembered in the demo's home, so that a later command that starts its server loads the same pools.
+      writeHomeConfig(home, { ...readHomeConfig(home), clusterFile });
       const client = await connect(home, { clusterFile });
+      const say = (line: string) => {
+        if (!g.json) console.log(line);
+      };
+      const emit = (o: Record<string, unknown>) => {
+        if (g.json) console.log(JSON.stringify(o));
+      };
       for (const n of await client.get<NodeRecord[]>("/api/nodes")) {
         if (n.cordoned) await client.post(`/api/nodes/${n.name}/uncordon`, { reason: "demo starts clean" });
       }
       const jobFile = path.join(exampleDir, "job.yaml");
       const yaml = withSteps(readFileSync(jobFile, "utf8"), steps);
       const job = await client.post<{ id: string }>("/api/jobs", { yaml, file: jobFile });
-      console.log(`switchyard demo: training ${job.id} (char-level GPT, 2 ranks, gloo on CPU) on pool local-ascend`);
-      console.log(`server ${client.url}, state in ${home}\n`);
-      const faults = opts.faults ? schedule(steps) : [];
-      const code = await watch(client, job.id, faults);
-      await summary(client, job.id);
-      console.log("\n" + formatReport(await client.get<JobReport>(`/api/jobs/${job.id}/report`)));
-      console.log(`\nmore: switchyard --home ${home} events|report|logs ${job.id}`);
-      process.exitCode = code;
+      const info = serverInfo(home);
+      const token = readToken(home);
+      const dashboard = info && token ? dashboardUrl(info, token) : client.url;
+      say(`switchyard demo: training ${job.id} (char-level GPT, 2 ranks, gloo on CPU) on pool local-ascend`);
+      say(`state in ${home}; dashboard (while the demo runs): ${dashboard}\n`);
+      emit({ type: "start", job: job.id, home, server: client.url, dashboard });
+
+      // Ctrl-C: stop what the demo started (its job, and its server if it started one), then exit 4.
+      let interrupted = false;
+      const onSigint = () => {
+        interrupted = true;
+      };
+      process.once("SIGINT", onSigint);
+      let code: number;
+      try {
+        code = await watch(client, job.id, opts.faults ? schedule(steps) : [], g.json, () => interrupted);
+      } finally {
+        process.removeListener("SIGINT", onSigint);
+      }
+      if (interrupted) {
+        await client.post(`/api/jobs/${job.id}/cancel`).catch(() => undefined);
+        say(`\ninterrupted: cancelled ${job.id}`);
+        emit({ type: "interrupted", job: job.id });
+      } else if (g.json) {
+        const report = await client.get<JobReport>(`/api/jobs/${job.id}/report`);
+        emit({ type: "result", job: job.id, exitCode: code, report: withIncidentNumbers(report) });
+      } else {
+        await summary(client, job.id);
+        console.log("\n" + formatReport(await client.get<JobReport>(`/api/jobs/${job.id}/report`)));
+        console.log(`\nmore:  ${self} events ${job.id}`);
+        console.log(`       ${self} report ${job.id}`);
+        console.log(`       ${self} logs ${job.id} --rank 1`);
+      }
+      if (startedServer && !opts.keepServer) {
+        await stopServer(home);
+        say(`stopped the demo's server (these commands start it again; \`${self} down\` stops it)`);
+        emit({ type: "server-stopped", home });
+      } else {
+        say(`the demo's server keeps running: stop it with \`${self} down\``);
+        emit({ type: "server-running", home, stop: `${self} down` });
+      }
+      process.exitCode = interrupted ? ExitCode.Cancelled : code;
     });
 }
 
@@ -92,23 +143,40 @@ function withSteps(yaml: string, steps: number): string {
   return doc.toString();
 }
 
-async function watch(client: ApiClient, id: string, faults: Fault[]): Promise<number> {
+async function watch(
+  client: ApiClient,
+  id: string,
+  faults: Fault[],
+  json: boolean,
+  interrupted: () => boolean,
+): Promise<number> {
   const pending = [...faults];
-  const tty = process.stdout.isTTY;
+  const tty = process.stdout.isTTY && !json;
   let lastEvent = 0;
   let lastLine = "";
+  const out = (line: string, o: Record<string, unknown>) => {
+    if (json) return console.log(JSON.stringify(o));
+    if (tty) process.stdout.write("\r\x1b[2K");
+    console.log(line);
+  };
   for (;;) {
+    if (interrupted()) {
+      if (tty) process.stdout.write("\n");
+      return ExitCode.Cancelled;
+    }
     const [job, events] = await Promise.all([
       client.get<JobDetail>(`/api/jobs/${id}`),
       client.get<EventRecord[]>(`/api/jobs/${id}/events?after=${lastEvent}`),
     ]);
     for (const e of events) {
       lastEvent = e.id;
-      if (tty) process.stdout.write("\r\x1b[2K");
-      console.log(formatEvent(e));
+      out(formatEvent(e), { type: "event", ...e });
     }
     const line = progressLine(job);
-    if (tty) process.stdout.write(`\r\x1b[2K${line}`);
+    if (json) {
+      if (line !== lastLine && (job.last?.step ?? 0) % 10 === 0)
+        console.log(JSON.stringify({ type: "progress", state: job.state, last: job.last, restarts: job.restarts }));
+    } else if (tty) process.stdout.write(`\r\x1b[2K${line}`);
     else if (line !== lastLine && (job.last?.step ?? 0) % 10 === 0) console.log(line);
     lastLine = line;
     if (terminalJobStates.has(job.state)) {
@@ -117,12 +185,16 @@ async function watch(client: ApiClient, id: string, faults: Fault[]): Promise<nu
     }
     while (job.state === "RUNNING" && pending[0] && (job.last?.step ?? 0) >= pending[0].atStep) {
       const fault = pending.shift()!;
-      if (tty) process.stdout.write("\r\x1b[2K");
-      console.log(
-        `>>> injecting ${fault.action}${fault.rank !== undefined ? ` on rank ${fault.rank}` : ""}: ${fault.why}`,
-      );
+      out(`>>> injecting ${fault.action}${fault.rank !== undefined ? ` on rank ${fault.rank}` : ""}: ${fault.why}`, {
+        type: "fault",
+        ...fault,
+      });
       await client.post(`/api/jobs/${id}/chaos`, { action: fault.action, rank: fault.rank }).catch((err: Error) => {
-        console.log(`>>> fault not injected: ${err.message}`);
+        out(`>>> fault not injected: ${err.message}`, {
+          type: "fault-failed",
+          action: fault.action,
+          error: err.message,
+        });
       });
     }
     await new Promise((r) => setTimeout(r, 300));
@@ -159,11 +231,12 @@ async function summary(client: ApiClient, id: string): Promise<void> {
       ),
   );
   if (job.incidents.length > 0) {
+    const numbers = incidentNumbers(job.incidents);
     console.log(
       "\n" +
         table(
           ["INCIDENT", "CAUSE", "RANK", "NODE", "WHAT HAPPENED"],
-          job.incidents.map((i) => [`#${i.id}`, i.cause, i.culpritRank, i.culpritNode, i.summary]),
+          job.incidents.map((i) => [`#${numbers.get(i.id)}`, i.cause, i.culpritRank, i.culpritNode, i.summary]),
         ),
     );
   }
