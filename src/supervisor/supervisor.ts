@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { access, mkdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { attributeFailure, culpritReason, type RankExit, victimsOf } from "../core/culprit.js";
@@ -43,8 +43,6 @@ interface JobRuntime {
   /** Earliest time the next attempt may launch (backoff). */
   nextLaunchAt: number;
   busy: boolean;
-  /** Log offsets for regex progress (re-read from 0 after a restart; samples are idempotent). */
-  logOffsets: Map<number, number>;
   waitingNoted: boolean;
   /** The last culprit's node: the next attempt goes elsewhere when it can. */
   avoid: string[];
@@ -172,6 +170,9 @@ export class Supervisor {
   /** Devices granted to jobs whose launch is under way (no attempt record yet). */
   private readonly launching = new Map<string, { nodes: string[]; devices: number[][] }>();
   private queueView = new Map<string, QueueInfo>();
+  /** When a launch last failed with ENOSPC, and the disk-full reason last said (null: none). */
+  private diskFullSeenAt: number | null = null;
+  private diskFullSaid: string | null = null;
 
   constructor(private readonly opts: SupervisorOptions) {}
 
@@ -268,6 +269,41 @@ export class Supervisor {
     await this.event(null, cordoned ? "node.cordoned" : "node.uncordoned", `${node}: ${reason}`, { node });
   }
 
+  /**
+   * Why launches must wait for disk space, or null: the home (attempt folders: logs, reports, exit records) or a
+   * queued job's checkpoint folder has less than `minFreeBytes` free, or a launch hit ENOSPC in the last 10 s. Said
+   * once per episode as an event (`disk.full`, then `disk.ok`) and as each waiting job's reason.
+   */
+  private async fullDisk(jobs: readonly JobRecord[]): Promise<string | null> {
+    const now = this.opts.clock.now();
+    const folders = [path.join(this.opts.home, "jobs"), ...jobs.map((j) => j.spec.checkpoint.dir)];
+    let why: string | null = null;
+    for (const folder of [...new Set(folders)]) {
+      const free = await freeBytes(folder);
+      if (free !== null && free.available < free.minFree) {
+        why = `disk full: ${folder} has ${formatBytes(free.available)} free (fix: free space there; launches resume by themselves)`;
+        break;
+      }
+    }
+    if (!why && this.diskFullSeenAt !== null && now - this.diskFullSeenAt < 10_000) {
+      why = "disk full: a launch failed with ENOSPC (fix: free space; launches resume by themselves)";
+    }
+    if (why && this.diskFullSaid !== why) {
+      this.diskFullSaid = why;
+      await this.event(null, "disk.full", `launches paused: ${why}`).catch(() => undefined);
+      for (const j of jobs) {
+        await this.store.updateJob(j.id, { reason: `launch paused: ${why}` }).catch(() => undefined);
+      }
+    } else if (!why && this.diskFullSaid !== null) {
+      this.diskFullSaid = null;
+      await this.event(null, "disk.ok", "disk space is back: launches resume");
+      for (const j of jobs) {
+        if (j.reason?.startsWith("launch paused: disk full")) await this.store.updateJob(j.id, { reason: null });
+      }
+    }
+    return why;
+  }
+
   private strikeWindowSeconds(): number {
     return this.opts.cluster.strikeWindowSeconds ?? defaultStrikeWindowSeconds;
   }
@@ -324,7 +360,7 @@ export class Supervisor {
   private runtime(jobId: string): JobRuntime {
     let rt = this.runtimes.get(jobId);
     if (!rt) {
-      rt = { nextLaunchAt: 0, busy: false, logOffsets: new Map(), waitingNoted: false, avoid: [], hangDump: null };
+      rt = { nextLaunchAt: 0, busy: false, waitingNoted: false, avoid: [], hangDump: null };
       this.runtimes.set(jobId, rt);
     }
     return rt;
@@ -420,6 +456,14 @@ export class Supervisor {
     }
     const launches = new Map<string, Launch>();
     const view = new Map<string, QueueInfo>();
+    // A full disk pauses launches (a rank could not write its log, reports, exit record or checkpoints): no attempt is
+    // spent and no node struck; they resume once there is space.
+    const full = queue.length > 0 ? await this.fullDisk(jobs.filter((j) => queue.some((q) => q.id === j.id))) : null;
+    if (full) {
+      for (const q of queue) view.set(q.id, { queuePosition: null, waitingFor: full });
+      this.queueView = view;
+      return launches;
+    }
     if (queue.length > 0) {
       const nodes: DeviceNode[] = (await this.store.listNodes()).map((n) => ({
         name: n.name,
@@ -614,7 +658,6 @@ export class Supervisor {
       });
     }
     await this.store.updateAttempt(job.id, n, { state: AttemptState.Running });
-    rt.logOffsets.clear();
     const from = chosen
       ? `resuming from ${chosen.path} (step ${chosen.step})`
       : "starting fresh (no verified checkpoint)";
@@ -830,6 +873,15 @@ export class Supervisor {
   private async launchFailed(job: JobRecord, attempt: AttemptRecord, placement: Launch, err: unknown): Promise<void> {
     const e = err as NodeJS.ErrnoException;
     const code = err instanceof LaunchError ? err.code : (e?.code ?? "");
+    if (code === "ENOSPC") {
+      // Not the job's fault nor the node's: no incident, no restart spent; launches pause until there is space.
+      this.diskFullSeenAt = this.opts.clock.now();
+      const why = `launch paused: disk full (${err instanceof Error ? err.message : String(err)})`;
+      await this.stopAttempt(job, attempt, AttemptState.Failed, why);
+      await this.setJobState(job, JobState.Recovering, why);
+      await this.event(job.id, "disk.full", why, { path: e?.path ?? null });
+      return;
+    }
     const permanent = err instanceof LaunchError ? err.permanent : permanentLaunchCodes.has(code);
     const message = err instanceof Error ? err.message : String(err);
     const now = this.opts.clock.now();
@@ -1218,6 +1270,26 @@ export class Supervisor {
 const jobReadBudget = 8 << 20;
 /** Passes at most when a finished attempt's files are read to their end. */
 const maxDrainPasses = 64;
+
+/**
+ * Free space for unprivileged writers on the filesystem of `folder` (or its nearest existing parent), and the least
+ * that counts as not full: 64 MiB, or 2% of a smaller filesystem.
+ */
+async function freeBytes(folder: string): Promise<{ available: number; minFree: number } | null> {
+  for (let dir = folder; ; dir = path.dirname(dir)) {
+    try {
+      const s = await statfs(dir);
+      const size = s.blocks * s.bsize;
+      return { available: s.bavail * s.bsize, minFree: Math.min(64 << 20, size * 0.02) };
+    } catch {
+      if (path.dirname(dir) === dir) return null;
+    }
+  }
+}
+
+function formatBytes(n: number): string {
+  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${Math.round(n / 1024)} KiB`;
+}
 
 /** What a rank's exit signal reads as when its exit record was lost (not the node's fault: no strike). */
 const lostSignal = "LOST";
