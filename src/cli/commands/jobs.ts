@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
 import path from "node:path";
 import { Command } from "commander";
 import { terminalJobStates, type JobState } from "../../core/states.js";
@@ -360,12 +360,14 @@ export async function resolveResumeFrom(client: ApiClient, ref: string): Promise
   const fix =
     "pass a job id or name that wrote checkpoints (switchyard ps -a), or a checkpoint folder (one with step-* folders)";
   if (existsSync(ref)) {
-    const abs = path.resolve(ref);
+    // The real folder: `checkpoints/<name>/latest` moves on as runs verify checkpoints; this run keeps its choice.
+    const abs = realpathSync(ref);
     if (!isDir(abs)) throw new CliError(`--resume-from ${ref}: not a folder`, ExitCode.Usage, fix);
     if (/^step-\d+$/.test(path.basename(abs))) {
       return { path: abs, what: "the checkpoint given", newest: path.basename(abs) };
     }
-    const dir = stepFolders(abs).length === 0 && isDir(path.join(abs, "latest")) ? path.join(abs, "latest") : abs;
+    const dir =
+      stepFolders(abs).length === 0 && isDir(path.join(abs, "latest")) ? realpathSync(path.join(abs, "latest")) : abs;
     const steps = stepFolders(dir);
     const newest = steps[steps.length - 1];
     if (!newest) throw new CliError(`--resume-from ${ref}: no step-* checkpoint in ${dir}`, ExitCode.Usage, fix);
