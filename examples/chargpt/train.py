@@ -248,7 +248,10 @@ def main():
         switchyard.done(step, final_loss=final)
     else:
         switchyard.done(step)
-    print("final loss %.4f after step %d" % (mean_loss, step), flush=True)
+    if step < start:  # resumed at the final step: this attempt trained nothing, so it has no training loss
+        print("nothing left to train: resumed at step %d of %d" % (step, args.steps), flush=True)
+    else:
+        print("final loss %.4f after step %d" % (mean_loss, step), flush=True)
     dist.destroy_process_group()
     return 0
 

@@ -117,6 +117,32 @@ describe.skipIf(!hasTorch)("the CLI against a real server", () => {
     expect(nothing.err).toMatch(/^switchyard: --resume-from no-such-job-or-path: no job .* \(fix: /);
   }, 120_000);
 
+  it("the example resumed at its final step says there is nothing left to train, not loss nan", async () => {
+    const file = path.join(home, "chargpt.yaml");
+    const train = path.join(packageRoot, "examples", "chargpt", "train.py");
+    const args = ["--steps", "4", "--ckpt-every", "2", "--eval-final", "--batch", "8"];
+    writeFileSync(
+      file,
+      [
+        "name: chargpt",
+        "procsPerNode: 2",
+        `command: ${JSON.stringify(["{python}", train, ...args])}`,
+        "steps: 4",
+        `workdir: ${JSON.stringify(home)}`,
+      ].join("\n"),
+    );
+    const first = await cli(home, "run", file, "--follow");
+    expect(first.code, first.out + first.err).toBe(0);
+    const firstId = /submitted (\S+)/.exec(first.out)![1]!;
+    const again = await cli(home, "run", file, "--follow", "--resume-from", firstId);
+    expect(again.code, again.out + again.err).toBe(0);
+    const id = /submitted (\S+)/.exec(again.out)![1]!;
+    expect(again.out).toContain("job finished at step 4 after 0 restart(s)");
+    const log = await cli(home, "logs", id, "--rank", "0");
+    expect(log.out).toContain("nothing left to train: resumed at step 4 of 4");
+    expect(log.out).not.toMatch(/loss nan/);
+  }, 180_000);
+
   it("exit codes: unknown node, chaos on a finished job or without a checkpoint are bad input (2)", async () => {
     const file = spec(home, "nockpt", ["--steps", "3", "--ckpt-every", "0", "--step-sleep", "0.02"]);
     expect((await cli(home, "run", file, "--follow")).code).toBe(0);
