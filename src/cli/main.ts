@@ -40,6 +40,13 @@ export function buildProgram(opts: { json?: boolean } = {}): Command {
 export async function main(argv: string[]): Promise<number> {
   const json = wantsJson(argv);
   const program = buildProgram({ json });
+  // Ctrl-C anywhere is exit 4 with a word, not a silent 130; commands that detach cleanly (follow) add their own.
+  const onSigint = () => {
+    if (process.listenerCount("SIGINT") > 1) return;
+    printError(new CliError("interrupted", ExitCode.Cancelled), json);
+    process.exit(ExitCode.Cancelled);
+  };
+  process.on("SIGINT", onSigint);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
@@ -57,6 +64,8 @@ export async function main(argv: string[]): Promise<number> {
     );
     if (process.env.SWITCHYARD_DEBUG && err instanceof Error) console.error(err.stack);
     return ExitCode.JobFailed;
+  } finally {
+    process.removeListener("SIGINT", onSigint);
   }
 }
 

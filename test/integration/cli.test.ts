@@ -202,6 +202,13 @@ describe.skipIf(!hasTorch)("the CLI against a real server", () => {
     const [, id, again] = m!;
     expect((await json<JobJson>(home, "status", id!)).state).toBe("RUNNING");
 
+    // Ctrl-C on any other command is exit 4 with a word too.
+    const logs = start(home, ["logs", id!, "--follow"]);
+    await waitFor("the log to stream", async () => logs.out().includes("step "), 30_000);
+    logs.child.kill("SIGINT");
+    expect(await logs.done).toBe(4);
+    expect(logs.err()).toBe("switchyard: interrupted\n");
+
     // The hint works as printed (run from the folder the user was in): it follows, and ends with the job.
     const words = again!.split(" ");
     expect(words.slice(0, 2)).toEqual(["node", "bin/switchyard.js"]);
