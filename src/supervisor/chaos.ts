@@ -1,4 +1,5 @@
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { lstat, open, readdir } from "node:fs/promises";
 import path from "node:path";
 import type { RankRecord } from "../store/port.js";
 
@@ -58,7 +59,7 @@ export async function injectChaos(
     case "nan": {
       const chosen = pickRank(target.ranks, rank);
       if (!target.attemptDir) throw new Error("the job has no running attempt");
-      await writeFile(path.join(target.attemptDir, `chaos-nan-rank-${chosen.rank}`), "");
+      await touchMarker(path.join(target.attemptDir, `chaos-nan-rank-${chosen.rank}`));
       return {
         action,
         rank: chosen.rank,
@@ -67,10 +68,7 @@ export async function injectChaos(
     }
     case "corrupt-checkpoint": {
       const file = await newestCheckpointFile(target.checkpointDir);
-      const bytes = await readFile(file);
-      const at = Math.floor(bytes.length / 2);
-      bytes[at] = (bytes[at] ?? 0) ^ 0xff;
-      await writeFile(file, bytes);
+      const at = await flipMiddleByte(file);
       return { action, path: file, message: `flipped byte ${at} of ${file}` };
     }
   }
@@ -106,12 +104,57 @@ function pickRank(ranks: RankRecord[], rank: number | undefined): RankRecord {
   return chosen;
 }
 
+/**
+ * Files in folders a rank can write (checkpoints, the attempt folder) are opened without following symlinks and
+ * without blocking on a FIFO: chaos run by the server must never write through a link planted there.
+ */
+const noFollow = (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
+
 async function newestCheckpointFile(root: string): Promise<string> {
-  const dirs = (await readdir(root).catch(() => [] as string[])).filter((d) => /^step-\d+$/.test(d)).sort();
+  const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
+  const dirs = entries
+    .filter((d) => d.isDirectory() && /^step-\d+$/.test(d.name))
+    .map((d) => d.name)
+    .sort();
   const newest = dirs[dirs.length - 1];
   if (!newest) throw new Error(`no checkpoint under ${root} yet`);
-  const files = (await readdir(path.join(root, newest))).filter((f) => f !== "MANIFEST.json").sort();
+  const files = (await readdir(path.join(root, newest), { withFileTypes: true }))
+    .filter((f) => f.isFile() && f.name !== "MANIFEST.json")
+    .map((f) => f.name)
+    .sort();
   const first = files[0];
-  if (!first) throw new Error(`checkpoint ${newest} holds no data file`);
+  if (!first) throw new Error(`checkpoint ${newest} holds no regular data file`);
   return path.join(root, newest, first);
+}
+
+/** Flips the middle byte of a regular file in place (one byte read, one written): returns its offset. */
+async function flipMiddleByte(file: string): Promise<number> {
+  if (!(await lstat(file)).isFile()) throw new Error(`${file} is not a regular file`);
+  const handle = await open(file, constants.O_RDWR | noFollow);
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new Error(`${file} is not a regular file`);
+    if (st.size === 0) throw new Error(`${file} is empty: nothing to corrupt`);
+    const at = Math.floor(st.size / 2);
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, at);
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, at);
+    return at;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Creates an empty marker file (or leaves an existing regular one); refuses a symlink or special file there. */
+async function touchMarker(file: string): Promise<void> {
+  const handle = await open(file, constants.O_WRONLY | constants.O_CREAT | noFollow, 0o600).catch((err: unknown) => {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(`cannot create ${file}: ${code === "ELOOP" ? "a symlink is in the way" : String(code ?? err)}`);
+  });
+  try {
+    if (!(await handle.stat()).isFile()) throw new Error(`${file} is not a regular file`);
+  } finally {
+    await handle.close();
+  }
 }
