@@ -97,4 +97,18 @@ describe.skipIf(!torchPython)("the job queue on a real server", () => {
     expect(ps.stdout).toContain("queued #1: no pool can host the job (tiny: 2 healthy node(s), 3 needed)");
     await client.post(`/api/jobs/${wide}/cancel`, {});
   }, 180_000);
+
+  it("refuses a workdir that does not exist at submit, naming the field (bad input, not a launch loop)", async () => {
+    const missing = path.join(home, "no-such-folder");
+    const yaml = ["name: nowork", 'command: ["/bin/sh", "-c", "exit 0"]', `workdir: ${JSON.stringify(missing)}`].join(
+      "\n",
+    );
+    const err = await submit(client, home, "nowork", yaml).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toBe(
+      `${path.join(home, "nowork.yaml")}:3:10: workdir: ${missing} does not exist ` +
+        "(fix: create the folder, or set workdir to an existing one (relative paths start at the spec's folder))",
+    );
+    expect((err as { exitCode?: number }).exitCode).toBe(2);
+  });
 });
