@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import { defaultGatewaySettings, loadServicesFile, parseServicesYaml, ServicesConfigError } from "./config.js";
 import { engineAdapter, parsePrometheusText } from "./engines.js";
 
-const example = fileURLToPath(new URL("../../examples/gateway/services.yaml", import.meta.url));
+const example = fileURLToPath(new URL("../../examples/gateway/production.yaml", import.meta.url));
+const local = fileURLToPath(new URL("../../examples/gateway/local.yaml", import.meta.url));
 
 describe("services config", () => {
   it("compiles the shipped example: pools in priority order, defaults filled, replicas kept for the supervisor", () => {
@@ -20,6 +21,14 @@ describe("services config", () => {
     expect(c.services[1]!.pools[0]!.backends[0]!.id).toBe("bge-m3/cpu/0");
     expect(c.settings.maxAttempts).toBe(3);
     expect(c.settings.unhealthyAfterProbes).toBe(defaultGatewaySettings.unhealthyAfterProbes);
+  });
+
+  it("compiles the local example: the char-GPT servers on this machine, no API key variables needed", () => {
+    const c = loadServicesFile(local);
+    expect(c.services.map((s) => s.model)).toEqual(["chargpt"]);
+    const backends = c.services[0]!.pools.flatMap((p) => p.backends);
+    expect(backends.map((b) => b.url)).toEqual(["http://127.0.0.1:8101", "http://127.0.0.1:8111"]);
+    expect(backends.every((b) => b.apiKeyEnv === undefined)).toBe(true);
   });
 
   it("orders pools by explicit priority and drops a trailing /v1 from backend URLs", () => {

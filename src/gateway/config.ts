@@ -207,6 +207,18 @@ export class ServicesConfigError extends Error {
   }
 }
 
+/** A backend (or replicas block) names an API key variable (`apiKeyEnv`) that is not set in the environment. */
+export class MissingApiKeyEnvError extends Error {
+  constructor(
+    /** Which backend or replicas block, e.g. `backend ascend-mindie-0`. */
+    readonly where: string,
+    readonly variable: string,
+  ) {
+    super(`${where}: environment variable ${variable} (apiKeyEnv) is not set; export it or remove apiKeyEnv`);
+    this.name = "MissingApiKeyEnvError";
+  }
+}
+
 /** Backend URLs name the server root; a trailing `/v1` (as in OpenAI base URLs) is dropped since requests carry it. */
 export function normalizeBackendUrl(url: string): string {
   return url.replace(/\/+$/, "").replace(/\/v1$/, "");

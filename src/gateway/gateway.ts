@@ -7,7 +7,13 @@ import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { pino, type Logger } from "pino";
 import { Backend, PoolTier, Service, pickBackend, type BackendRegistration, type BackendSnapshot } from "./backends.js";
-import { defaultGatewaySettings, normalizeBackendUrl, type CompiledServices, type GatewaySettings } from "./config.js";
+import {
+  defaultGatewaySettings,
+  MissingApiKeyEnvError,
+  normalizeBackendUrl,
+  type CompiledServices,
+  type GatewaySettings,
+} from "./config.js";
 import type { KeyAuthenticator } from "./keys.js";
 import { GatewayMetrics } from "./metrics.js";
 import { parsePrometheusText } from "./engines.js";
@@ -62,7 +68,16 @@ const DISCARD_LIMIT = 256 * 1024 * 1024;
 const DISCARD_MS = 30_000;
 
 type FailureKind =
-  "connect" | "status_5xx" | "status_429" | "ttft_timeout" | "timeout" | "stall" | "cut" | "truncated" | "upstream";
+  | "connect"
+  | "status_5xx"
+  | "status_429"
+  | "ttft_timeout"
+  | "timeout"
+  | "stall"
+  | "cut"
+  | "truncated"
+  | "shutdown"
+  | "upstream";
 
 class AttemptTimeout extends Error {
   constructor(readonly kind: "ttft_timeout" | "timeout" | "stall") {
@@ -70,12 +85,16 @@ class AttemptTimeout extends Error {
   }
 }
 class ClientGone extends Error {}
+/** The drain deadline passed (or a second stop signal came): what is still in flight is cut. */
+class GatewayShutdown extends Error {}
 
 /** How one attempt ended. */
 type AttemptResult =
   | { kind: "answered"; status: number }
   | { kind: "failed-after-commit"; failure: FailureKind; status: number }
   | { kind: "client-gone" }
+  /** The gateway shut down before anything reached the client. */
+  | { kind: "shutdown" }
   | {
       kind: "retry";
       failure: FailureKind;
@@ -140,6 +159,11 @@ export class Gateway {
   private healthTimer: NodeJS.Timeout | undefined;
   private probing = false;
   private closed = false;
+  private draining = false;
+  /** Client requests not yet answered (their response not closed), and upstream calls in progress. */
+  private readonly openResponses = new Set<ServerResponse>();
+  private readonly activeCalls = new Set<UpstreamCall>();
+  private onIdle: (() => void) | undefined;
   private readonly createdAt = Math.floor(Date.now() / 1000);
 
   constructor(config: CompiledServices | undefined, opts: GatewayOptions = {}) {
@@ -155,9 +179,7 @@ export class Gateway {
         for (const b of pool.backends) {
           const apiKey = b.apiKeyEnv !== undefined ? env[b.apiKeyEnv] : undefined;
           if (b.apiKeyEnv !== undefined && (apiKey === undefined || apiKey === "")) {
-            throw new Error(
-              `backend ${b.id}: environment variable ${b.apiKeyEnv} (apiKeyEnv) is not set; export it or remove apiKeyEnv`,
-            );
+            throw new MissingApiKeyEnvError(`backend ${b.id}`, b.apiKeyEnv);
           }
           this.registerBackend({
             service: svc.model,
@@ -342,8 +364,71 @@ export class Gateway {
     await Promise.all([...this.backendsById.values()].map((b) => b.dispatcher.destroy()));
   }
 
+  /** True once drain() began: new requests are refused with 503. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Client requests in progress (from the request's arrival until its response is closed). */
+  openRequests(): number {
+    return this.openResponses.size;
+  }
+
+  /**
+   * Graceful stop: new requests get 503 `gateway_shutting_down` (with `connection: close`), `/healthz` answers 503,
+   * and requests in flight go on until they end or `timeoutMs` passes (or `cutNow` fires, e.g. on a second Ctrl-C).
+   * Then what is left is cut: a stream gets an in-band error event (`gateway_shutdown`, no `[DONE]`), any other
+   * answer is broken off, a request still waiting for its first byte gets 503. Backends are not blamed for the cut.
+   * Resolves to the number of requests cut. Stopping the listener (no new connections) is the caller's part: see
+   * ListeningGateway.drain.
+   */
+  async drain(timeoutMs: number, cutNow?: AbortSignal): Promise<{ cut: number }> {
+    this.draining = true;
+    const idle = (): boolean => this.openResponses.size === 0;
+    if (!idle()) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          cutNow?.removeEventListener("abort", done);
+          this.onIdle = undefined;
+          resolve();
+        };
+        const timer = setTimeout(done, Math.max(0, timeoutMs));
+        timer.unref();
+        cutNow?.addEventListener("abort", done, { once: true });
+        this.onIdle = done;
+        if (cutNow?.aborted === true) done();
+      });
+    }
+    const cut = this.openResponses.size;
+    if (cut === 0) return { cut };
+    for (const call of this.activeCalls) call.abort(new GatewayShutdown("gateway shutting down"));
+    // Give the cut answers a moment to write their error event; then anything left is destroyed.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        for (const res of this.openResponses) res.destroy();
+        this.onIdle = undefined;
+        resolve();
+      }, 1000);
+      timer.unref();
+      this.onIdle = () => {
+        clearTimeout(timer);
+        this.onIdle = undefined;
+        resolve();
+      };
+      if (idle()) this.onIdle();
+    });
+    return { cut };
+  }
+
   /** The Node request handler. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.openResponses.add(res);
+    res.once("close", () => {
+      this.openResponses.delete(res);
+      if (this.openResponses.size === 0) this.onIdle?.();
+    });
+    if (this.draining) res.setHeader("connection", "close");
     this.route(req, res).catch((err: unknown) => {
       this.logger.error({ err: err instanceof Error ? err.message : String(err) }, "gateway internal error");
       sendJson(res, 500, errorBody("internal gateway error", "switchyard_gateway_error", "internal_error"));
@@ -359,6 +444,23 @@ export class Gateway {
       const text = await this.metrics.registry.metrics();
       res.writeHead(200, { "content-type": this.metrics.registry.contentType });
       res.end(text);
+      return;
+    }
+    if (this.draining && path !== "/metrics") {
+      req.resume();
+      if (req.method === "GET" && (path === "/healthz" || path === "/health")) {
+        sendJson(res, 503, JSON.stringify({ status: "draining", inFlight: this.openResponses.size - 1 }));
+        return;
+      }
+      this.reject(
+        req,
+        res,
+        503,
+        "shutting_down",
+        "the gateway is shutting down; retry on another instance or in a moment",
+        "gateway_shutting_down",
+        { "retry-after": "1" },
+      );
       return;
     }
     if (req.method === "GET" && (path === "/healthz" || path === "/health")) {
@@ -633,7 +735,7 @@ export class Gateway {
       if (pick.spilled) this.metrics.spillovers.inc({ service: r.service.model, to_pool: backend.pool.name });
       outcome = await this.attempt(req, res, backend, r, requestId);
       answeredBy = backend;
-      if (outcome.kind === "failed-after-commit") {
+      if (outcome.kind === "failed-after-commit" && outcome.failure !== "shutdown") {
         this.metrics.errors.inc({ service: r.service.model, backend: backend.id, reason: outcome.failure });
       }
       if (outcome.kind !== "retry") break;
@@ -684,6 +786,19 @@ export class Gateway {
     } else if (outcome.kind === "client-gone") {
       status = 499;
       result = "client_closed";
+    } else if (outcome.kind === "shutdown") {
+      status = 503;
+      answeredBy = undefined;
+      sendJson(
+        res,
+        status,
+        errorBody(
+          "the gateway shut down before the answer started; retry on another instance or in a moment",
+          "switchyard_gateway_error",
+          "gateway_shutting_down",
+        ),
+        { "retry-after": "1" },
+      );
     } else {
       status = outcome.status;
       if (outcome.kind === "failed-after-commit") result = "incomplete";
@@ -755,6 +870,7 @@ export class Gateway {
             : Buffer.from(rewriteModel(r.body.toString("utf8"), backend.servedModel)),
       });
       call = thisCall;
+      this.activeCalls.add(thisCall);
       timer = setTimeout(() => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")), firstByteMs);
       let upstream: UpstreamResponse;
       try {
@@ -762,6 +878,7 @@ export class Gateway {
       } catch (err) {
         const cause = thisCall.abortReason ?? err;
         if (cause instanceof ClientGone) return { kind: "client-gone" };
+        if (cause instanceof GatewayShutdown) return { kind: "shutdown" };
         const failure = upstreamFailureKind(cause);
         backend.recordFailure(Date.now(), failure);
         return { kind: "retry", failure, message: `${backend.id}: ${failure} (${errMessage(cause)})` };
@@ -808,13 +925,14 @@ export class Gateway {
       );
       if (result.kind === "answered") {
         backend.recordSuccess();
-      } else if (result.kind === "retry" || result.kind === "failed-after-commit") {
+      } else if ((result.kind === "retry" || result.kind === "failed-after-commit") && result.failure !== "shutdown") {
         backend.recordFailure(Date.now(), stalled ? "stall" : result.failure);
       }
       return result;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
       res.off("close", onClientClose);
+      if (call !== undefined) this.activeCalls.delete(call);
       backend.inFlight--;
       if (trial) backend.trialInFlight = false;
     }
@@ -990,6 +1108,23 @@ export class Gateway {
         const cause = call.abortReason ?? err;
         if (cause instanceof ClientGone) {
           finish({ kind: "client-gone" });
+          return;
+        }
+        if (cause instanceof GatewayShutdown) {
+          if (!committed) {
+            finish({ kind: "shutdown" });
+          } else {
+            if (sse) {
+              this.streamError(
+                res,
+                "the gateway is shutting down and its drain deadline passed; the answer is incomplete",
+                "gateway_shutdown",
+              );
+            } else {
+              res.destroy();
+            }
+            finish({ kind: "failed-after-commit", failure: "shutdown", status });
+          }
           return;
         }
         const failure = upstreamFailureKind(cause);

@@ -15,7 +15,13 @@ import { LocalExecutor, localNodeNames } from "../executors/local/local.js";
 import type { Executor, RankHandle, RankStatus } from "../executors/port.js";
 import { findPython, pythonPlaceholder } from "../executors/python.js";
 import type { BackendRegistration } from "./backends.js";
-import type { CompiledPool, CompiledServices, EngineKind, ReplicaSpec } from "./config.js";
+import {
+  MissingApiKeyEnvError,
+  type CompiledPool,
+  type CompiledServices,
+  type EngineKind,
+  type ReplicaSpec,
+} from "./config.js";
 import { engineAdapter } from "./engines.js";
 
 export interface ReplicaRecovery extends RecoveryPolicy {
@@ -50,7 +56,9 @@ export type ReplicaEventKind =
   | "cordoned"
   | "moved"
   | "gave-up"
-  | "stopped";
+  | "stopped"
+  /** A WARNING line the replica logged before it became ready (e.g. serving random weights), repeated for the console. */
+  | "warning";
 
 export interface ReplicaEvent {
   t: number;
@@ -203,6 +211,29 @@ function logTail(file: string | undefined, lines = 3): string {
   } catch {
     return "";
   }
+}
+
+const WARNING_LINE = /\bWARNING\b/;
+const MAX_WARNINGS = 5;
+
+/** The WARNING lines of a replica's log (the first few, each shortened), so the console shows them, not only the log. */
+export function logWarnings(file: string | undefined): string[] {
+  if (file === undefined || !existsSync(file)) return [];
+  let text: string;
+  try {
+    const all = readFileSync(file);
+    text = all.subarray(Math.max(0, all.length - 256 * 1024)).toString("utf8");
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    if (!WARNING_LINE.test(line)) continue;
+    const trimmed = line.trim();
+    out.push(trimmed.length > 300 ? `${trimmed.slice(0, 300)}…` : trimmed);
+    if (out.length === MAX_WARNINGS) break;
+  }
+  return out;
 }
 
 function describeExit(s: RankStatus): string {
@@ -361,9 +392,7 @@ export class ReplicaSupervisor {
     if (spec.apiKeyEnv === undefined) return undefined;
     const key = this.env[spec.apiKeyEnv];
     if (key === undefined || key === "") {
-      throw new Error(
-        `replicas of ${where}: environment variable ${spec.apiKeyEnv} (apiKeyEnv) is not set; export it or remove apiKeyEnv`,
-      );
+      throw new MissingApiKeyEnvError(`replicas of ${where}`, spec.apiKeyEnv);
     }
     return key;
   }
@@ -458,6 +487,7 @@ export class ReplicaSupervisor {
       "ready",
       `ready after ${((r.readyAt - r.startedAt) / 1000).toFixed(1)} s; registered with the gateway`,
     );
+    for (const warning of logWarnings(r.handle?.logPath)) this.emit(r, "warning", `its log says: ${warning}`);
   }
 
   /** Unregisters the replica from the gateway and stops what is left of its process group. */

@@ -7,7 +7,13 @@ export interface ListeningGateway {
   server: Server;
   url: string;
   port: number;
+  /** Stops at once: every connection is closed, streams in flight are broken off. */
   close(): Promise<void>;
+  /**
+   * Stops gracefully: no new connections, new requests on open ones get 503, requests in flight may finish until
+   * `timeoutMs` (or `cutNow`), then the rest are cut (streams with an in-band error event). See Gateway.drain.
+   */
+  drain(timeoutMs: number, cutNow?: AbortSignal): Promise<{ cut: number }>;
 }
 
 export function isLoopbackHost(host: string): boolean {
@@ -34,14 +40,29 @@ export async function listenGateway(
   });
   const port = (server.address() as AddressInfo).port;
   const urlHost = host.includes(":") ? `[${host}]` : host;
+  const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
   return {
     server,
     port,
     url: `http://${urlHost}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
+    close: async () => {
+      if (server.listening) server.close();
+      server.closeAllConnections();
+      await closed;
+    },
+    drain: async (timeoutMs, cutNow) => {
+      const draining = gateway.drain(timeoutMs, cutNow);
+      if (server.listening) server.close();
+      // Keep-alive connections that fall idle while others finish are closed as they do.
+      server.closeIdleConnections();
+      const idleSweep = setInterval(() => server.closeIdleConnections(), 100);
+      try {
+        return await draining;
+      } finally {
+        clearInterval(idleSweep);
         server.closeAllConnections();
-      }),
+        await closed;
+      }
+    },
   };
 }

@@ -132,7 +132,7 @@ describe("switchyard serve CLI", () => {
       /serve-chargpt\.yaml: OK — 1 service\(s\), replicas: 1 for chargpt on local-ascend, 1 for chargpt on local-nvidia/,
     );
     await expect(
-      program.parseAsync(["serve", path.join(packageRoot, "examples", "gateway", "services.yaml"), "--check"], {
+      program.parseAsync(["serve", path.join(packageRoot, "examples", "gateway", "production.yaml"), "--check"], {
         from: "user",
       }),
     ).rejects.toThrow(/MINDIE_API_KEY|no pool has a replicas/);
@@ -179,7 +179,7 @@ describe.skipIf(!hasTorch)(
       running = await startServe(file, {
         port: 0,
         host: "127.0.0.1",
-        keysFile: path.join(dir, "keys.json"),
+        auth: false,
         runDir: path.join(dir, "run"),
         logLevel: "silent",
         pollMs: 200,

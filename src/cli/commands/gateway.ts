@@ -1,9 +1,19 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { Writable } from "node:stream";
 import { Command, InvalidArgumentError } from "commander";
 import { destination, pino, type Logger } from "pino";
-import { loadServicesFile, type CompiledServices } from "../../gateway/config.js";
+import {
+  loadServicesFile,
+  MissingApiKeyEnvError,
+  ServicesConfigError,
+  type CompiledServices,
+} from "../../gateway/config.js";
 import { Gateway } from "../../gateway/gateway.js";
-import { addKey, defaultKeysPath, KeyAuthenticator, readKeysFile, revokeKey } from "../../gateway/keys.js";
-import { isLoopbackHost, listenGateway } from "../../gateway/server.js";
+import { addKey, KeyAuthenticator, readKeysFile, revokeKey } from "../../gateway/keys.js";
+import { isLoopbackHost, listenGateway, type ListeningGateway } from "../../gateway/server.js";
+import { CliError, ExitCode } from "../client.js";
+import { globals } from "../context.js";
 
 export function parsePort(value: string): number {
   const n = Number(value);
@@ -17,132 +27,445 @@ function parsePositiveInt(value: string): number {
   return n;
 }
 
+/** Seconds, 0 to one hour (the drain deadline). */
+export function parseDrainSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 3600) throw new InvalidArgumentError("seconds, 0 to 3600");
+  return n;
+}
+
+export const DEFAULT_DRAIN_SECONDS = 30;
+
 export interface GatewayRunOptions {
   port: number;
   host: string;
   keysFile?: string;
-  allowUnauthenticated?: boolean;
+  /** false with --no-auth: no API keys, even if a keys file exists. */
+  auth?: boolean;
   check?: boolean;
   logLevel?: string;
+  /** Seconds that requests in flight get to finish after SIGTERM/SIGINT. */
+  drainTimeout?: number;
+  /** State folder (from the root program's --home). */
+  home?: string;
 }
 
-/** Refuses to expose an open gateway beyond this machine unless the operator says so explicitly. */
-export function assertSafeBinding(
-  host: string,
-  keyCount: number,
-  allowUnauthenticated: boolean,
-  keysFile: string,
-): void {
-  if (isLoopbackHost(host) || keyCount > 0 || allowUnauthenticated) return;
-  throw new Error(
-    `refusing to listen on ${host} without API keys: anyone who can reach it could use your models. ` +
-      `Add a key with \`switchyard gateway keys add <name>\` (stored hashed in ${keysFile}), ` +
-      `listen on 127.0.0.1, or pass --allow-unauthenticated if the network is trusted.`,
-  );
+// ---------------------------------------------------------------------------------------------------------------
+// Errors that name the file and the fix
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Loads a services file; a missing or invalid file is bad input (exit 2) that names the file. */
+export function loadServicesForCli(file: string, what = "services file"): CompiledServices {
+  if (!existsSync(file)) {
+    throw new CliError(
+      `${what} ${file} does not exist`,
+      ExitCode.Usage,
+      "check the path; examples/gateway/local.yaml is a services file that works on a fresh machine",
+    );
+  }
+  try {
+    return loadServicesFile(file);
+  } catch (err) {
+    if (err instanceof ServicesConfigError) {
+      throw new CliError(err.message, ExitCode.Usage, "see docs/gateway.md for the services file fields");
+    }
+    throw err;
+  }
 }
 
-/** Active API keys in a keys file, refusing an open binding beyond loopback (see assertSafeBinding). */
-export function checkedKeys(opts: Pick<GatewayRunOptions, "host" | "keysFile" | "allowUnauthenticated">): {
-  keysFile: string;
+/** Runs `build`; a backend API key variable that is not set is bad input naming the variable and the file. */
+export function withServicesFile<T>(file: string, build: () => T): T {
+  try {
+    return build();
+  } catch (err) {
+    if (err instanceof MissingApiKeyEnvError) {
+      throw new CliError(
+        `${file}: ${err.where}: environment variable ${err.variable} (apiKeyEnv) is not set`,
+        ExitCode.Usage,
+        `export ${err.variable}=<that backend's API key>, or remove apiKeyEnv from ${err.where} in ${file}`,
+      );
+    }
+    throw err;
+  }
+}
+
+/** Listens, turning "port in use" and "no permission" into bad input with a fix. */
+export async function listenForCli(gateway: Gateway, host: string, port: number): Promise<ListeningGateway> {
+  try {
+    return await listenGateway(gateway, { host, port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+      const why = code === "EADDRINUSE" ? "is in use" : code === "EACCES" ? "needs privileges" : "is not on this host";
+      throw new CliError(
+        `cannot listen on ${host}:${port}: the address ${why} (${code})`,
+        ExitCode.Usage,
+        code === "EADDRNOTAVAIL" ? "pass --host with an address of this machine" : "choose another --port",
+      );
+    }
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// API keys: which file, and whether the gateway may run open
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface KeysChoice {
+  /** The keys file in use; undefined when the gateway runs open. */
+  keysFile: string | undefined;
   activeKeys: number;
-} {
-  const keysFile = opts.keysFile ?? defaultKeysPath();
-  const activeKeys = readKeysFile(keysFile).keys.filter((k) => k.revokedAt === undefined).length;
-  assertSafeBinding(opts.host, activeKeys, opts.allowUnauthenticated === true, keysFile);
-  return { keysFile, activeKeys };
+  /** A line to print at start when the choice deserves a word (open gateway, --no-auth with keys present). */
+  notice?: string;
 }
 
-/** The gateway for a services config, with its logger and, when keys exist, key authentication. */
-export function createGateway(
-  config: CompiledServices,
-  keys: { keysFile: string; activeKeys: number },
-  logger: Logger,
-): Gateway {
+export function defaultKeysFile(home: string): string {
+  return path.join(home, "gateway-keys.json");
+}
+
+function activeKeysIn(file: string): number {
+  try {
+    return readKeysFile(file).keys.filter((k) => k.revokedAt === undefined).length;
+  } catch (err) {
+    throw new CliError(
+      err instanceof Error ? err.message : String(err),
+      ExitCode.Usage,
+      "fix the file, or point --keys-file at another one",
+    );
+  }
+}
+
+/**
+ * Decides authentication. A keys file named with --keys-file must exist and hold an active key. Without it, the
+ * default file ($SWITCHYARD_HOME/gateway-keys.json) is used when it holds keys; otherwise the gateway runs open, which
+ * is allowed on a loopback address only, unless --no-auth says so explicitly.
+ */
+export function chooseKeys(opts: Pick<GatewayRunOptions, "host" | "keysFile" | "auth">, home: string): KeysChoice {
+  const noAuth = opts.auth === false;
+  if (noAuth && opts.keysFile !== undefined) {
+    throw new CliError("--keys-file and --no-auth contradict each other", ExitCode.Usage, "pass one of them");
+  }
+  if (opts.keysFile !== undefined) {
+    const file = path.resolve(opts.keysFile);
+    if (!existsSync(file)) {
+      throw new CliError(
+        `keys file ${file} (--keys-file) does not exist`,
+        ExitCode.Usage,
+        `create it with \`switchyard gateway keys add <name> --keys-file ${opts.keysFile}\``,
+      );
+    }
+    const activeKeys = activeKeysIn(file);
+    if (activeKeys === 0) {
+      throw new CliError(
+        `keys file ${file} (--keys-file) holds no active key, so every request would be refused`,
+        ExitCode.Usage,
+        `add one with \`switchyard gateway keys add <name> --keys-file ${opts.keysFile}\``,
+      );
+    }
+    return { keysFile: file, activeKeys };
+  }
+  const file = defaultKeysFile(home);
+  if (noAuth) {
+    const present = existsSync(file) ? activeKeysIn(file) : 0;
+    return {
+      keysFile: undefined,
+      activeKeys: 0,
+      notice:
+        `--no-auth: no API keys; anyone who can reach ${opts.host} can use the models` +
+        (present > 0 ? ` (the ${present} key(s) in ${file} are not checked)` : ""),
+    };
+  }
+  const activeKeys = existsSync(file) ? activeKeysIn(file) : 0;
+  if (activeKeys > 0) return { keysFile: file, activeKeys };
+  if (!isLoopbackHost(opts.host)) {
+    throw new CliError(
+      `refusing to listen on ${opts.host} without API keys: anyone who can reach it could use your models`,
+      ExitCode.Usage,
+      `add a key with \`switchyard gateway keys add <name>\` (stored hashed in ${file}), listen on 127.0.0.1, ` +
+        `or pass --no-auth if the network is trusted`,
+    );
+  }
+  return {
+    keysFile: undefined,
+    activeKeys: 0,
+    notice: `no API keys in ${file}: open to anyone on this machine (add one with \`switchyard gateway keys add <name>\`)`,
+  };
+}
+
+/** The gateway for a services config, with its logger and, when keys are in use, key authentication. */
+export function createGateway(config: CompiledServices, keys: KeysChoice, logger: Logger): Gateway {
   return new Gateway(config, {
     logger,
-    ...(keys.activeKeys > 0 && { auth: new KeyAuthenticator({ path: keys.keysFile }) }),
+    ...(keys.keysFile !== undefined && { auth: new KeyAuthenticator({ path: keys.keysFile }) }),
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Console output: human lines on a terminal, JSON lines otherwise; never both on one stream
+// ---------------------------------------------------------------------------------------------------------------
+
+export type ConsoleMode = "human" | "json";
+
+/** JSON with --json or when stdout is not a terminal (a pipe, a file, a log collector); human lines on a terminal. */
+export function consoleMode(json: boolean, stdout: { isTTY?: boolean } = process.stdout): ConsoleMode {
+  return json || stdout.isTTY !== true ? "json" : "human";
+}
+
+const levelNames: Record<number, string> = {
+  10: "trace",
+  20: "debug",
+  30: "info",
+  40: "warn",
+  50: "error",
+  60: "fatal",
+};
+
+/** One pino JSON line as a human line: the time, the level when it is not info, and what happened. */
+export function humanLine(json: string): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json.endsWith("\n") ? json : `${json}\n`;
+  }
+  const t = typeof o.time === "number" ? new Date(o.time).toTimeString().slice(0, 8) : "";
+  const level = typeof o.level === "number" && o.level !== 30 ? `${(levelNames[o.level] ?? "").toUpperCase()} ` : "";
+  const msg = typeof o.msg === "string" ? o.msg : "";
+  let text: string;
+  if (msg === "request") {
+    const parts = [
+      `${String(o.method)} ${String(o.path)}`,
+      `model=${String(o.model)}${o.stream === true ? " stream" : ""}`,
+      `${String(o.status)}${o.result !== undefined && o.result !== "complete" ? ` ${String(o.result)}` : ""}`,
+      `via ${String(o.backend)}`,
+      `${String(o.ms)} ms`,
+    ];
+    if (typeof o.attempts === "number" && o.attempts > 1) parts.push(`attempts=${o.attempts}`);
+    if (o.failure !== undefined) parts.push(`failure=${String(o.failure)}`);
+    else if (o.lastFailure !== undefined) parts.push(`last failure=${String(o.lastFailure)}`);
+    if (o.key !== undefined) parts.push(`key=${String(o.key)}`);
+    text = parts.join("  ");
+  } else if (msg === "rejected") {
+    text = `${String(o.method)} ${String(o.path)}  ${String(o.status)} refused (${String(o.reason)})`;
+  } else {
+    text = msg;
+    if (o.err !== undefined) text += `: ${String(o.err)}`;
+  }
+  return `${t} ${level}${text}\n`;
+}
+
+/**
+ * The console logger of `gateway` and `serve`: pino JSON lines on stdout in JSON mode, the same records as human
+ * lines in human mode. `out` is for tests.
+ */
+export function consoleLogger(mode: ConsoleMode, level: string, out?: NodeJS.WritableStream): Logger {
+  if (mode === "json") {
+    return out === undefined ? pino({ level }, destination({ sync: false })) : pino({ level }, out);
+  }
+  const sink = out ?? process.stdout;
+  const human = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      sink.write(humanLine(chunk.toString("utf8")));
+      cb();
+    },
+  });
+  return pino({ level }, human);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Stop signals and drain
+// ---------------------------------------------------------------------------------------------------------------
+
 /** Resolves on the first SIGINT or SIGTERM. */
-export function untilStopSignal(): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const stop = (): void => {
+export function untilStopSignal(): Promise<NodeJS.Signals> {
+  return new Promise<NodeJS.Signals>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
-      resolve();
+      resolve(signal);
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
   });
 }
 
-async function runGateway(servicesFile: string, opts: GatewayRunOptions): Promise<void> {
-  const config = loadServicesFile(servicesFile);
-  const keys = checkedKeys(opts);
-  const activeKeys = keys.activeKeys;
+/** An AbortSignal that fires on the next SIGINT or SIGTERM (a second Ctrl-C cuts the drain short). */
+export function nextStopSignal(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const stop = (): void => controller.abort();
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    },
+  };
+}
+
+/** Drains the listener after a stop signal, saying what it does; a second signal cuts what is left at once. */
+export async function drainOnStop(
+  http: ListeningGateway,
+  gateway: Gateway,
+  logger: Logger,
+  signal: NodeJS.Signals,
+  drainSeconds: number,
+  what: string,
+): Promise<void> {
+  const open = gateway.openRequests();
+  logger.info(
+    { signal, inFlight: open, drainSeconds },
+    `${what}: ${signal}: no new requests; ` +
+      (open > 0
+        ? `${open} in flight may finish within ${drainSeconds} s (send it again to cut them now)`
+        : "nothing in flight"),
+  );
+  const again = nextStopSignal();
+  try {
+    const { cut } = await http.drain(drainSeconds * 1000, again.signal);
+    logger.info(
+      { cut },
+      cut > 0
+        ? `${what}: drain deadline passed; ${cut} request(s) cut (streams got an in-band gateway_shutdown error)`
+        : open > 0
+          ? `${what}: every request in flight finished`
+          : `${what}: stopped`,
+    );
+  } finally {
+    again.dispose();
+  }
+}
+
+function flush(logger: Logger): Promise<void> {
+  return new Promise((resolve) => logger.flush(() => resolve()));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The command
+// ---------------------------------------------------------------------------------------------------------------
+
+async function runGateway(servicesFile: string, opts: GatewayRunOptions, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const config = loadServicesForCli(servicesFile);
+  const keys = chooseKeys(opts, opts.home ?? g.home);
   const backends = config.services.reduce((n, s) => n + s.pools.reduce((m, p) => m + p.backends.length, 0), 0);
   if (opts.check === true) {
     // Building the gateway also checks what YAML cannot: apiKeyEnv variables, TLS CA files.
-    await new Gateway(config).close();
+    await withServicesFile(servicesFile, () => new Gateway(config)).close();
+    const summary = {
+      file: servicesFile,
+      ok: true,
+      services: config.services.length,
+      backends,
+      apiKeys: keys.activeKeys,
+    };
     process.stdout.write(
-      `${servicesFile}: OK — ${config.services.length} service(s), ${backends} backend(s); ` +
-        `${activeKeys > 0 ? `${activeKeys} API key(s)` : "no API keys (open)"}\n`,
+      g.json
+        ? `${JSON.stringify(summary)}\n`
+        : `${servicesFile}: OK — ${config.services.length} service(s), ${backends} backend(s); ` +
+            `${keys.activeKeys > 0 ? `${keys.activeKeys} API key(s)` : "no API keys (open)"}\n`,
     );
     return;
   }
-  const logger = pino({ level: opts.logLevel ?? "info" }, destination({ sync: false }));
-  const gateway = createGateway(config, keys, logger);
+  const logger = consoleLogger(consoleMode(g.json), opts.logLevel ?? "info");
+  const gateway = withServicesFile(servicesFile, () => createGateway(config, keys, logger));
+  let http: ListeningGateway;
+  try {
+    http = await listenForCli(gateway, opts.host, opts.port);
+  } catch (err) {
+    await gateway.close();
+    throw err;
+  }
   gateway.startHealthChecks();
-  const http = await listenGateway(gateway, { host: opts.host, port: opts.port });
+  if (keys.notice !== undefined) logger.warn({ auth: false }, keys.notice);
   logger.info(
-    { url: http.url, services: config.services.map((s) => s.model), backends, auth: activeKeys > 0 },
-    "gateway listening",
+    {
+      url: http.url,
+      services: config.services.map((s) => s.model),
+      backends,
+      auth: keys.keysFile !== undefined,
+    },
+    `switchyard gateway listening on ${http.url} (OpenAI API under ${http.url}/v1, metrics at /metrics); ` +
+      `Ctrl-C stops it`,
   );
-  process.stderr.write(
-    `switchyard gateway listening on ${http.url} (OpenAI API under ${http.url}/v1, metrics at /metrics)\n`,
-  );
-  await untilStopSignal();
-  await http.close();
+  const signal = await untilStopSignal();
+  await drainOnStop(http, gateway, logger, signal, opts.drainTimeout ?? DEFAULT_DRAIN_SECONDS, "gateway");
   await gateway.close();
-  logger.flush();
+  await flush(logger);
+}
+
+/** The options `gateway` and `serve` share. */
+export function addListenOptions(command: Command): Command {
+  return command
+    .option("-p, --port <port>", "port to listen on", parsePort, 8080)
+    .option("-H, --host <host>", "address to listen on", "127.0.0.1")
+    .option(
+      "--keys-file <path>",
+      "API keys file; it must exist and hold a key (default: $SWITCHYARD_HOME/gateway-keys.json when it has keys)",
+    )
+    .option("--no-auth", "run without API keys, also on a non-loopback --host (a trusted network only)")
+    .option(
+      "--drain-timeout <seconds>",
+      "on SIGTERM/Ctrl-C, seconds that requests in flight get to finish before they are cut",
+      parseDrainSeconds,
+      DEFAULT_DRAIN_SECONDS,
+    )
+    .option("--check", "validate the services file (and the variables it names) and exit")
+    .option("--log-level <level>", "log level (info, warn, silent)", "info");
 }
 
 /** `switchyard gateway`: the OpenAI-compatible inference gateway, and its API keys. */
 export function registerGatewayCommand(program: Command): void {
-  const gateway = program
-    .command("gateway")
-    .description("Run the OpenAI-compatible inference gateway in front of the model servers in <services.yaml>")
-    .argument("<services.yaml>", "services file (see examples/gateway/services.yaml)")
-    .option("-p, --port <port>", "port to listen on", parsePort, 8080)
-    .option("-H, --host <host>", "address to listen on", "127.0.0.1")
-    .option("--keys-file <path>", "API keys file (default: $SWITCHYARD_HOME/gateway-keys.json)")
-    .option("--allow-unauthenticated", "listen beyond loopback even when no API key exists")
-    .option("--check", "validate the services file and exit")
-    .option("--log-level <level>", "access log level (info, warn, silent)", "info")
-    .action(async (servicesFile: string, opts: GatewayRunOptions) => runGateway(servicesFile, opts));
+  const gateway = addListenOptions(
+    program
+      .command("gateway")
+      .description(
+        "Run the OpenAI-compatible inference gateway in front of the model servers in <services.yaml>. Prints human " +
+          "lines on a terminal, JSON lines with --json or when stdout is not a terminal",
+      )
+      .argument("<services.yaml>", "services file (see examples/gateway/local.yaml)"),
+  ).action(async (servicesFile: string, opts: GatewayRunOptions, cmd: Command) => runGateway(servicesFile, opts, cmd));
 
+  // `--keys-file` after `keys add|list|revoke` is parsed by `gateway` (it has the same option), so the subcommands
+  // read it with optsWithGlobals().
+  const keysFileOf = (cmd: Command): string => {
+    const o = cmd.optsWithGlobals<{ keysFile?: string }>();
+    return o.keysFile !== undefined ? path.resolve(o.keysFile) : defaultKeysFile(globals(cmd).home);
+  };
   const keys = gateway.command("keys").description("Manage gateway API keys (stored as SHA-256 hashes)");
   keys
     .command("add")
-    .description("Create a key; it is printed once and cannot be shown again")
+    .description("Create a key (and the keys file if needed); it is printed once and cannot be shown again")
     .argument("<name>", "who or what the key is for")
     .option("--rpm <n>", "rate limit in requests per minute", parsePositiveInt)
     .option("--keys-file <path>", "API keys file (default: $SWITCHYARD_HOME/gateway-keys.json)")
-    .action((name: string, opts: { rpm?: number; keysFile?: string }) => {
-      const path = opts.keysFile ?? defaultKeysPath();
-      const { key, record } = addKey(path, { name, ...(opts.rpm !== undefined && { rpm: opts.rpm }) });
+    .action((name: string, opts: { rpm?: number }, cmd: Command) => {
+      const file = keysFileOf(cmd);
+      const { key, record } = addKey(file, { name, ...(opts.rpm !== undefined && { rpm: opts.rpm }) });
+      if (globals(cmd).json) {
+        process.stdout.write(`${JSON.stringify({ key, id: record.id, name, keysFile: file })}\n`);
+        return;
+      }
       process.stdout.write(`${key}\n`);
-      process.stderr.write(`key ${record.id} (${name}) added to ${path}; store it now, it is not kept in clear\n`);
+      process.stderr.write(`key ${record.id} (${name}) added to ${file}; store it now, it is not kept in clear\n`);
     });
   keys
     .command("list")
     .description("List keys (id, name, prefix, rate limit, state)")
     .option("--keys-file <path>", "API keys file (default: $SWITCHYARD_HOME/gateway-keys.json)")
     .option("--json", "machine-readable output")
-    .action((opts: { keysFile?: string; json?: boolean }) => {
-      const list = readKeysFile(opts.keysFile ?? defaultKeysPath()).keys.map(({ hash: _hash, ...k }) => k);
-      if (opts.json === true) {
+    .action((_opts: unknown, cmd: Command) => {
+      const file = keysFileOf(cmd);
+      if (cmd.optsWithGlobals<{ keysFile?: string }>().keysFile !== undefined && !existsSync(file)) {
+        throw new CliError(
+          `keys file ${file} (--keys-file) does not exist`,
+          ExitCode.Usage,
+          `create it with \`switchyard gateway keys add <name> --keys-file ${file}\``,
+        );
+      }
+      const list = readKeysFile(file).keys.map(({ hash: _hash, ...k }) => k);
+      if (cmd.optsWithGlobals<{ json?: boolean }>().json === true) {
         process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
         return;
       }
@@ -174,12 +497,20 @@ export function registerGatewayCommand(program: Command): void {
     .description("Revoke a key by id or name; a running gateway stops accepting it within a second")
     .argument("<id-or-name>")
     .option("--keys-file <path>", "API keys file (default: $SWITCHYARD_HOME/gateway-keys.json)")
-    .action((idOrName: string, opts: { keysFile?: string }) => {
-      const path = opts.keysFile ?? defaultKeysPath();
-      const record = revokeKey(path, idOrName);
+    .action((idOrName: string, _opts: unknown, cmd: Command) => {
+      const file = keysFileOf(cmd);
+      const record = revokeKey(file, idOrName);
       if (record === undefined) {
-        throw new Error(`no active key "${idOrName}" in ${path}; see \`switchyard gateway keys list\``);
+        throw new CliError(
+          `no active key "${idOrName}" in ${file}`,
+          ExitCode.Usage,
+          "see `switchyard gateway keys list` for the ids and names",
+        );
       }
-      process.stdout.write(`revoked ${record.id} (${record.name})\n`);
+      process.stdout.write(
+        globals(cmd).json
+          ? `${JSON.stringify({ revoked: record.id, name: record.name })}\n`
+          : `revoked ${record.id} (${record.name})\n`,
+      );
     });
 }
