@@ -107,6 +107,9 @@ describe.skipIf(!hasTorch)("the CLI against a real server", () => {
     expect(third.out).toMatch(/job finished at step 6 after 0 restart\(s\) \(resumed from .* nothing left to train\)/);
     expect(third.out).toContain("step 6 (from checkpoint)");
     expect(third.out).not.toContain("step ?");
+    const thirdId = /submitted (\S+)/.exec(third.out)![1]!;
+    const ps = await cli(home, "ps", "-a");
+    expect(ps.out).toMatch(new RegExp(`^${thirdId}\\s+SUCCEEDED\\s+6 \\(checkpoint\\)`, "m"));
 
     // By path (a step-* checkpoint), and nothing to resume from is bad input, not a silent fresh start.
     const byPath = await cli(home, "run", file, "--resume-from", path.join(a.spec.checkpoint.dir, "step-00000003"));

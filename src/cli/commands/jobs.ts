@@ -99,13 +99,24 @@ export function registerJobCommands(program: Command): void {
       );
       if (g.json) return console.log(JSON.stringify(jobs));
       if (jobs.length === 0) return console.log(opts.all ? "no jobs" : "no active jobs (-a shows finished ones)");
+      // A finished run that reported no step was resumed at its final step: its step is its checkpoint's.
+      const resumedAt = new Map<string, number>();
+      for (const j of jobs.filter((j) => !j.last && terminalJobStates.has(j.state))) {
+        const detail = await client.get<JobDetail>(`/api/jobs/${enc(j.id)}`);
+        const step = detail.attempts?.[detail.attempts.length - 1]?.resumeStep;
+        if (step !== null && step !== undefined) resumedAt.set(j.id, step);
+      }
       console.log(
         table(
           ["JOB", "STATE", "STEP", "LOSS", "RESTARTS", "AGE", "REASON"],
           jobs.map((j) => [
             j.id,
             j.state,
-            j.last ? `${j.last.step}${j.steps ? `/${j.steps}` : ""}` : "-",
+            j.last
+              ? `${j.last.step}${j.steps ? `/${j.steps}` : ""}`
+              : resumedAt.has(j.id)
+                ? `${resumedAt.get(j.id)}${j.steps ? `/${j.steps}` : ""} (checkpoint)`
+                : "-",
             j.last?.loss?.toFixed(4),
             j.restarts,
             duration((j.endedAt ?? Date.now()) - j.createdAt),
