@@ -50,10 +50,21 @@ export class LocalExecutor implements Executor {
   readonly kind = "local";
 
   async launch(req: LaunchRequest): Promise<LaunchedRank[]> {
+    const launched: LaunchedRank[] = [];
+    try {
+      await this.spawnRanks(req, launched);
+      return launched;
+    } catch (err) {
+      // A gang that cannot start whole must not leave part of itself running, unwatched: kill what did start.
+      for (const r of launched) if (r.pid !== null) signalGroup(r.pid, "SIGKILL");
+      throw err;
+    }
+  }
+
+  private async spawnRanks(req: LaunchRequest, launched: LaunchedRank[]): Promise<void> {
     mkdirSync(req.dir, { recursive: true });
     mkdirSync(req.checkpointDir, { recursive: true });
     const worldSize = req.nodes.length * req.procsPerNode;
-    const launched: LaunchedRank[] = [];
     for (const [nodeRank, node] of req.nodes.entries()) {
       const devices =
         req.devices?.[nodeRank] ?? Array.from({ length: req.procsPerNode }, (_, i) => i % req.pool.devicesPerNode);
@@ -107,7 +118,6 @@ export class LocalExecutor implements Executor {
         }
       }
     }
-    return launched;
   }
 
   async poll(attemptDir: string, ranks: readonly RankHandle[]): Promise<RankStatus[]> {
