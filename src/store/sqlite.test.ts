@@ -151,6 +151,16 @@ describe("SQLite store", () => {
     expect(await s.rankProgress("j-1", 1)).toEqual([{ rank: 0, lastT: 100_000, lastStep: 10_000 }]);
     expect((await s.listRanks("j-1", 1))[0]).toMatchObject({ reportOffset: 40_000, logOffset: 39, logT: 195 });
     await s.close();
+
+    // At an ordinary pace (a pass holds at most `burst` samples) every step is kept, however close in time.
+    const calm = new SqliteStore(file());
+    await calm.createJob({ id: "j-2", name: "j", spec, state: "RUNNING", createdAt: 0 });
+    for (let step = 1; step <= 30; step++) {
+      const sample = { jobId: "j-2", attempt: 1, rank: 0, step, t: step * 10, loss: 1, tokens: null, computeS: null };
+      await calm.ingestReports("j-2", 1, 0, { reportOffset: step * 100 }, [sample]);
+    }
+    expect((await calm.listSteps("j-2")).map((r) => r.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    await calm.close();
   });
 
   it("answers a job's newest step from an index, not by scanning its steps", async () => {

@@ -100,13 +100,15 @@ const migrations: readonly string[] = [
 
 /** How many step rows are kept per rank and attempt, and how far apart in time (see ingestReports). */
 export interface StepRetention {
-  /** Samples closer than this to the previous stored one are not stored (the rank's newest step always is). */
+  /** In a flood, samples closer than this to the previous stored one are not stored (the newest always is). */
   minSpacingMs: number;
   /** Above this many rows per rank and attempt, every other older row is dropped (the first and recent ones stay). */
   maxRowsPerRank: number;
+  /** A chunk of at most this many samples is stored whole; a bigger one (a flood) is thinned by `minSpacingMs`. */
+  burst: number;
 }
 
-export const defaultStepRetention: StepRetention = { minSpacingMs: 1000, maxRowsPerRank: 2000 };
+export const defaultStepRetention: StepRetention = { minSpacingMs: 1000, maxRowsPerRank: 2000, burst: 64 };
 
 type Row = Record<string, unknown>;
 
@@ -284,9 +286,10 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Stores a chunk of one rank's samples with bounded rows: a sample closer than `minSpacingMs` to the previous stored
-   * one is skipped, except the chunk's last (the rank's newest step, replaced by the next chunk's if it was kept only
-   * for being newest) and a non-finite loss; above `maxRowsPerRank` the older rows are halved. The rank's newest step
+   * Stores a chunk of one rank's samples with bounded rows. A chunk of up to `burst` samples (one pass's worth at any
+   * ordinary pace) is stored whole; in a bigger one a sample closer than `minSpacingMs` to the previous stored one is
+   * skipped, except the chunk's last (the rank's newest step, replaced by the next flood chunk's if it was kept only
+   * for being newest) and a non-finite loss. Above `maxRowsPerRank` rows the older ones are halved. The rank's newest step
    * and time are kept exactly in the ranks table, so hang detection and progress never see the thinning.
    */
   async ingestReports(
@@ -327,10 +330,13 @@ export class SqliteStore implements Store {
             `UPDATE ranks SET ${sets.join(", ")} WHERE job_id = @jobId AND attempt = @attempt AND rank = @rank`,
           )
         : null;
-    const { minSpacingMs, maxRowsPerRank } = this.retention;
+    const { minSpacingMs, maxRowsPerRank, burst } = this.retention;
     this.db.transaction(() => {
       let inserted = 0;
-      if (samples.length > 0) {
+      if (samples.length > 0 && samples.length <= burst) {
+        for (const s of samples) insert.run(s);
+        inserted = samples.length;
+      } else if (samples.length > 0) {
         const [top, second] = newest.all(jobId, attempt, rank) as Row[];
         let keptT: number | null = top ? num(top.t) : null;
         // The newest row was stored only for being the newest: the newer samples take its place.
