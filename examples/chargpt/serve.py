@@ -1,7 +1,12 @@
 """An OpenAI-compatible server for the char-GPT that train.py trains (stdlib http.server + torch).
 
+    /usr/bin/python3 serve.py --port 8100         # what `switchyard run examples/chargpt/job.yaml` trained
     /usr/bin/python3 serve.py --port 8100 --checkpoint checkpoints      # newest verified step-* under checkpoints/
     /usr/bin/python3 serve.py --port 8100 --checkpoint checkpoints/step-00000200
+
+--checkpoint is one step-NNNNNNNN checkpoint, or a folder: the newest checkpoint that verifies is served, from the
+folder's own step-* folders and from those one level down (`switchyard run` gives each run its own folder,
+$SWITCHYARD_HOME/checkpoints/<job name>/<job id>/step-*, which is the default here with the job name chargpt).
 
 Endpoints: POST /v1/completions and /v1/chat/completions (streaming SSE `data: {...}` ... `data: [DONE]`, or one JSON
 answer), GET /v1/models, GET /health (503 while the model loads, 200 once loaded) and GET /metrics with vLLM's
@@ -35,8 +40,9 @@ def parse_args():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument(
         "--checkpoint",
-        default=os.environ.get("CHARGPT_CHECKPOINT", "checkpoints"),
-        help="a step-NNNNNNNN checkpoint folder, or a folder holding them (the newest verified one is served)",
+        default=os.environ.get("CHARGPT_CHECKPOINT") or default_checkpoint_folder(),
+        help="a step-NNNNNNNN checkpoint folder, or a folder holding them, directly or one level down (the newest "
+        "verified one is served); default: $SWITCHYARD_HOME/checkpoints/chargpt, where `switchyard run` writes",
     )
     p.add_argument("--model-name", default="chargpt", help="the id /v1/models reports")
     p.add_argument("--require-checkpoint", action="store_true", help="exit instead of serving random weights")
@@ -52,23 +58,62 @@ def parse_args():
 # ---------------------------------------------------------------------------------------------
 
 
+def default_checkpoint_folder():
+    """Where `switchyard run examples/chargpt/job.yaml` writes: $SWITCHYARD_HOME/checkpoints/chargpt."""
+    home = os.environ.get("SWITCHYARD_HOME") or os.path.join(os.path.expanduser("~"), ".switchyard")
+    return os.path.join(home, "checkpoints", "chargpt")
+
+
+def is_step(name):
+    return name.startswith("step-") and name[5:].isdigit()
+
+
+def checkpoint_candidates(path):
+    """step-* folders in `path` and in its subfolders (one level: the per-run folders of `switchyard run`, and its
+    `latest` link), each once, newest first: by the time its manifest was written, then by step."""
+    found = {}
+
+    def add_from(folder):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            full = os.path.join(folder, name)
+            if is_step(name) and os.path.isdir(full):
+                found.setdefault(os.path.realpath(full), full)
+
+    add_from(path)
+    for name in sorted(os.listdir(path)):
+        sub = os.path.join(path, name)
+        if not is_step(name) and os.path.isdir(sub):
+            add_from(sub)
+
+    def newness(full):
+        try:
+            written = os.stat(os.path.join(full, "MANIFEST.json")).st_mtime
+        except OSError:
+            written = 0.0
+        return (written, int(os.path.basename(full)[5:]))
+
+    return sorted(found.values(), key=newness, reverse=True)
+
+
 def find_checkpoint(path, verify):
-    """(checkpoint folder or None, notes). A step-* folder is taken as is if it verifies; a folder of them gives the
-    newest one that verifies (a half-written or corrupted newer one is skipped, with a note)."""
+    """(checkpoint folder or None, notes). A step-* folder is taken as is if it verifies; a folder gives the newest
+    checkpoint in it or one level down that verifies (a half-written or corrupted newer one is skipped, with a note)."""
     notes = []
     if not os.path.isdir(path):
-        return None, ["%s: no such folder" % path]
+        return None, ["%s: no such folder (train first: switchyard run examples/chargpt/job.yaml)" % path]
     if os.path.isfile(os.path.join(path, "MANIFEST.json")):
         problems = verify(path)
         return (path, notes) if not problems else (None, ["%s: %s" % (path, "; ".join(problems))])
-    steps = sorted((d for d in os.listdir(path) if d.startswith("step-") and d[5:].isdigit()), reverse=True)
-    for d in steps:
-        full = os.path.join(path, d)
+    for full in checkpoint_candidates(path):
         problems = verify(full)
         if not problems:
             return full, notes
-        notes.append("%s does not verify (%s); trying an older one" % (full, "; ".join(problems)))
-    notes.append("%s: no verified step-* checkpoint" % path)
+        notes.append("%s does not verify (%s); trying an older one" % (full, "; ".join(problems[:3])))
+    notes.append("%s: no verified step-* checkpoint in it or in its subfolders" % path)
     return None, notes
 
 

@@ -95,6 +95,10 @@ describe("replica helpers", () => {
         () => "/usr/bin/python3",
       ),
     ).toEqual(["/usr/bin/python3", "s.py", "--port=8100", "--host", "::1", "$(x); 8100"]);
+    expect(replicaArgv(["--checkpoint", "{home}/checkpoints/chargpt"], 1, "h", undefined, "/sy")).toEqual([
+      "--checkpoint",
+      "/sy/checkpoints/chargpt",
+    ]);
     expect(vendorOfEngine("vllm-ascend")).toBe("ascend");
     expect(vendorOfEngine("mindie")).toBe("ascend");
     expect(vendorOfEngine("vllm")).toBe("nvidia");
@@ -103,6 +107,24 @@ describe("replica helpers", () => {
 });
 
 describe("ReplicaSupervisor (local executor, fixture model servers)", () => {
+  it("repeats the WARNING lines a replica logged before it was ready as warning events (for the console)", async () => {
+    const base = await freePortPair();
+    const { sup, events } = start(`
+services:
+  - model: m
+    pools:
+      - name: a
+        replicas: { count: 1, engine: vllm, port: ${base}, command: ${cmd("--warn", "serving RANDOMLY INITIALISED weights")} }
+`);
+    await sup.start();
+    await waitFor("a-0 ready", () => sup.replicas().find((r) => r.state === "ready"));
+    const warnings = events.filter((e) => e.kind === "warning");
+    expect(warnings.map((e) => e.message)).toEqual([
+      "its log says: fixture replica: WARNING: serving RANDOMLY INITIALISED weights",
+    ]);
+    expect(events.findIndex((e) => e.kind === "ready")).toBeLessThan(events.indexOf(warnings[0]!));
+  });
+
   it("launches count replicas per pool on free ports and registers each only once its health probe passes", async () => {
     const base = await freePortPair();
     const blocker = await listenOn(base); // a-0's configured port is taken: it must get another one

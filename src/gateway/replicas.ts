@@ -22,6 +22,7 @@ import {
   type EngineKind,
   type ReplicaSpec,
 } from "./config.js";
+import { switchyardHome } from "../paths.js";
 import { engineAdapter } from "./engines.js";
 
 export interface ReplicaRecovery extends RecoveryPolicy {
@@ -128,6 +129,8 @@ export interface ReplicaSupervisorOptions {
   stableAfterMs?: number;
   env?: NodeJS.ProcessEnv;
   onEvent?: (event: ReplicaEvent) => void;
+  /** switchyard's state folder, for `{home}` in replica commands (e.g. `{home}/checkpoints/<job name>`). */
+  home?: string;
 }
 
 interface Replica {
@@ -192,12 +195,18 @@ function ephemeralPort(host: string): Promise<number> {
 }
 
 /** The argv of one replica: `{port}` and `{host}` substituted inside arguments, `{python}` as a whole argument. */
-export function replicaArgv(command: readonly string[], port: number, host: string, python?: () => string): string[] {
-  return command.map((arg) =>
-    arg === pythonPlaceholder && python !== undefined
-      ? python()
-      : arg.replaceAll("{port}", String(port)).replaceAll("{host}", host),
-  );
+export function replicaArgv(
+  command: readonly string[],
+  port: number,
+  host: string,
+  python?: () => string,
+  home?: string,
+): string[] {
+  return command.map((arg) => {
+    if (arg === pythonPlaceholder && python !== undefined) return python();
+    const out = arg.replaceAll("{port}", String(port)).replaceAll("{host}", host);
+    return home !== undefined ? out.replaceAll("{home}", home) : out;
+  });
 }
 
 const urlHost = (host: string): string => (host.includes(":") ? `[${host}]` : host);
@@ -591,7 +600,13 @@ export class ReplicaSupervisor {
         r.name,
         `attempt-${r.attempt}`,
       );
-      const argv = replicaArgv(r.spec.command, r.port, r.spec.host, () => this.python());
+      const argv = replicaArgv(
+        r.spec.command,
+        r.port,
+        r.spec.host,
+        () => this.python(),
+        this.opts.home ?? switchyardHome(),
+      );
       const poolSpec = this.poolSpecsByName.get(pool.name) ?? {
         name: pool.name,
         executor: "local" as const,

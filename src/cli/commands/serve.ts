@@ -122,6 +122,7 @@ export async function startServe(servicesFile: string, opts: ServeRunOptions): P
           config,
           runDir,
           workdir: path.dirname(path.resolve(servicesFile)),
+          home,
           ...(poolSpecs !== undefined && { poolSpecs }),
           ...(opts.pollMs !== undefined && { pollMs: opts.pollMs }),
           onEvent,

@@ -3,6 +3,7 @@
 // GET /health answers 503 until --ready-after-ms has passed, then 200; GET /metrics has vLLM's queue gauges;
 // GET /argv echoes process.argv (tests check that arguments arrive as given, never through a shell);
 // POST /v1/completions answers a short SSE stream. --crash-after-ms makes it exit(3) that long after it is ready.
+// --warn TEXT prints `WARNING: TEXT` on stderr at start (as serve.py does when it serves random weights).
 import { createServer } from "node:http";
 import process from "node:process";
 import { setTimeout } from "node:timers";
@@ -17,6 +18,8 @@ const host = opt("--host", "127.0.0.1");
 const readyAfterMs = Number(opt("--ready-after-ms", "0"));
 const crashAfterMs = Number(opt("--crash-after-ms", "-1"));
 const started = Date.now();
+const warn = opt("--warn", undefined);
+if (warn !== undefined) process.stderr.write(`fixture replica: WARNING: ${warn}\n`);
 const ready = () => Date.now() - started >= readyAfterMs;
 
 const server = createServer((req, res) => {
