@@ -92,8 +92,8 @@ describe.skipIf(noChromium)("a web page on another origin cannot run commands (r
     const cookies = await context.cookies();
     expect(cookies).toHaveLength(1);
     expect(cookies[0]).toMatchObject({ httpOnly: true, sameSite: "Strict", path: "/", value: readToken(home) });
-    expect(await page.evaluate(() => document.cookie)).toBe("");
-    expect(await page.evaluate(() => location.href)).not.toContain("token");
+    expect(await page.evaluate("document.cookie")).toBe("");
+    expect(await page.evaluate("location.href")).not.toContain("token");
     await context.close();
   }, 60_000);
 
@@ -104,7 +104,7 @@ describe.skipIf(noChromium)("a web page on another origin cannot run commands (r
     const evil = await context.newPage();
     const before = server.output.split("\n").filter((l) => l.includes("refused POST /api/jobs")).length;
     await evil.goto(`http://127.0.0.1:${attackerPort}/`);
-    await evil.waitForFunction(() => document.title.startsWith("sent"), undefined, { timeout: 15_000 });
+    await evil.waitForFunction('document.title.startsWith("sent")', undefined, { timeout: 15_000 });
     // All four requests reached the server and were refused (three fetches and the form).
     const refused = await waitFor(
       "the server to refuse the four requests",
