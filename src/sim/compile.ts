@@ -7,6 +7,11 @@ import { dalyInterval } from "../core/checkpoint-interval.js";
 import { workUnit, type Plan, type PlanScenario } from "./plan-file.js";
 
 const SECONDS_PER_DAY = 86_400;
+/**
+ * The shortest checkpoint interval "optimal" picks when the workload has no step time (token workloads): a save of
+ * 0 s makes Young/Daly's interval tend to 0, which no real job can do; with a step time the floor is one step.
+ */
+export const MIN_CHECKPOINT_INTERVAL_S = 1;
 
 export interface CompiledFleet {
   scenarioName: string;
@@ -31,6 +36,8 @@ export interface CompiledFleet {
   workPerS: number;
   intervalS: number;
   intervalIsOptimal: boolean;
+  /** The floor of an optimal interval: one step, or MIN_CHECKPOINT_INTERVAL_S without a step time. */
+  minIntervalS: number;
   saveS: number;
   loadS: number;
   restartS: number;
@@ -111,14 +118,17 @@ function compileFleet(
 
   const mtbfS = 1 / (failureRatePerNodeS * nodes);
   const intervalIsOptimal = checkpoint.interval === "optimal";
+  const minIntervalS = workload.step_time ?? MIN_CHECKPOINT_INTERVAL_S;
+  // Daly's interval shrinks with the save time (to 0 as the save does), bounded below by one step: a cheaper save
+  // never means checkpointing less often. A fleet that never fails needs no checkpoint.
   const intervalS =
     checkpoint.interval !== "optimal"
       ? checkpoint.interval
-      : Number.isFinite(mtbfS) && checkpoint.save > 0
-        ? dalyInterval(checkpoint.save, mtbfS)
-        : Number.isFinite(mtbfS)
-          ? mtbfS
-          : 365 * SECONDS_PER_DAY;
+      : !Number.isFinite(mtbfS)
+        ? 365 * SECONDS_PER_DAY
+        : checkpoint.save > 0
+          ? Math.max(dalyInterval(checkpoint.save, mtbfS), minIntervalS)
+          : minIntervalS;
 
   const fallback = recovery.fallback;
   return {
@@ -140,6 +150,7 @@ function compileFleet(
     workPerS,
     intervalS,
     intervalIsOptimal,
+    minIntervalS,
     saveS: checkpoint.save,
     loadS: checkpoint.load,
     restartS: recovery.restart,

@@ -20,8 +20,10 @@ export interface CheckpointAdvice {
   recoveryS: number;
   /** Mean time between failures of the whole fleet. */
   mtbfS: number;
+  /** Young's and Daly's optimum, each bounded below by minIntervalS (one step; a 0 s save gives that floor). */
   youngS: number;
   dalyS: number;
+  minIntervalS: number;
   /** Daly's analytic goodput at the configured interval and at Daly's interval (spares and stragglers aside). */
   goodputAtInterval: number;
   goodputAtDaly: number;
@@ -51,7 +53,8 @@ export interface ScenarioSummary {
   fellBackShare: number;
   /** Mean seconds per trial in each category; they add up to the mean wall time. */
   timeS: Record<TimeCategory, number>;
-  checkpoint: CheckpointAdvice | undefined;
+  /** null when the fleet never fails (no interval to advise). */
+  checkpoint: CheckpointAdvice | null;
   deadline: { deadlineS: number; probability: number; ci95: [number, number] } | undefined;
 }
 
@@ -118,14 +121,17 @@ export function summarize(plan: CompiledPlan, run: ScenarioRun): ScenarioSummary
   };
 }
 
-/** What core's checkpoint math says about one fleet; undefined when the fleet never fails. */
-export function checkpointAdvice(plan: CompiledPlan, fleetIndex: number): CheckpointAdvice | undefined {
+/** What core's checkpoint math says about one fleet; null when the fleet never fails. */
+export function checkpointAdvice(plan: CompiledPlan, fleetIndex: number): CheckpointAdvice | null {
   const fleet = plan.fleets[fleetIndex];
-  if (fleet === undefined) return undefined;
+  if (fleet === undefined) return null;
   const mtbfS = fleetMtbfS(fleet);
-  if (!Number.isFinite(mtbfS) || fleet.saveS <= 0) return undefined;
+  if (!Number.isFinite(mtbfS)) return null;
   const recoveryS = meanRecoveryS(fleet);
-  const dalyS = dalyInterval(fleet.saveS, mtbfS);
+  const floor = fleet.minIntervalS;
+  // A save of 0 s: both optima tend to 0, so the floor (one step) is the optimum.
+  const youngS = fleet.saveS > 0 ? Math.max(youngInterval(fleet.saveS, mtbfS), floor) : floor;
+  const dalyS = fleet.saveS > 0 ? Math.max(dalyInterval(fleet.saveS, mtbfS), floor) : floor;
   const goodputAt = (intervalS: number): number =>
     expectedGoodput({ intervalS, saveS: fleet.saveS, restartS: recoveryS, mtbfS });
   return {
@@ -134,8 +140,9 @@ export function checkpointAdvice(plan: CompiledPlan, fleetIndex: number): Checkp
     saveS: fleet.saveS,
     recoveryS,
     mtbfS,
-    youngS: youngInterval(fleet.saveS, mtbfS),
+    youngS,
     dalyS,
+    minIntervalS: floor,
     goodputAtInterval: goodputAt(fleet.intervalS),
     goodputAtDaly: goodputAt(dalyS),
   };

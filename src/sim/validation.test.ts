@@ -176,7 +176,7 @@ describe("BLOOM-176B (BigScience 2022): the checkpoint advisor", () => {
   it("recommends an interval near 1.6 h (Young and Daly within 10%)", () => {
     const { summary } = simulate(bloomPlan(publishedInterval), { trials: 1, seed: 1 });
     const advice = summary.checkpoint;
-    if (advice === undefined) throw new Error("no advice");
+    if (advice === null) throw new Error("no advice");
     expect(Math.abs(advice.youngS / HOUR - 1.6) / 1.6).toBeLessThan(0.1);
     expect(Math.abs(advice.dalyS / HOUR - 1.6) / 1.6).toBeLessThan(0.1);
     expect(advice.goodputAtDaly).toBeGreaterThan(advice.goodputAtInterval + 0.01);
@@ -186,7 +186,7 @@ describe("BLOOM-176B (BigScience 2022): the checkpoint advisor", () => {
     const atPublished = simulate(bloomPlan(publishedInterval), { trials: 300, seed: 176 }).summary;
     const atOptimal = simulate(bloomPlan("optimal"), { trials: 300, seed: 176 }).summary;
     const advice = atPublished.checkpoint;
-    if (advice === undefined) throw new Error("no advice");
+    if (advice === null) throw new Error("no advice");
     const modelGain = advice.goodputAtDaly - advice.goodputAtInterval;
     const twinGain = atOptimal.ettr.mean - atPublished.ettr.mean;
     const twinGainHalfWidth = Math.hypot(
