@@ -249,14 +249,18 @@ describe.skipIf(!hasTorch)(
         async () => events.find((e) => e.replica === `${PREFERRED}-0` && e.kind === "ready" && e.t > killedAt),
         60_000,
       );
+      // serve.py has no checkpoint here: each time it is ready, the console says it serves random weights.
       expect(events.filter((e) => e.replica === `${PREFERRED}-0`).map((e) => e.kind)).toEqual([
         "launched",
         "ready",
+        "warning",
         "exited",
         "restart",
         "launched",
         "ready",
+        "warning",
       ]);
+      expect(events.find((e) => e.kind === "warning")?.message).toMatch(/serving RANDOMLY INITIALISED weights/);
       expect(r.supervisor.replicas().find((x) => x.replica === `${PREFERRED}-0`)).toMatchObject({
         pool: PREFERRED,
         attempt: 2,
