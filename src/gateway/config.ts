@@ -50,7 +50,7 @@ const replicasSchema = z
   .object({
     count: z.number().int().min(1).max(1024),
     engine: z.enum(engineKinds),
-    /** argv, never a shell string; `{port}` is replaced by the replica's port. */
+    /** argv, never a shell string; `{port}`, `{host}` and `{home}` (the state folder) are replaced inside arguments. */
     command: z.array(z.string().min(1)).min(1),
     /** First port; replica i listens on port + i. */
     port: z.number().int().min(1).max(65535),
