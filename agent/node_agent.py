@@ -141,7 +141,13 @@ def main(argv):
     )
     # As torchrun and the local executor do: every rank of a host sees the host's devices it shares with its peers and
     # picks its own by LOCAL_RANK (torch.cuda.set_device(LOCAL_RANK) keeps working).
-    env.update(visibility_env(vendor, sorted({i % devices_per_node for i in range(local_world)})))
+    device_map = env.get("SWITCHYARD_DEVICE_MAP", "")
+    granted = device_map.split(";")[node_rank] if device_map and node_rank < len(device_map.split(";")) else ""
+    if granted:
+        devices = sorted({int(d) for d in granted.split(",") if d.strip().isdigit()})
+    else:
+        devices = sorted({i % devices_per_node for i in range(local_world)})
+    env.update(visibility_env(vendor, devices))
 
     log = open(log_path, "ab")
     try:

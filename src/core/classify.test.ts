@@ -7,6 +7,7 @@ import {
   causePatternSchema,
   classifyFailure,
   defaultCausePatterns,
+  hostLostSignal,
   normalizeSignature,
   type CausePattern,
   type FailureInput,
@@ -484,5 +485,24 @@ describe("signatures", () => {
     expect(c.signature.length).toBeLessThanOrEqual(300);
     expect(c.evidence.length).toBeLessThanOrEqual(300);
     expect(c.evidence).toContain("Connection reset by peer");
+  });
+});
+
+describe("a lost host", () => {
+  it("is the cause whatever the rank printed last, with hard evidence (cordon now)", () => {
+    const c = classifyFailure({
+      code: null,
+      signal: hostLostSignal,
+      tail: [
+        "host a3 lost: no heartbeat from its node agent for 4 s",
+        "RuntimeError: NCCL error: unhandled system error",
+      ],
+    });
+    expect(c).toMatchObject({ cause: "host", hardDeviceEvidence: true, retryable: true, signature: "host lost" });
+    expect(c.detail).toMatch(/^host a3 lost: no heartbeat/);
+  });
+
+  it("a rank merely killed is not a lost host", () => {
+    expect(classifyFailure({ code: null, signal: "SIGKILL", tail: [] }).cause).toBe("killed");
   });
 });

@@ -14,6 +14,8 @@ export const Cause = {
   Software: "software",
   Hang: "hang",
   Killed: "killed",
+  /** The whole host went silent (its node agents stopped reporting): lost with everything on it. */
+  Host: "host",
   Unknown: "unknown",
 } as const;
 export type Cause = (typeof Cause)[keyof typeof Cause];
@@ -29,7 +31,8 @@ const causeRank: Record<Cause, number> = {
   software: 3,
   hang: 4,
   killed: 5,
-  unknown: 6,
+  host: 6,
+  unknown: 7,
 };
 
 export interface CausePattern {
@@ -530,6 +533,18 @@ interface Candidate {
  */
 export function classifyFailure(input: FailureInput, extraPatterns: readonly CausePattern[] = []): Classification {
   const signal = effectiveSignal(input);
+  // The executor saw the whole host go silent: whatever the rank last printed, the host is what failed.
+  if (input.signal === hostLostSignal) {
+    return {
+      cause: "host",
+      detail: `${input.tail[0] ?? "host lost"} (link down, power, kernel panic or a dead node daemon)`,
+      evidence: input.tail[0] ?? "",
+      hardDeviceEvidence: true,
+      retryable: true,
+      signature: "host lost",
+      patternId: null,
+    };
+  }
   const patterns = [...extraPatterns, ...defaultCausePatterns];
   const candidates: Candidate[] = [];
   const matchedLines = new Set<number>();
@@ -654,6 +669,9 @@ function fromCandidate(c: Candidate): Classification {
     patternId: c.patternId,
   };
 }
+
+/** The exit "signal" of a rank whose whole host went silent (an executor with node agents tells it). */
+export const hostLostSignal = "HOSTLOST";
 
 /** Digits in these identifiers name a kind, not an instance: float32 and conv2d stay as they are. */
 const keepDigitsAfter = /^(?:float|bfloat|int|uint|complex|fp|bf|conv|python|sm|cp|utf|sha|md|x|e|v)$/i;

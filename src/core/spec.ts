@@ -70,19 +70,56 @@ const faultModelSchema = z.strictObject({
   seed: z.number().int().optional(),
 });
 
-const poolSchema = z.strictObject({
-  name,
-  executor: z.enum(["local"]).default("local"),
-  accelerator: z
-    .strictObject({
-      vendor: z.enum(["nvidia", "ascend", "cpu"]),
-      model: z.string().max(128).optional(),
-    })
-    .default({ vendor: "cpu" }),
-  nodes: z.number().int().min(1).max(64),
-  devicesPerNode: z.number().int().min(1).max(64).default(1),
-  faultModel: faultModelSchema.optional(),
+/** How a pool of `executor: slurm` reaches its Slurm partition (docs/testbed.md). */
+const slurmPoolSchema = z.strictObject({
+  /** The partition this pool stands for (default: the pool's name). */
+  partition: z.string().min(1).max(128).optional(),
+  account: z.string().min(1).max(128).optional(),
+  qos: z.string().min(1).max(128).optional(),
+  /** Slurm's --constraint (node features), e.g. ascend910b. */
+  constraint: z.string().min(1).max(512).optional(),
+  /** More sbatch arguments for the job's allocation, one per item (never parsed by a shell). */
+  sbatchArgs: z.array(argString(1024, "argument")).max(32).default([]),
+  /** The Python that runs the node agent on the hosts (stdlib only). */
+  agentPython: z.string().min(1).max(specLimits.pathLength).default("python3"),
+  /** Environment for every rank on this pool, e.g. GLOO_SOCKET_IFNAME for the hosts' network interface. */
+  env: z.record(z.string().max(256), argString(4096, "value")).default({}),
+  /** A rank whose agent is silent this long is lost with its host. */
+  lostAfterSeconds: z.number().min(1).max(3600).default(5),
 });
+
+const poolSchema = z
+  .strictObject({
+    name,
+    executor: z.enum(["local", "slurm"]).default("local"),
+    accelerator: z
+      .strictObject({
+        vendor: z.enum(["nvidia", "ascend", "cpu"]),
+        model: z.string().max(128).optional(),
+      })
+      .default({ vendor: "cpu" }),
+    /** Local pools: how many virtual nodes. Slurm pools: the nodes come from Slurm (sinfo); the number is ignored. */
+    nodes: z.number().int().min(1).max(4096).optional(),
+    devicesPerNode: z.number().int().min(1).max(64).default(1),
+    faultModel: faultModelSchema.optional(),
+    slurm: slurmPoolSchema.optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.executor === "local" && p.nodes === undefined) {
+      ctx.addIssue({ code: "custom", path: ["nodes"], message: "a local pool needs a node count | fix: nodes: 2" });
+    }
+    if (p.executor === "local" && p.nodes !== undefined && p.nodes > 64) {
+      ctx.addIssue({ code: "custom", path: ["nodes"], message: "a local pool has at most 64 nodes | fix: nodes: 64" });
+    }
+    if (p.executor !== "slurm" && p.slurm !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["slurm"],
+        message: "only a pool with executor: slurm takes slurm settings | fix: add executor: slurm, or remove slurm",
+      });
+    }
+  })
+  .transform((p) => ({ ...p, nodes: p.nodes ?? 0 }));
 
 export const clusterSchema = z.strictObject({
   pools: z.array(poolSchema).min(1).max(specLimits.clusterPools),

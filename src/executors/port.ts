@@ -42,7 +42,13 @@ export type RankStatus =
   | { rank: number; state: "running" }
   | { rank: number; state: "exited"; code: number | null; signal: string | null; at: number }
   /** Gone without an exit record (e.g. killed together with its wrapper): treated as killed. */
-  | { rank: number; state: "vanished"; at: number }
+  | {
+      rank: number;
+      state: "vanished";
+      at: number;
+      /** Set when the executor knows the whole host is gone (its agents fell silent): the host is the culprit. */
+      hostLost?: string;
+    }
   /**
    * Gone, and its wrapper tried to write the exit record but could not (a full disk): how it ended is unknown, which
    * says nothing against the node.
@@ -61,8 +67,23 @@ export interface Executor {
   release?(jobDir: string): Promise<void>;
   /** The rank process's state letter (R, S, D, T, Z...), or null when it is gone or unknown. */
   processState(rank: RankHandle): string | null;
+  /**
+   * The nodes of a pool as the executor sees them, when it knows better than the cluster YAML (Slurm: sinfo). A node
+   * that is not `usable` (down, drained, not responding) is never placed on.
+   */
+  inventory?(pool: PoolSpec): Promise<InventoryNode[]>;
+  /** Tells the workload manager about a cordon (Slurm: drain with the reason; uncordon resumes the node). */
+  setCordon?(pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void>;
   /** The rank process's own pid (not its wrapper's), when this executor can tell it; null while unknown. */
   rankPid?(rank: RankHandle): number | null;
+}
+
+export interface InventoryNode {
+  name: string;
+  devices: number;
+  usable: boolean;
+  /** Why it is not usable, in the workload manager's words (e.g. "drained: switchyard: incident #3"). */
+  reason: string | null;
 }
 
 export function visibilityEnv(vendor: Vendor, devices: readonly number[]): Record<string, string> {

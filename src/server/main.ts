@@ -4,6 +4,8 @@ import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { systemClock } from "../core/clock.js";
 import { LocalExecutor } from "../executors/local/local.js";
+import { PoolExecutors } from "../executors/router.js";
+import { SlurmExecutor } from "../executors/slurm/slurm.js";
 import { SqliteStore } from "../store/sqlite.js";
 import { Supervisor } from "../supervisor/supervisor.js";
 import { createApp } from "./app.js";
@@ -51,7 +53,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     cleanup.push(() => store.close());
     const supervisor = new Supervisor({
       store,
-      executor: new LocalExecutor(),
+      // Each pool names its executor; Slurm commands see this process's environment (SLURM_CONF included).
+      executor: new PoolExecutors({ local: new LocalExecutor(), slurm: new SlurmExecutor() }),
       clock: systemClock,
       cluster,
       home: opts.home,

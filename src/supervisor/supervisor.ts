@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import path from "node:path";
 import { attributeFailure, culpritReason, type RankExit, victimsOf } from "../core/culprit.js";
 import type { Clock } from "../core/clock.js";
-import { type Classification, classifyFailure } from "../core/classify.js";
+import { type Classification, classifyFailure, hostLostSignal } from "../core/classify.js";
 import { detectCrashLoop, type CrashRecord } from "../core/crashloop.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../core/hang.js";
 import { linearOrNull } from "../core/linear-regex.js";
@@ -163,6 +163,8 @@ export class Supervisor {
   private timer: NodeJS.Timeout | undefined;
   /** A scheduling pass is running (passes never overlap; job tasks do, one per job at most). */
   private passing = false;
+  /** When the workload manager's nodes were last listed. */
+  private inventoryAt = 0;
   private readonly tasks = new Set<Promise<void>>();
   private stopped = false;
   /** Devices of each attempt (`<job id>/<n>`), one list per node, as launched: what the queue counts as in use. */
@@ -185,11 +187,7 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
-    await this.store.syncNodes(
-      this.opts.cluster.pools.flatMap((p) =>
-        localNodeNames(p.name, p.nodes).map((name) => ({ name, pool: p.name, devices: p.devicesPerNode })),
-      ),
-    );
+    await this.syncInventory(true);
     for (const job of await this.store.listJobs({ activeOnly: true })) {
       await this.event(job.id, "supervisor.adopted", `control plane restarted; re-adopting job in state ${job.state}`);
     }
@@ -262,10 +260,75 @@ export class Supervisor {
     return (await this.store.getJob(job.id))!;
   }
 
+  /**
+   * Makes the node table match the pools: local pools from the cluster YAML, pools of a workload manager from what it
+   * says (Slurm: sinfo). A node the workload manager will not run on (down, drained, not responding) is cordoned with
+   * its words as the reason, and uncordoned when it is back, unless switchyard cordoned it itself.
+   */
+  private async syncInventory(initial: boolean): Promise<void> {
+    const executor = this.opts.executor;
+    const seen: Array<{ name: string; pool: string; devices: number }> = [];
+    const states = new Map<string, { usable: boolean; reason: string | null }>();
+    for (const p of this.opts.cluster.pools) {
+      if (!executor.inventory || p.executor === "local") {
+        for (const name of localNodeNames(p.name, p.nodes))
+          seen.push({ name, pool: p.name, devices: p.devicesPerNode });
+        continue;
+      }
+      try {
+        for (const n of await executor.inventory(p)) {
+          seen.push({ name: n.name, pool: p.name, devices: n.devices });
+          states.set(n.name, n);
+        }
+      } catch (err) {
+        // The workload manager did not answer: keep the nodes we know rather than drop them.
+        for (const n of (await this.store.listNodes()).filter((x) => x.pool === p.name)) {
+          seen.push({ name: n.name, pool: p.name, devices: n.devices });
+        }
+        if (initial) this.opts.log?.(`pool ${p.name}: cannot list its nodes: ${(err as Error).message}`);
+      }
+    }
+    await this.store.syncNodes(seen);
+    if (states.size === 0) return;
+    for (const n of await this.store.listNodes()) {
+      const st = states.get(n.name);
+      if (!st) continue;
+      const managerCordon = n.reason?.startsWith("workload manager: ") ?? false;
+      if (!st.usable && !n.cordoned) {
+        await this.store.updateNode(n.name, { cordoned: true, reason: `workload manager: ${st.reason ?? "unusable"}` });
+        await this.event(null, "node.unavailable", `${n.name} is ${st.reason ?? "unusable"} in the workload manager`, {
+          node: n.name,
+        });
+      } else if (st.usable && n.cordoned && managerCordon) {
+        await this.store.updateNode(n.name, { cordoned: false, reason: null });
+        await this.event(null, "node.available", `${n.name} is back in service in the workload manager`, {
+          node: n.name,
+        });
+      }
+    }
+  }
+
+  /** Tells the workload manager of a cordon (Slurm: drain); a failure there is an event, never a lost cordon. */
+  private async managerCordon(node: string, poolName: string, cordoned: boolean, reason: string): Promise<void> {
+    const pool = this.opts.cluster.pools.find((p) => p.name === poolName);
+    if (!pool || pool.executor === "local" || !this.opts.executor.setCordon) return;
+    try {
+      await this.opts.executor.setCordon(pool, node, cordoned, reason);
+    } catch (err) {
+      await this.event(
+        null,
+        "node.manager_error",
+        `${node}: the workload manager refused the ${cordoned ? "drain" : "resume"}: ${(err as Error).message}`,
+        { node },
+      );
+    }
+  }
+
   async setCordon(node: string, cordoned: boolean, reason: string): Promise<void> {
     const known = (await this.store.listNodes()).find((n) => n.name === node);
     if (!known) throw new Error(`no node named ${node}`);
     await this.store.updateNode(node, cordoned ? { cordoned, reason } : { cordoned, reason: null, strikes: 0 });
+    await this.managerCordon(node, known.pool, cordoned, reason);
     await this.event(null, cordoned ? "node.cordoned" : "node.uncordoned", `${node}: ${reason}`, { node });
   }
 
@@ -387,6 +450,13 @@ export class Supervisor {
     if (this.passing || this.stopped) return started;
     this.passing = true;
     try {
+      if (
+        this.opts.clock.now() - this.inventoryAt >= inventoryEveryMs &&
+        this.opts.cluster.pools.some((p) => p.executor !== "local")
+      ) {
+        this.inventoryAt = this.opts.clock.now();
+        await this.syncInventory(false);
+      }
       const jobs = await this.store.listJobs({ activeOnly: true });
       const current = new Map<string, AttemptRecord | undefined>();
       for (const job of jobs) current.set(job.id, await this.currentAttempt(job.id));
@@ -929,7 +999,11 @@ export class Supervisor {
   ): Promise<void> {
     const detectedAt = this.opts.clock.now();
     const exits = await Promise.all(
-      toRankExits(ranks, statuses).map(async (e) => ({ ...e, tail: await tailLines(ranksLog(ranks, e.rank), 40) })),
+      // What the executor itself knows (a lost host) stays first in the evidence, before the rank's own last lines.
+      toRankExits(ranks, statuses).map(async (e) => ({
+        ...e,
+        tail: [...e.tail, ...(await tailLines(ranksLog(ranks, e.rank), 40))],
+      })),
     );
     const attribution = attributeFailure(exits)!;
     const culprit = attribution.culprit;
@@ -1052,6 +1126,12 @@ export class Supervisor {
         });
       }
       if (cordon && !node.cordoned) {
+        await this.managerCordon(
+          node.name,
+          node.pool,
+          true,
+          `${incident.cause} in job ${job.id}, ${node.strikes + 1} strike(s) ${within}: ${incident.summary}`,
+        );
         await this.event(
           job.id,
           "node.cordoned",
@@ -1127,7 +1207,8 @@ export class Supervisor {
       const updated: RankRecord = {
         ...r,
         exitCode: s.state === "exited" ? s.code : null,
-        exitSignal: s.state === "exited" ? s.signal : s.state === "lost" ? lostSignal : "VANISHED",
+        exitSignal:
+          s.state === "exited" ? s.signal : s.state === "lost" ? lostSignal : s.hostLost ? hostLostSignal : "VANISHED",
         exitedAt: s.at,
       };
       await this.store.upsertRank(updated);
@@ -1205,6 +1286,13 @@ export class Supervisor {
     const { step, path: dir } = report;
     const protect = attempt.resumeFrom;
     const verification = await verifyCheckpoint(dir, step);
+    if (!verification.ok) {
+      // A report read a second time (a restarted server re-reads what it had not yet marked as read) may name a
+      // checkpoint that was verified then and pruned since, behind newer verified ones: nothing to say about it.
+      const known = await this.store.listCheckpoints(job.id);
+      const pruned = known.some((c) => c.verified && c.step > step) && !(await exists(dir));
+      if (pruned) return;
+    }
     await this.store.upsertCheckpoint({
       jobId: job.id,
       step,
@@ -1253,6 +1341,12 @@ export class Supervisor {
       ...(terminalJobStates.has(to) ? { endedAt: this.opts.clock.now() } : {}),
     });
     job.state = to;
+    if (terminalJobStates.has(to) && this.opts.executor.release) {
+      // The job is over: what it held beyond its attempts (a Slurm allocation) goes back.
+      await this.opts.executor.release(path.join(this.opts.home, "jobs", job.id)).catch((err: unknown) => {
+        this.opts.log?.(`${job.id}: releasing its allocation failed: ${(err as Error).message}`);
+      });
+    }
   }
 
   private async event(
@@ -1265,6 +1359,9 @@ export class Supervisor {
     this.opts.log?.(`${jobId ?? "-"} ${kind}: ${message}`);
   }
 }
+
+/** How often the nodes of workload-manager pools are listed again (drains, downs and returns made outside switchyard). */
+const inventoryEveryMs = 10_000;
 
 /** Bytes of report files read per job and pass (split over its ranks): ingestion is bounded and fair across jobs. */
 const jobReadBudget = 8 << 20;
@@ -1323,7 +1420,14 @@ function toRankExits(ranks: RankRecord[], statuses: RankStatus[]): RankExit[] {
     // Keep the first observed exit time: a rank's exit is recorded once.
     const at = r.exitedAt ?? s.at;
     if (s.state === "vanished")
-      exits.push({ rank: r.rank, node: r.node, code: null, signal: "VANISHED", at, tail: [] });
+      exits.push({
+        rank: r.rank,
+        node: r.node,
+        code: null,
+        signal: s.hostLost ? hostLostSignal : "VANISHED",
+        at,
+        tail: s.hostLost ? [s.hostLost] : [],
+      });
     else if (s.state === "lost")
       exits.push({ rank: r.rank, node: r.node, code: null, signal: lostSignal, at, tail: [], lost: s.why });
     else exits.push({ rank: r.rank, node: r.node, code: s.code, signal: s.signal, at, tail: [] });
@@ -1383,4 +1487,11 @@ export function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }

@@ -4,8 +4,17 @@ import path from "node:path";
 import { packageRoot, pythonSdkDir } from "../../paths.js";
 import type { PoolSpec } from "../../core/spec.js";
 import { exitedStatus, readExitRecord } from "../exit-record.js";
-import type { Executor, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "../port.js";
-import { jobState, listNodes, slurm, SlurmCommandError, type SlurmEnv } from "./slurm-cli.js";
+import type { Executor, InventoryNode, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "../port.js";
+import {
+  drainNode,
+  jobState,
+  listNodes,
+  nodeUnusable,
+  resumeNode,
+  slurm,
+  SlurmCommandError,
+  type SlurmEnv,
+} from "./slurm-cli.js";
 
 /**
  * Runs ranks on a Slurm cluster. One allocation per job (`sbatch` holding the nodes with a sleeping batch step), one
@@ -49,6 +58,7 @@ interface StepRecord {
   stepId: string | null;
   nodes: string[];
   launchedAt: number;
+  lostAfterSeconds: number;
 }
 
 interface Heartbeat {
@@ -76,7 +86,7 @@ export class SlurmExecutor implements Executor {
   async launch(req: LaunchRequest): Promise<LaunchedRank[]> {
     mkdirSync(path.join(req.dir, "ctl"), { recursive: true });
     mkdirSync(req.checkpointDir, { recursive: true });
-    const partition = this.opts.partition?.(req.pool) ?? req.pool.name;
+    const partition = this.partition(req.pool);
     const inventory = await listNodes({ ...this.slurmEnv, partition });
     // Slurm numbers the hosts of a step in its own order (SLURM_NODEID), not in the order asked for.
     const order = new Map(inventory.map((n, i) => [n.name, i]));
@@ -87,11 +97,15 @@ export class SlurmExecutor implements Executor {
     const masterAddr = inventory.find((n) => n.name === nodes[0])?.address ?? nodes[0] ?? "127.0.0.1";
 
     const allocation = await this.allocation(path.dirname(req.dir), req, partition, nodes);
+    // One attempt runs at a time: a step of an earlier attempt still alive (a launch the server died in the middle of)
+    // is cancelled before the new one starts, so two gangs of one job never run at once.
+    await this.cancelSteps(allocation.slurmJobId, `sy-${req.jobName}-`);
     const env: Record<string, string> = {
       ...(process.env as Record<string, string>),
       ...this.opts.env,
       ...req.env,
       ...this.opts.rankEnv,
+      ...req.pool.slurm?.env,
       MASTER_ADDR: masterAddr,
       MASTER_PORT: String(req.masterPort),
       SWITCHYARD_ACCELERATOR: req.pool.accelerator.vendor,
@@ -103,6 +117,12 @@ export class SlurmExecutor implements Executor {
       SWITCHYARD_RESUME_FROM: req.resumeFrom ?? "",
       SWITCHYARD_PROCS_PER_NODE: String(req.procsPerNode),
       SWITCHYARD_DEVICES_PER_NODE: String(req.pool.devicesPerNode),
+      // The devices the queue granted, per host in Slurm's order: "0,1;2,3".
+      ...(req.devices
+        ? {
+            SWITCHYARD_DEVICE_MAP: nodes.map((n) => (req.devices?.[req.nodes.indexOf(n)] ?? []).join(",")).join(";"),
+          }
+        : {}),
       PYTHONPATH: [pythonSdkDir, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
     };
     const args = [
@@ -117,7 +137,7 @@ export class SlurmExecutor implements Executor {
       "--export=ALL",
       `--chdir=${req.workdir}`,
       `--job-name=sy-${req.jobName}-${req.attempt}`,
-      this.opts.agentPython ?? "python3",
+      req.pool.slurm?.agentPython ?? this.opts.agentPython ?? "python3",
       nodeAgentPath,
       "--dir",
       req.dir,
@@ -143,6 +163,7 @@ export class SlurmExecutor implements Executor {
       stepId: null,
       nodes,
       launchedAt: this.now(),
+      lostAfterSeconds: this.opts.lostAfterSeconds ?? req.pool.slurm?.lostAfterSeconds ?? 5,
     };
     writeJson(path.join(req.dir, "slurm-step.json"), step);
     step.stepId = await this.findStep(allocation.slurmJobId, `sy-${req.jobName}-${req.attempt}`);
@@ -188,7 +209,7 @@ export class SlurmExecutor implements Executor {
       `--ntasks-per-node=${req.procsPerNode}`,
       `--job-name=sy-${req.jobName}`,
       `--output=${path.join(jobDir, "slurm-%j.out")}`,
-      ...(this.opts.sbatchArgs?.(req.pool) ?? []),
+      ...this.sbatchArgs(req.pool),
       // A fixed string, no user input: the batch step only holds the allocation; attempts are srun steps.
       "--wrap=exec sleep 2147483647",
     ];
@@ -224,6 +245,14 @@ export class SlurmExecutor implements Executor {
     return null;
   }
 
+  private async cancelSteps(slurmJobId: string, namePrefix: string): Promise<void> {
+    const out = await slurm("squeue", ["-h", "-s", "-j", slurmJobId, "-o", "%i %j"], this.slurmEnv).catch(() => "");
+    for (const line of out.split("\n")) {
+      const [stepId, name] = line.trim().split(" ");
+      if (stepId && name?.startsWith(namePrefix)) await this.cancel(stepId, "KILL");
+    }
+  }
+
   private async cancel(id: string, signal?: string): Promise<void> {
     await slurm("scancel", [...(signal ? [`--signal=${signal}`] : []), id], this.slurmEnv).catch((err: unknown) => {
       if (!(err instanceof SlurmCommandError)) throw err;
@@ -236,10 +265,49 @@ export class SlurmExecutor implements Executor {
     if (current) await this.cancel(current.slurmJobId);
   }
 
+  private partition(pool: PoolSpec): string {
+    return this.opts.partition?.(pool) ?? pool.slurm?.partition ?? pool.name;
+  }
+
+  private sbatchArgs(pool: PoolSpec): string[] {
+    const s = pool.slurm;
+    return [
+      ...(s?.account ? [`--account=${s.account}`] : []),
+      ...(s?.qos ? [`--qos=${s.qos}`] : []),
+      ...(s?.constraint ? [`--constraint=${s.constraint}`] : []),
+      ...(s?.sbatchArgs ?? []),
+      ...(this.opts.sbatchArgs?.(pool) ?? []),
+    ];
+  }
+
+  /** The partition's nodes from sinfo; down, drained or unresponsive ones are not usable. */
+  async inventory(pool: PoolSpec): Promise<InventoryNode[]> {
+    const nodes = await listNodes({ ...this.slurmEnv, partition: this.partition(pool) });
+    const constraint = pool.slurm?.constraint;
+    return nodes
+      .filter((n) => !constraint || n.features.includes(constraint))
+      .map((n) => ({
+        name: n.name,
+        devices: pool.devicesPerNode,
+        usable: !nodeUnusable(n),
+        reason: nodeUnusable(n) ? `${n.state.join("+")}${n.reason ? `: ${n.reason}` : ""}` : null,
+      }));
+  }
+
+  /** Cordon is Slurm's drain with switchyard's reason; uncordon resumes the node. */
+  async setCordon(_pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void> {
+    if (cordoned) await drainNode(node, `switchyard: ${reason}`, this.slurmEnv);
+    else
+      await resumeNode(node, this.slurmEnv).catch((err: unknown) => {
+        // Resuming a node Slurm does not hold drained is an error there and nothing to do here.
+        if (!(err instanceof SlurmCommandError && /Invalid node state/i.test(err.stderr))) throw err;
+      });
+  }
+
   async poll(attemptDir: string, ranks: readonly RankHandle[]): Promise<RankStatus[]> {
     const step = readJson<StepRecord>(path.join(attemptDir, "slurm-step.json"));
     const now = this.now();
-    const lostMs = (this.opts.lostAfterSeconds ?? 5) * 1000;
+    const lostMs = (step?.lostAfterSeconds ?? this.opts.lostAfterSeconds ?? 5) * 1000;
     const startupMs = (this.opts.startupGraceSeconds ?? 60) * 1000;
     return ranks.map((r): RankStatus => {
       const record = readExitRecord(path.join(attemptDir, `rank-${r.rank}.exit`));
@@ -250,7 +318,16 @@ export class SlurmExecutor implements Executor {
       // The agent wrote its exit record between the two reads above.
       const late = readExitRecord(path.join(attemptDir, `rank-${r.rank}.exit`));
       if (late) return exitedStatus(r.rank, late);
-      return { rank: r.rank, state: "vanished", at: hb ? hb.t : now };
+      const silentS = Math.round((now - (hb?.t ?? step?.launchedAt ?? now)) / 1000);
+      const host = hb?.node ?? r.logPath;
+      return {
+        rank: r.rank,
+        state: "vanished",
+        at: hb ? hb.t : now,
+        hostLost: hb
+          ? `host ${host} lost: no heartbeat from its node agent for ${silentS} s`
+          : `the node agent never reported from its host in ${silentS} s`,
+      };
     });
   }
 
