@@ -4,17 +4,44 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { SqliteStore } from "./sqlite.js";
+import { MemoryStore } from "./memory.js";
+import type { Store } from "./port.js";
+import { SqliteStore, type StepRetention } from "./sqlite.js";
 import type { CompiledJobSpec } from "../core/spec.js";
 
 const require = createRequire(import.meta.url);
 const spec = { name: "j", steps: 10 } as unknown as CompiledJobSpec;
 const file = () => path.join(mkdtempSync(path.join(os.tmpdir(), "sy-store-")), "db.sqlite");
 
-describe("SQLite store", () => {
+/**
+ * The adapters of the Store port, each run through the same suite. `reopen` opens a second store over the same
+ * contents, as a restarted server does (SQLite: the same file; memory: the same tables).
+ */
+interface Adapter {
+  name: string;
+  open(opts?: { stepRetention?: Partial<StepRetention> }): { store: Store; reopen: () => Store };
+}
+
+const adapters: Adapter[] = [
+  {
+    name: "SQLite",
+    open: (opts) => {
+      const f = file();
+      return { store: new SqliteStore(f, opts), reopen: () => new SqliteStore(f, opts) };
+    },
+  },
+  {
+    name: "memory",
+    open: (opts) => {
+      const store = new MemoryStore(opts);
+      return { store, reopen: () => store.reopen() };
+    },
+  },
+];
+
+describe.each(adapters)("Store conformance: $name", (adapter) => {
   it("keeps jobs, attempts, ranks and steps across a reopen", async () => {
-    const f = file();
-    const a = new SqliteStore(f);
+    const { store: a, reopen } = adapter.open();
     await a.createJob({ id: "j-1", name: "j", spec, state: "PENDING", createdAt: 1 });
     await a.createAttempt({
       jobId: "j-1",
@@ -50,7 +77,7 @@ describe("SQLite store", () => {
     ]);
     await a.close();
 
-    const b = new SqliteStore(f);
+    const b = reopen();
     expect((await b.getJob("j"))?.id).toBe("j-1");
     expect((await b.listRanks("j-1", 1))[0]).toMatchObject({ pid: 42, startTicks: 7, reportOffset: 120 });
     expect(await b.lastStep("j-1")).toMatchObject({ step: 2, loss: 3.1 });
@@ -63,7 +90,7 @@ describe("SQLite store", () => {
   });
 
   it("keeps strikes and cordons when the cluster is synced again, and drops nodes it no longer declares", async () => {
-    const s = new SqliteStore(file());
+    const s = adapter.open().store;
     await s.syncNodes([{ name: "n0", pool: "p", devices: 2 }]);
     await s.addStrike({ node: "n0", t: 1, jobId: "j-1", incidentId: 1, cause: "device" });
     await s.addStrike({ node: "n0", t: 2, jobId: "j-2", incidentId: 5, cause: "hang" });
@@ -75,30 +102,8 @@ describe("SQLite store", () => {
     await s.close();
   });
 
-  it("survives a SIGKILL of a writer mid-transaction: committed rows stay, the torn one is gone", async () => {
-    const f = file();
-    await new SqliteStore(f).close();
-    // A child process commits 50 events, then dies by SIGKILL inside an open transaction.
-    const script = `
-      const Database = require(${JSON.stringify(require.resolve("better-sqlite3"))});
-      const db = new Database(${JSON.stringify(f)});
-      db.pragma("journal_mode = WAL"); db.pragma("synchronous = FULL");
-      const ins = db.prepare("INSERT INTO events (job_id, t, kind, message, data) VALUES ('j', 1, 'k', 'm', '{}')");
-      for (let i = 0; i < 50; i++) ins.run();
-      db.exec("BEGIN"); for (let i = 0; i < 50; i++) ins.run();
-      process.kill(process.pid, "SIGKILL");`;
-    try {
-      execFileSync(process.execPath, ["-e", script], { stdio: "ignore" });
-    } catch {
-      // killed, as intended
-    }
-    const s = new SqliteStore(f);
-    expect(await s.listEvents({ jobId: "j" })).toHaveLength(50);
-    await s.close();
-  });
-
   it("counts strikes within a window, names their incidents, and clears them on uncordon", async () => {
-    const s = new SqliteStore(file());
+    const s = adapter.open().store;
     await s.syncNodes([
       { name: "n0", pool: "p", devices: 1 },
       { name: "n1", pool: "p", devices: 1 },
@@ -119,7 +124,7 @@ describe("SQLite store", () => {
   });
 
   it("bounds stored steps per rank while the rank's newest step stays exact, and keeps cursors", async () => {
-    const s = new SqliteStore(file(), { stepRetention: { minSpacingMs: 100, maxRowsPerRank: 40 } });
+    const s = adapter.open({ stepRetention: { minSpacingMs: 100, maxRowsPerRank: 40 } }).store;
     await s.createJob({ id: "j-1", name: "j", spec, state: "RUNNING", createdAt: 0 });
     await s.upsertRank({
       jobId: "j-1",
@@ -153,7 +158,7 @@ describe("SQLite store", () => {
     await s.close();
 
     // At an ordinary pace (a pass holds at most `burst` samples) every step is kept, however close in time.
-    const calm = new SqliteStore(file());
+    const calm = adapter.open().store;
     await calm.createJob({ id: "j-2", name: "j", spec, state: "RUNNING", createdAt: 0 });
     for (let step = 1; step <= 30; step++) {
       const sample = { jobId: "j-2", attempt: 1, rank: 0, step, t: step * 10, loss: 1, tokens: null, computeS: null };
@@ -161,6 +166,182 @@ describe("SQLite store", () => {
     }
     expect((await calm.listSteps("j-2")).map((r) => r.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     await calm.close();
+  });
+
+  it("finds jobs by id or newest name, lists the active ones newest first, and patches only what a patch names", async () => {
+    const s = adapter.open().store;
+    await s.createJob({ id: "a-1", name: "a", spec, state: "RUNNING", createdAt: 10 });
+    await s.createJob({ id: "a-2", name: "a", spec, state: "PENDING", createdAt: 20 });
+    await s.createJob({ id: "b-1", name: "b", spec, state: "SUCCEEDED", createdAt: 30 });
+    await expect(s.createJob({ id: "a-1", name: "a", spec, state: "PENDING", createdAt: 40 })).rejects.toThrow();
+    expect((await s.getJob("a"))?.id).toBe("a-2");
+    expect((await s.getJob("a-1"))?.id).toBe("a-1");
+    expect(await s.getJob("nope")).toBeNull();
+    expect((await s.listJobs()).map((j) => j.id)).toEqual(["b-1", "a-2", "a-1"]);
+    expect((await s.listJobs({ activeOnly: true })).map((j) => j.id)).toEqual(["a-2", "a-1"]);
+    await s.updateJob("a-1", { state: "FAILED", reason: "boom", endedAt: 50 });
+    await s.updateJob("a-1", { restarts: 2 });
+    expect(await s.getJob("a-1")).toMatchObject({
+      state: "FAILED",
+      reason: "boom",
+      restarts: 2,
+      endedAt: 50,
+      createdAt: 10,
+      spec: { name: "j", steps: 10 },
+    });
+    expect((await s.listJobs({ activeOnly: true })).map((j) => j.id)).toEqual(["a-2"]);
+    await s.close();
+  });
+
+  it("hands out copies: changing a record read changes nothing stored", async () => {
+    const s = adapter.open().store;
+    await s.createJob({ id: "j-1", name: "j", spec, state: "PENDING", createdAt: 1 });
+    const job = (await s.getJob("j-1"))!;
+    job.state = "RUNNING";
+    (job.spec as unknown as { steps: number }).steps = 99;
+    expect(await s.getJob("j-1")).toMatchObject({ state: "PENDING", spec: { steps: 10 } });
+    await s.addEvent({ jobId: "j-1", t: 1, kind: "k", message: "m", data: { list: [1] } });
+    const [event] = await s.listEvents({});
+    (event!.data.list as number[]).push(2);
+    expect((await s.listEvents({}))[0]!.data).toEqual({ list: [1] });
+    await s.close();
+  });
+
+  it("orders attempts, keeps a rank's cursors and paths over an upsert, and reads a NaN loss back as null", async () => {
+    const s = adapter.open().store;
+    await s.createJob({ id: "j-1", name: "j", spec, state: "RUNNING", createdAt: 1 });
+    const attempt = (n: number) => ({
+      jobId: "j-1",
+      n,
+      state: "RUNNING" as const,
+      pool: "p",
+      nodes: [`p-${n}`],
+      masterPort: 1000 + n,
+      dir: `/d/${n}`,
+      resumeFrom: null,
+      resumeStep: null,
+      startedAt: n,
+      endedAt: null,
+      reason: null,
+    });
+    await s.createAttempt(attempt(2));
+    await s.createAttempt(attempt(1));
+    await s.updateAttempt("j-1", 1, { state: "FAILED", endedAt: 5, reason: "crash" });
+    expect((await s.listAttempts("j-1")).map((a) => [a.n, a.state, a.endedAt, a.reason, a.nodes])).toEqual([
+      [1, "FAILED", 5, "crash", ["p-1"]],
+      [2, "RUNNING", null, null, ["p-2"]],
+    ]);
+    const rank = {
+      jobId: "j-1",
+      attempt: 2,
+      rank: 0,
+      node: "p-2",
+      pid: 7,
+      startTicks: 8,
+      logPath: "/l",
+      reportPath: "/r",
+      reportOffset: 0,
+      exitCode: null,
+      exitSignal: null,
+      exitedAt: null,
+    };
+    await s.upsertRank(rank);
+    await s.ingestReports("j-1", 2, 0, { reportOffset: 300, badReports: 1 }, [
+      { jobId: "j-1", attempt: 2, rank: 0, step: 4, t: 40, loss: Number.NaN, tokens: null, computeS: null },
+      { jobId: "j-1", attempt: 2, rank: 0, step: 5, t: 50, loss: Number.POSITIVE_INFINITY, tokens: 3, computeS: 0.5 },
+    ]);
+    await s.upsertRank({ ...rank, rankPid: 9 });
+    await s.upsertRank({ ...rank, logPath: "/other", reportOffset: 0, exitCode: 1, exitSignal: null, exitedAt: 60 });
+    expect((await s.listRanks("j-1", 2))[0]).toMatchObject({
+      logPath: "/l",
+      reportOffset: 300,
+      badReports: 1,
+      rankPid: 9,
+      exitCode: 1,
+      exitedAt: 60,
+      lastStep: 5,
+      lastT: 50,
+    });
+    expect((await s.recentSteps("j-1", 2, 0, 10)).map((x) => [x.step, x.loss])).toEqual([
+      [4, null],
+      [5, Number.POSITIVE_INFINITY],
+    ]);
+    expect((await s.recentSteps("j-1", 2, 0, 1)).map((x) => x.step)).toEqual([5]);
+    expect((await s.listSteps("j-1", { afterT: 40 })).map((x) => x.step)).toEqual([5]);
+    expect(await s.rankProgress("j-1", 1)).toEqual([]);
+    await s.close();
+  });
+
+  it("numbers incidents and events across jobs, pages events, and upserts and deletes checkpoints", async () => {
+    const s = adapter.open().store;
+    const incident = (jobId: string) => ({
+      jobId,
+      attempt: 1,
+      cause: "killed",
+      culpritRank: 0,
+      culpritNode: "n",
+      detectedAt: 5,
+      summary: "s",
+      evidence: { tail: ["x"], nan: Number.NaN },
+    });
+    const first = await s.addIncident(incident("a"));
+    const second = await s.addIncident(incident("b"));
+    const third = await s.addIncident(incident("a"));
+    expect(second).toBe(first + 1);
+    expect((await s.listIncidents("a")).map((i) => i.id)).toEqual([first, third]);
+    expect((await s.listIncidents("a"))[0]!.evidence).toEqual({ tail: ["x"], nan: null });
+    const ids: number[] = [];
+    for (const jobId of ["a", null, "a", "b", "a"]) {
+      ids.push(await s.addEvent({ jobId, t: 1, kind: "k", message: "m", data: {} }));
+    }
+    expect((await s.listEvents({ jobId: "a" })).map((e) => e.id)).toEqual([ids[0], ids[2], ids[4]]);
+    expect((await s.listEvents({ afterId: ids[1]!, limit: 2 })).map((e) => e.id)).toEqual([ids[2], ids[3]]);
+    await s.upsertCheckpoint({ jobId: "a", step: 20, path: "/c/20", verified: false, reason: "torn", seenAt: 1 });
+    await s.upsertCheckpoint({ jobId: "a", step: 10, path: "/c/10", verified: true, reason: null, seenAt: 1 });
+    await s.upsertCheckpoint({ jobId: "a", step: 20, path: "/c/20", verified: true, reason: null, seenAt: 2 });
+    expect((await s.listCheckpoints("a")).map((c) => [c.step, c.verified, c.reason, c.seenAt])).toEqual([
+      [10, true, null, 1],
+      [20, true, null, 2],
+    ]);
+    await s.deleteCheckpoint("a", 10);
+    expect((await s.listCheckpoints("a")).map((c) => c.step)).toEqual([20]);
+    expect(await s.listCheckpoints("b")).toEqual([]);
+    await s.close();
+  });
+
+  it("remembers idempotency keys until they are older than their keep time", async () => {
+    const s = adapter.open().store;
+    await s.recordIdempotencyKey("k1", "j-1", "sha1", 1_000, 10_000);
+    expect(await s.findIdempotencyKey("k1")).toEqual({ jobId: "j-1", requestSha256: "sha1" });
+    await expect(s.recordIdempotencyKey("k1", "j-2", "sha2", 2_000, 10_000)).rejects.toThrow();
+    await s.recordIdempotencyKey("k2", "j-3", "sha3", 20_000, 10_000);
+    expect(await s.findIdempotencyKey("k1")).toBeNull();
+    expect(await s.findIdempotencyKey("k2")).toEqual({ jobId: "j-3", requestSha256: "sha3" });
+    await s.close();
+  });
+});
+
+describe("SQLite store", () => {
+  it("survives a SIGKILL of a writer mid-transaction: committed rows stay, the torn one is gone", async () => {
+    const f = file();
+    await new SqliteStore(f).close();
+    // A child process commits 50 events, then dies by SIGKILL inside an open transaction.
+    const script = `
+      const Database = require(${JSON.stringify(require.resolve("better-sqlite3"))});
+      const db = new Database(${JSON.stringify(f)});
+      db.pragma("journal_mode = WAL"); db.pragma("synchronous = FULL");
+      const ins = db.prepare("INSERT INTO events (job_id, t, kind, message, data) VALUES ('j', 1, 'k', 'm', '{}')");
+      for (let i = 0; i < 50; i++) ins.run();
+      db.exec("BEGIN"); for (let i = 0; i < 50; i++) ins.run();
+      process.kill(process.pid, "SIGKILL");`;
+    try {
+      execFileSync(process.execPath, ["-e", script], { stdio: "ignore" });
+    } catch {
+      // killed, as intended
+    }
+    const s = new SqliteStore(f);
+    expect(await s.listEvents({ jobId: "j" })).toHaveLength(50);
+    await s.close();
   });
 
   it("answers a job's newest step from an index, not by scanning its steps", async () => {
