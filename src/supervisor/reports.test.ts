@@ -176,7 +176,9 @@ describe("readRank", () => {
     expect(read.samples.map((s) => s.step)).toEqual([1, 2]);
     expect(read.nan).toEqual({ step: 1, t: 10_000 });
     expect(read.bad).toBe(2);
+    // Both kinds are named, whatever order one read met them in.
     expect(read.firstBad).toContain("line longer than");
+    expect(read.firstBad).toContain("not a JSON object: null");
     expect(read.cursor.badReports).toBe(4);
     expect(read.pending).toBe(false);
   });

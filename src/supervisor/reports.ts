@@ -313,9 +313,13 @@ export async function readRank(r: RankRecord, opts: RankReadOptions): Promise<Ra
     if (loss !== null && !Number.isFinite(loss)) out.nan ??= { step, t };
     out.samples.push({ jobId: opts.jobId, attempt: opts.attempt, rank: r.rank, step, t, loss, tokens, computeS });
   };
+  const reasons: string[] = [];
   const skip = (count: number, why: string): void => {
     out.bad += count;
-    out.firstBad ??= why;
+    // Up to three kinds of bad line, so that the event names each whatever order one read met them in.
+    const kind = why.split(":")[0] ?? why;
+    if (reasons.length < 3 && !reasons.some((r) => r.startsWith(kind))) reasons.push(why);
+    out.firstBad = reasons.join("; ");
   };
 
   const report = await readNewLines(r.reportPath, r.reportOffset, { maxBytes });
