@@ -178,7 +178,7 @@ describe("readRank", () => {
     expect(read.bad).toBe(2);
     // Both kinds are named, whatever order one read met them in.
     expect(read.firstBad).toContain("line longer than");
-    expect(read.firstBad).toContain("not a JSON object: null");
+    expect(read.firstBad).toContain(`not a JSON object: "null"`);
     expect(read.cursor.badReports).toBe(4);
     expect(read.pending).toBe(false);
   });
