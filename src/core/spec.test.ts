@@ -43,7 +43,14 @@ describe("job spec", () => {
         strikesBeforeCordon: 2,
         graceSeconds: 5,
       },
-      detection: { startupSeconds: 300, hangMinSeconds: 10, hangMultiple: 3, stackDumpSeconds: 2, nanIsFailure: true },
+      detection: {
+        startupSeconds: 300,
+        hangMinSeconds: 10,
+        hangMultiple: 3,
+        stackDumpSeconds: 2,
+        nanIsFailure: true,
+        slowdown: { factor: 2, windowSeconds: 20, sustainSeconds: 15, warmupSteps: 10 },
+      },
       source: "/jobs/train.yaml",
     });
   });
@@ -105,6 +112,17 @@ describe("job spec", () => {
       "/jobs/train.yaml:3:20: progress.regex: is not a valid regular expression with a named group 'step' " +
         "(fix: e.g. 'step (?<step>\\d+) loss (?<loss>\\S+)')",
     );
+  });
+
+  it("detection.slowdown: optional, partial blocks filled with defaults, bounds named with the fix", () => {
+    const spec = compileJobSpec("name: t\ncommand: [x]\ndetection:\n  slowdown: { factor: 3 }\n", opts);
+    expect(spec.detection.slowdown).toEqual({ factor: 3, windowSeconds: 20, sustainSeconds: 15, warmupSteps: 10 });
+    expect(
+      errorOf(() => compileJobSpec("name: t\ncommand: [x]\ndetection:\n  slowdown: { factor: 1 }\n", opts)),
+    ).toMatch(/^\/jobs\/train\.yaml:4:23: detection\.slowdown\.factor: .*1\.1/);
+    expect(
+      errorOf(() => compileJobSpec("name: t\ncommand: [x]\ndetection:\n  slowdown: { windowS: 3 }\n", opts)),
+    ).toMatch(/detection\.slowdown\.windowS: unknown key "windowS" \(fix: .*windowSeconds/);
   });
 
   it("reports YAML syntax errors with their position", () => {

@@ -133,6 +133,22 @@ export const clusterSchema = z.strictObject({
     .default(86400),
 });
 
+/** Defaults of `detection.slowdown`: a 2x slowdown of the char-GPT example (0.2-0.5 s steps) is caught in under a minute. */
+export const slowdownDefaults = { factor: 2, windowSeconds: 20, sustainSeconds: 15, warmupSteps: 10 } as const;
+
+/** Slowdown (gray failure) detection from progress alone: see src/core/slowdown.ts. */
+const slowdownSchema = z.strictObject({
+  /** Slow when the recent median step time is at least this many times the attempt's baseline. */
+  factor: z.number().min(1.1).max(1000).default(slowdownDefaults.factor),
+  /** The recent window (and the baseline's blocks): medians over this many seconds, at least 5 steps. */
+  windowSeconds: seconds().positive().default(slowdownDefaults.windowSeconds),
+  /** How long the window must stay slow before it is a slowdown. */
+  sustainSeconds: seconds().min(0).default(slowdownDefaults.sustainSeconds),
+  /** Steps at the start of each attempt left out of the baseline (compile, caches, data loader start). */
+  warmupSteps: z.number().int().min(0).max(1_000_000).default(slowdownDefaults.warmupSteps),
+});
+export type SlowdownPolicy = z.output<typeof slowdownSchema>;
+
 const detectionSchema = z.strictObject({
   /** Allowed time from launch to the first step report. */
   startupSeconds: seconds().positive().default(300),
@@ -143,6 +159,7 @@ const detectionSchema = z.strictObject({
   stackDumpSeconds: seconds().min(0).default(2),
   /** Treat a NaN or infinite loss as an incident and roll back to the last checkpoint. */
   nanIsFailure: z.boolean().default(true),
+  slowdown: slowdownSchema.default({ ...slowdownDefaults }),
 });
 
 const recoverySchema = z.strictObject({
@@ -236,6 +253,7 @@ export const jobSchema = z.strictObject({
     hangMultiple: 3,
     stackDumpSeconds: 2,
     nanIsFailure: true,
+    slowdown: { ...slowdownDefaults },
   }),
 });
 
@@ -278,6 +296,8 @@ export interface CompiledJobSpec {
     hangMultiple: number;
     stackDumpSeconds: number;
     nanIsFailure: boolean;
+    /** Absent in specs stored before it existed: `slowdownDefaults` apply. */
+    slowdown?: SlowdownPolicy;
   };
   recovery: {
     maxRestarts: number;
