@@ -1,0 +1,97 @@
+import type { CompiledJobSpec } from "../../core/spec.js";
+import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../../core/hang.js";
+import type { AttemptRecord, RankRecord, StepSample } from "../../store/port.js";
+import type { HangDump } from "../context.js";
+import type { IncidentFacts, Verdict } from "../verdict.js";
+
+export interface HangInput {
+  now: number;
+  attempt: AttemptRecord;
+  ranks: RankRecord[];
+  detection: CompiledJobSpec["detection"];
+  /** Each rank's newest report of this attempt (store.rankProgress). */
+  progress: ReadonlyArray<{ rank: number; lastT: number; lastStep: number }>;
+  /** Rank 0's recent steps, oldest first: the job's own pace. */
+  recent: readonly StepSample[];
+  /** Per rank: when its files last grew past what was read (unread bytes show it alive), or null. */
+  unread: ReadonlyMap<number, number | null>;
+  /** The rank process's state letter (R, S, D, T...), or null when unknown. */
+  processState: (rank: RankRecord) => string | null;
+}
+
+const latest = (a: number | null, b: number | null): number | null =>
+  a === null ? b : b === null ? a : Math.max(a, b);
+
+/**
+ * The hang detector: the gang is hung when no rank has made progress for longer than the job's own pace allows (see
+ * core/hang.ts). Returns the "hung" verdict (stacks to ask for, the incident to record at the dump deadline) or null.
+ */
+export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hung" }> | null {
+  const { now, attempt, ranks, progress, recent } = input;
+  // Per step: stored steps are thinned, so two neighbours may be several steps apart.
+  const intervals = recent
+    .slice(1)
+    .map((s, i) => (s.t - recent[i]!.t) / Math.max(1, s.step - recent[i]!.step))
+    .filter((d) => d >= 0);
+  const d = input.detection;
+  const policy = {
+    startupSeconds: d.startupSeconds,
+    minSeconds: d.hangMinSeconds,
+    multiple: d.hangMultiple,
+    percentile: 0.95,
+  };
+  const timeoutMs = hangTimeoutMs(policy, intervals);
+  // A rank whose report file (or log, in regex mode) holds bytes not read yet is alive as of the file's mtime:
+  // ingestion lagging behind a flood must never look like a hang.
+  const view: RankProgress[] = ranks.map((r) => ({
+    rank: r.rank,
+    lastReportAt: latest(progress.find((p) => p.rank === r.rank)?.lastT ?? null, input.unread.get(r.rank) ?? null),
+    processState: r.pid !== null ? input.processState(r) : null,
+  }));
+  const verdict = judgeHang(now, attempt.startedAt, view, timeoutMs);
+  if (!verdict.hung) return null;
+  const culprit = hangCulprit(view)!;
+  const rank = ranks.find((r) => r.rank === culprit.rank)!;
+  // Ask every rank for its Python stacks (the SDK registers faulthandler on SIGUSR1); a stopped process gets
+  // SIGCONT so that it can write them.
+  const signals: Array<{ rank: RankRecord; signal: NodeJS.Signals }> = ranks.map((r) => ({
+    rank: r,
+    signal: "SIGUSR1",
+  }));
+  for (const v of view.filter((x) => x.processState === "T" || x.processState === "t")) {
+    signals.push({ rank: ranks.find((x) => x.rank === v.rank)!, signal: "SIGCONT" });
+  }
+  const lastStep = progress.find((p) => p.rank === culprit.rank)?.lastStep ?? null;
+  const silent = Math.round(verdict.silentMs / 100) / 10;
+  const facts: IncidentFacts = {
+    cause: "hang",
+    culpritRank: rank.rank,
+    culpritNode: rank.node,
+    faultAt: view.find((v) => v.rank === culprit.rank)?.lastReportAt ?? attempt.startedAt,
+    detectedAt: now,
+    summary: `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
+    hard: false,
+    signature: "",
+    lastStep,
+    evidence: { silentMs: verdict.silentMs, timeoutMs: verdict.timeoutMs, processStates: view },
+  };
+  // The stacks take a while to be written: the incident is recorded on a later tick (no job waits for this one).
+  const dump: HangDump = {
+    attempt: attempt.n,
+    deadline: now + d.stackDumpSeconds * 1000,
+    logPath: rank.logPath,
+    facts,
+  };
+  return { kind: "hung", dump, signals };
+}
+
+/** The faulthandler dump in a log tail ("Thread 0x... (most recent call first):" and its frames). */
+export function stackExcerpt(tail: readonly string[]): string[] {
+  const start = tail.findIndex((l) => /^(Thread|Current thread) 0x[0-9a-f]+ \(most recent call first\):/.test(l));
+  return start < 0 ? [] : tail.slice(start, start + 40);
+}
+
+/** The hang incident once the dump deadline has passed: the culprit's stacks (from its log's tail) go in. */
+export function hangWithStacks(dump: HangDump, culpritTail: readonly string[]): IncidentFacts {
+  return { ...dump.facts, evidence: { stack: stackExcerpt(culpritTail), ...dump.facts.evidence } };
+}
