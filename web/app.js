@@ -1,6 +1,7 @@
 // The dashboard: plain modules over the same HTTP API the CLI uses; it polls, so it needs no server push.
 const colors = {
   productive: "#1f8a4c",
+  degraded: "#b5651d",
   lost: "#c8372d",
   detection: "#e08a1e",
   restart: "#8e5bd6",

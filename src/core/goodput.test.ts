@@ -77,6 +77,8 @@ describe("goodput ledger", () => {
         detectionMs: 500,
         timeToFirstStepMs: 8_000,
         stepsLost: 2,
+        degradedMs: 0,
+        endedAttempt: true,
         costMs: 500 + 1_500 + 1_000 + 2_000 + 5_000 + 1_000,
       },
     ]);
@@ -149,11 +151,91 @@ describe("interval advice", () => {
     const input = scenario();
     const l = buildLedger(input);
     const a = adviseInterval(l, input.checkpoints);
-    const running = l.totals.productive + l.totals.lost + l.totals.checkpoint;
+    const running = l.totals.productive + l.totals.degraded + l.totals.lost + l.totals.checkpoint;
     expect(a.mtbfMs).toBe(running);
     expect(a.saveMs).toBe(400);
     expect(a.intervalInUseMs).toBe(5_000);
     expect(a.youngMs).toBeCloseTo(Math.sqrt(2 * 0.4 * (running / 1000)) * 1000, 6);
     expect(a.dalyMs).toBeLessThan(a.youngMs!);
+  });
+});
+
+/** One attempt stepping once a second from t=1 s to t=1200 s (20 minutes), the job ending at 1201 s. */
+function steady(incidents: LedgerInput["incidents"], endedAt: number | null = 1_201_000): LedgerInput {
+  return {
+    createdAt: 0,
+    endAt: 1_201_000,
+    attempts: [{ n: 1, pool: "ascend", startedAt: 0, endedAt, resumeStep: null }],
+    steps: Array.from({ length: 1200 }, (_, i) => ({ attempt: 1, step: i + 1, t: 1_000 + i * 1_000 })),
+    checkpoints: [],
+    incidents,
+    waits: [],
+  };
+}
+
+const slowLink = {
+  id: 3,
+  attempt: 1,
+  cause: "network",
+  culpritRank: null,
+  culpritNode: "a2",
+  pool: "ascend",
+  faultAt: 300_000,
+  detectedAt: 330_000,
+};
+
+describe("degraded time", () => {
+  it("a run at half speed for 10 minutes lost 5, charged to the incident, its node and pool; the ledger adds up", () => {
+    const healthy = buildLedger(steady([]));
+    const l = buildLedger(
+      steady([{ ...slowLink, degraded: { from: 300_000, to: 900_000, speed: 0.5 }, endedAttempt: false }]),
+    );
+    expect(sum(l.totals)).toBe(l.wallMs);
+    expect(l.totals.degraded).toBe(300_000);
+    expect(l.totals.productive).toBe(healthy.totals.productive - 300_000);
+    expect(l.totals.detection + l.totals.restart + l.totals.lost).toBe(0); // the run went on: nothing else charged
+    expect(l.incidents).toEqual([
+      expect.objectContaining({ id: 3, cause: "network", culpritNode: "a2", degradedMs: 300_000, costMs: 300_000 }),
+    ]);
+    expect(l.incidents[0]!.detectionMs).toBe(30_000);
+    expect(l.byCause).toEqual({ network: 300_000 });
+    expect(l.byNode).toEqual({ a2: 300_000 });
+    expect(l.byPool).toEqual({ ascend: 300_000 });
+    // A slowdown ridden out is not a failure: no MTBF from it.
+    expect(adviseInterval(l, []).mtbfMs).toBeNull();
+  });
+
+  it("a slowdown still going (to: null) is charged up to now; odd shares still add up to the millisecond", () => {
+    const l = buildLedger(
+      steady([{ ...slowLink, degraded: { from: 300_001, to: null, speed: 1 / 3 }, endedAttempt: false }], null),
+    );
+    expect(sum(l.totals)).toBe(l.wallMs);
+    expect(l.totals.degraded).toBe(Math.round((1_201_000 - 300_001) * (2 / 3)));
+  });
+
+  it("a slowdown that ends in an eviction: the slow share until detection, then detection and restart", () => {
+    const input = steady([{ ...slowLink, degraded: { from: 300_000, to: 330_000, speed: 0.25 } }], 332_000);
+    const l = buildLedger({
+      ...input,
+      attempts: [...input.attempts, { n: 2, pool: "ascend", startedAt: 335_000, endedAt: 1_201_000, resumeStep: 300 }],
+      steps: [
+        ...input.steps.filter((s) => s.t <= 329_000),
+        ...Array.from({ length: 800 }, (_, i) => ({ attempt: 2, step: 301 + i, t: 340_000 + i * 1_000 })),
+      ],
+    });
+    expect(sum(l.totals)).toBe(l.wallMs);
+    // 300 s .. 329 s (the last step before detection) ran at a quarter of the pace.
+    expect(l.totals.degraded).toBe(29_000 * 0.75);
+    expect(l.totals.detection).toBe(1_000); // last step to detection
+    const cost = l.incidents[0]!;
+    expect(cost).toMatchObject({ endedAttempt: true, degradedMs: 29_000 * 0.75 });
+    expect(cost.costMs).toBe(l.totals.degraded + l.totals.detection + l.totals.restart + l.totals.lost);
+    expect(adviseInterval(l, []).mtbfMs).not.toBeNull();
+  });
+
+  it("degradation outside the attempt's productive time changes nothing", () => {
+    const l = buildLedger(steady([{ ...slowLink, degraded: { from: 2_000_000, to: 3_000_000, speed: 0.5 } }]));
+    expect(l.totals.degraded).toBe(0);
+    expect(sum(l.totals)).toBe(l.wallMs);
   });
 });

@@ -4,12 +4,18 @@ import { dalyInterval, youngInterval } from "./checkpoint-interval.js";
  * The goodput ledger: every millisecond of a job's wall time charged to exactly one category, and every
  * non-productive one to an incident or a phase. Pure: built from attempts, step reports, checkpoint saves and
  * incidents, so a report can be recomputed at any time and always adds up.
+ *
+ * A degraded run (a collapsed link, a slow chip) is not down but crawls: while an incident's `degraded` span lasts,
+ * each millisecond the run would have counted as productive is split, the share `1 - speed` charged to the incident
+ * (category `degraded`) and `speed` to productive. A run at half speed for 10 minutes lost 5.
  */
 
 export const LedgerCategory = {
   Queued: "queued",
   Starting: "starting",
   Productive: "productive",
+  /** The share of running time a degraded run (slow link or chip) lost against its own baseline pace. */
+  Degraded: "degraded",
   Lost: "lost",
   Detection: "detection",
   Restart: "restart",
@@ -53,6 +59,16 @@ export interface LedgerIncident {
   /** When the fault happened (culprit exit; for a hang, its last report). */
   faultAt: number;
   detectedAt: number;
+  /**
+   * A slowdown: from `from` to `to` (null: to the end of the attempt, or of the job while it runs) the run went at
+   * `speed` (0..1: 1 / the measured slowdown factor) of its baseline pace.
+   */
+  degraded?: { from: number; to: number | null; speed: number };
+  /**
+   * False for an incident the run went on through (a slowdown not worth a restart): it does not end its attempt.
+   * Absent or true: the attempt ended with it (rollback, detection and restart are charged to it).
+   */
+  endedAttempt?: boolean;
 }
 
 export interface LedgerInput {
@@ -78,7 +94,11 @@ export interface IncidentCost {
   /** Detection to the first new step of the next attempt (null if none came). */
   timeToFirstStepMs: number | null;
   stepsLost: number;
-  /** Everything this incident cost: lost work, detection, restart. */
+  /** The part of `costMs` lost to running slowly (degraded). */
+  degradedMs: number;
+  /** False when the run went on through it (a slowdown ridden out): not a failure for the MTBF. */
+  endedAttempt: boolean;
+  /** Everything this incident cost: lost work, detection, restart, the slow share of a degraded run. */
   costMs: number;
 }
 
@@ -106,19 +126,56 @@ export function buildLedger(input: LedgerInput): Ledger {
       detectionMs: Math.max(0, i.detectedAt - i.faultAt),
       timeToFirstStepMs: null,
       stepsLost: 0,
+      degradedMs: 0,
+      endedAttempt: i.endedAttempt !== false,
       costMs: 0,
     });
   }
+  // Degraded spans, oldest first, each clamped to its attempt's time and to the job's.
+  const attemptEnds = new Map(input.attempts.map((a) => [a.n, a.endedAt]));
+  const degradations = input.incidents
+    .filter((i) => i.degraded && Number.isFinite(i.degraded.speed))
+    .map((i) => ({
+      cost: incidentCost.get(i.id)!,
+      from: i.degraded!.from,
+      to: i.degraded!.to ?? attemptEnds.get(i.attempt) ?? Number.POSITIVE_INFINITY,
+      lostShare: 1 - Math.min(1, Math.max(0, i.degraded!.speed)),
+      overlapMs: 0,
+      chargedMs: 0,
+    }))
+    .sort((a, b) => a.from - b.from);
 
   // A cursor walks time forward; every span is clamped to [cursor, end], so the parts always sum to the wall time.
   let cursor = input.createdAt;
   const end = Math.max(input.endAt, input.createdAt);
-  const charge = (until: number, category: LedgerCategory, incident?: IncidentCost): void => {
-    const to = Math.min(Math.max(until, cursor), end);
-    const span = to - cursor;
+  const add = (span: number, category: LedgerCategory, incident?: IncidentCost): void => {
     if (span <= 0) return;
     totals[category] += span;
     if (incident && category !== LedgerCategory.Productive) incident.costMs += span;
+    if (incident && category === LedgerCategory.Degraded) incident.degradedMs += span;
+  };
+  const charge = (until: number, category: LedgerCategory, incident?: IncidentCost): void => {
+    const to = Math.min(Math.max(until, cursor), end);
+    if (to <= cursor) return;
+    if (category === LedgerCategory.Productive) {
+      // Productive time inside a degraded span: the slow share goes to the slowdown's incident (whole milliseconds,
+      // the rest to productive, so the parts still add up exactly).
+      let at = cursor;
+      for (const d of degradations) {
+        const a = Math.max(at, d.from);
+        const b = Math.min(to, d.to);
+        if (b <= a) continue;
+        add(a - at, LedgerCategory.Productive);
+        // Rounded on the running total, so many short spans round no worse than one long one.
+        d.overlapMs += b - a;
+        const lost = Math.round(d.overlapMs * d.lostShare) - d.chargedMs;
+        d.chargedMs += lost;
+        add(lost, LedgerCategory.Degraded, d.cost);
+        add(b - a - lost, LedgerCategory.Productive);
+        at = b;
+      }
+      add(to - at, LedgerCategory.Productive);
+    } else add(to - cursor, category, incident);
     cursor = to;
   };
 
@@ -131,7 +188,7 @@ export function buildLedger(input: LedgerInput): Ledger {
   for (const attempt of attempts) {
     const steps = input.steps.filter((s) => s.attempt === attempt.n).sort((a, b) => a.t - b.t || a.step - b.step);
     const saves = input.checkpoints.filter((c) => c.attempt === attempt.n).sort((a, b) => a.t - b.t);
-    const incident = input.incidents.find((i) => i.attempt === attempt.n);
+    const incident = input.incidents.find((i) => i.attempt === attempt.n && i.endedAttempt !== false);
     const attemptEnd = attempt.endedAt ?? end;
 
     // Before the launch: queued (first attempt) or restart/waiting after an incident.
@@ -258,11 +315,11 @@ export interface IntervalAdvice {
 
 /**
  * The checkpoint interval the measured failure rate calls for (Young and Daly), against the one in use. MTBF counts
- * running time (productive, lost, checkpoint) per incident, so idle queueing does not flatter the fleet.
+ * running time (productive, degraded, lost, checkpoint) per incident that ended an attempt, so idle queueing does not flatter the fleet.
  */
 export function adviseInterval(ledger: Ledger, checkpoints: readonly LedgerCheckpoint[]): IntervalAdvice {
-  const running = ledger.totals.productive + ledger.totals.lost + ledger.totals.checkpoint;
-  const failures = ledger.incidents.length;
+  const running = ledger.totals.productive + ledger.totals.degraded + ledger.totals.lost + ledger.totals.checkpoint;
+  const failures = ledger.incidents.filter((i) => i.endedAttempt).length;
   const mtbfMs = failures > 0 ? running / failures : null;
   const saveMs = checkpoints.length > 0 ? checkpoints.reduce((a, c) => a + c.saveMs, 0) / checkpoints.length : null;
   const byAttempt = new Map<number, number[]>();
