@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { packageRoot } from "../paths.js";
@@ -156,6 +156,7 @@ export async function connect(home: string, opts: { start?: boolean; clusterFile
       "start it with `switchyard up`",
     );
   }
+  reportLastCrash(home);
   const started = await startBackgroundServer(home, opts.clusterFile);
   return makeClient(started.url, readToken(home), clientOptions(started));
 }
@@ -247,4 +248,24 @@ function pidAlive(pid: number): boolean {
 
 export function serverInfo(home: string): ServerInfo | null {
   return readServerInfo(home);
+}
+
+/** Says, once, why the previous server of this home died (its last words, from server-crash.json). */
+export function reportLastCrash(home: string): string | null {
+  const file = homePaths(home).lastCrash;
+  let crash: { t: number; pid: number; reason: string };
+  try {
+    const text = readFileSync(file, "utf8").trim();
+    // Blank: the room a server reserves for its last words, unused (it runs, stopped cleanly, or was SIGKILLed).
+    if (text === "") return null;
+    crash = JSON.parse(text) as typeof crash;
+  } catch {
+    return null;
+  }
+  rmSync(file, { force: true });
+  const line =
+    `switchyard: the previous server (pid ${crash.pid}) stopped at ${new Date(crash.t).toISOString()}: ` +
+    `${String(crash.reason).split("\n")[0]}; starting a new one (its log: ${homePaths(home).serverLog})`;
+  console.error(line);
+  return line;
 }

@@ -11,6 +11,8 @@ export function homePaths(home: string) {
     db: path.join(home, "switchyard.db"),
     serverInfo: path.join(home, "server.json"),
     serverLog: path.join(home, "server.log"),
+    /** Why the last server stopped unexpectedly (written as it dies; shown by the next command that starts one). */
+    lastCrash: path.join(home, "server-crash.json"),
     token: path.join(home, "token"),
     config: path.join(home, "config.json"),
     checkpoints: path.join(home, "checkpoints"),

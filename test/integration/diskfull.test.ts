@@ -1,11 +1,12 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { packageRoot } from "../../src/paths.js";
 import type { NodeView } from "../../src/supervisor/supervisor.js";
-import { events, job, submit, useServer, waitFor, waitForEnd } from "./harness.js";
+import { connect, reportLastCrash, serverInfo } from "../../src/cli/client.js";
+import { events, job, sleep, submit, tempHome, useServer, waitFor, waitForEnd, writeCluster } from "./harness.js";
 
 /** A full disk pauses launches: no attempt spent, no node struck, and it says why. Needs `mount -t tmpfs` (root). */
 
@@ -56,4 +57,44 @@ describe.skipIf(!mounted)("a full disk", () => {
     expect(nodes.every((n) => n.strikes === 0)).toBe(true);
     expect((await events(ctx.client, id)).some((e) => e.kind === "attempt.launched")).toBe(true);
   }, 120_000);
+});
+
+describe.skipIf(!mounted)("a full disk under the home itself", () => {
+  it("does not take the server down (its log writes fail quietly), and a fatal error leaves its reason", async () => {
+    const home = path.join(disk, "home");
+    // Started the way every CLI command starts it: in the background, its log a file in the (full) home.
+    const client = await connect(home, { clusterFile: writeCluster(tempHome("diskfull-cluster")) });
+    const info = serverInfo(home)!;
+    try {
+      const yaml = [
+        "name: filler",
+        "pools: [unstable]",
+        // Fills the home's disk with its own log.
+        `command: ["/bin/sh", "-c", "head -c 3000000 /dev/zero | tr '\\\\0' x; sleep 2"]`,
+        `workdir: ${JSON.stringify(os.tmpdir())}`,
+      ].join("\n");
+      await client.post("/api/jobs", { yaml, file: path.join(os.tmpdir(), "filler.yaml") });
+      await sleep(5000);
+      expect(() => process.kill(info.pid, 0)).not.toThrow();
+      expect((await client.get<{ ok: boolean }>("/api/health")).ok).toBe(true);
+    } finally {
+      process.kill(info.pid, "SIGTERM");
+      await waitFor("the server to stop", async () => {
+        try {
+          process.kill(info.pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      });
+    }
+    // The room reserved for the server's last words is blank after a clean stop: no crash to report.
+    expect(reportLastCrash(home)).toBeNull();
+    writeFileSync(
+      path.join(home, "server-crash.json"),
+      JSON.stringify({ t: 0, pid: 42, reason: "the disk is full (ENOSPC): write failed\n  at x" }),
+    );
+    expect(reportLastCrash(home)).toMatch(/previous server \(pid 42\) stopped at 1970-.*: the disk is full \(ENOSPC\)/);
+    expect(existsSync(path.join(home, "server-crash.json"))).toBe(false);
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { closeSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { Command } from "commander";
 import { startServer } from "../../server/main.js";
@@ -60,6 +60,7 @@ export function registerServerCommands(program: Command): void {
         );
       }
       const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
+      recordFatalErrors(home);
       const running = await startServer({
         home,
         host: opts.host,
@@ -188,3 +189,50 @@ export async function stopServer(home: string): Promise<boolean> {
 }
 
 export { startBackgroundServer };
+
+/**
+ * A server that dies of an error nobody caught leaves its reason in the home, so the next command can say why instead
+ * of silently starting another. The file's blocks are reserved at start and overwritten in place, so the reason is
+ * kept even when the disk is full. Log writes that fail (a full disk) never take the server down.
+ */
+function recordFatalErrors(home: string): void {
+  const file = homePaths(home).lastCrash;
+  try {
+    writeFileSync(file, " ".repeat(crashRecordBytes), { mode: 0o600 });
+  } catch {
+    // no room to reserve it: the reason goes to stderr only
+  }
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", () => {});
+  const die = (err: unknown) => {
+    const e = err as NodeJS.ErrnoException;
+    const reason =
+      e?.code === "ENOSPC"
+        ? `the disk is full (ENOSPC): ${e.message}`
+        : e instanceof Error
+          ? (e.stack ?? e.message)
+          : String(err);
+    try {
+      const record = Buffer.from(JSON.stringify({ t: Date.now(), pid: process.pid, reason: reason.slice(0, 3000) }));
+      const fd = openSync(file, "r+");
+      try {
+        writeSync(
+          fd,
+          Buffer.concat([record, Buffer.alloc(Math.max(0, crashRecordBytes - record.length), 0x20)]),
+          0,
+          crashRecordBytes,
+          0,
+        );
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      // nothing more can be done; stderr below is the last word
+    }
+    console.error(`${new Date().toISOString()} FATAL: ${reason}`);
+    process.exit(70);
+  };
+  process.on("uncaughtException", die);
+  process.on("unhandledRejection", die);
+}
+
+const crashRecordBytes = 4096;
