@@ -4,6 +4,8 @@ Started once on every host of the set at about the same time (on Slurm: one srun
 
   netprobe.py --hosts a1=10.77.0.11:7101,a2=10.77.0.12:7101,... [--self a2] [--mode full|preflight]
               [--bytes N] [--seconds S] [--pattern pairs|ring] [--timeout S]
+  netprobe.py --port-base 7101 ...     hosts from SWITCHYARD_NODE_ADDRS (name=addr,...: what the executor's
+                                       runOnNodes sets), host i listening on port 7101 + i
 
 Every host listens on its own address and port. The first host of the list coordinates: it waits until every host
 answers, then asks the senders one transfer at a time (never two at once, so transfers do not share a link or the
@@ -43,17 +45,23 @@ def log(obj):
     sys.stdout.flush()
 
 
-def parse_hosts(text):
+def parse_hosts(text, port_base=None):
+    """NAME=ADDR:PORT,...; with port_base, NAME=ADDR,... and host i listens on port_base + i."""
     hosts = []
     for item in text.split(","):
         item = item.strip()
         if not item:
             continue
         name, sep, addr = item.partition("=")
+        if port_base is not None and sep and name and addr:
+            hosts.append((name, addr, port_base + len(hosts)))
+            continue
         host, sep2, port = addr.rpartition(":")
         if not sep or not sep2 or not name or not host or not port.isdigit():
             raise ValueError("bad host %r (fix: NAME=ADDR:PORT, e.g. a1=10.77.0.11:7101)" % item)
         hosts.append((name, host, int(port)))
+    if any(not (0 < h[2] < 65536) for h in hosts):
+        raise ValueError("a port is out of range (fix: a --port-base or ports between 1024 and 65535)")
     names = [h[0] for h in hosts]
     if len(set(names)) != len(names):
         raise ValueError("a host is named twice in --hosts")
@@ -256,7 +264,7 @@ def coordinate(hosts, opts, deadline):
 
 def main(argv):
     opts = {"mode": "full", "bytes": None, "seconds": None, "pattern": None, "timeout": 120.0}
-    hosts_text, me = None, None
+    hosts_text, me, port_base = None, None, None
     i = 0
     try:
         while i < len(argv):
@@ -266,6 +274,8 @@ def main(argv):
                 raise ValueError("%s needs a value" % key)
             if key == "--hosts":
                 hosts_text = val
+            elif key == "--port-base":
+                port_base = int(val)
             elif key == "--self":
                 me = val
             elif key == "--mode":
@@ -285,9 +295,11 @@ def main(argv):
             else:
                 raise ValueError("unknown option %s" % key)
             i += 2
+        if not hosts_text and port_base is not None:
+            hosts_text = os.environ.get("SWITCHYARD_NODE_ADDRS", "")
         if not hosts_text:
-            raise ValueError("--hosts is required")
-        hosts = parse_hosts(hosts_text)
+            raise ValueError("--hosts, or --port-base with SWITCHYARD_NODE_ADDRS set, is required")
+        hosts = parse_hosts(hosts_text, port_base)
         if len(hosts) < 2:
             raise ValueError("--hosts needs two hosts or more")
         default_bytes, default_seconds = MODES[opts["mode"]]

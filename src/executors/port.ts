@@ -1,4 +1,6 @@
+import path from "node:path";
 import type { PoolSpec, Vendor } from "../core/spec.js";
+import { packageRoot } from "../paths.js";
 
 /** The Executor port: executors do what they are told and report what they see; the supervisor decides. */
 
@@ -76,6 +78,91 @@ export interface Executor {
   setCordon?(pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void>;
   /** The rank process's own pid (not its wrapper's), when this executor can tell it; null while unknown. */
   rankPid?(rank: RankHandle): number | null;
+  /**
+   * Runs a short command once on each of the given nodes of a pool, all at the same time, and collects each node's
+   * output (a network probe, a health check). The command is an argument vector, never a shell string. Every node
+   * sees `SWITCHYARD_NODE` (its name), `SWITCHYARD_NODES` (all of them, in the order given) and
+   * `SWITCHYARD_NODE_ADDRS` (`name=address,...`: where each node is reached from the others). Resolves when every
+   * node's command has ended or `timeoutMs` has passed (those still running are killed: code null, timedOut).
+   */
+  runOnNodes?(
+    pool: PoolSpec,
+    nodes: readonly string[],
+    argv: readonly string[],
+    opts: RunOnNodesOptions,
+  ): Promise<NodeRunResult[]>;
+}
+
+export interface RunOnNodesOptions {
+  timeoutMs: number;
+  env?: Record<string, string>;
+  /** The job's folder: on Slurm the command runs inside the job's allocation when it holds every node. */
+  jobDir?: string;
+  /** Each node's stdout and stderr are cut at this many bytes (default 1 MiB). */
+  maxOutputBytes?: number;
+}
+
+export interface NodeRunResult {
+  node: string;
+  /** Exit code; null when it was killed by a signal, timed out, or never started on the node. */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut?: boolean;
+}
+
+/** Limits on what `runOnNodes` accepts: a probe is short and small. */
+export const runOnNodesLimits = { maxTimeoutMs: 10 * 60_000, maxNodes: 4096, maxOutputBytes: 16 << 20 } as const;
+
+/** Checks `runOnNodes` arguments; throws an error naming the bad one and the fix. */
+export function checkRunOnNodes(nodes: readonly string[], argv: readonly string[], opts: RunOnNodesOptions): void {
+  if (nodes.length === 0) throw new Error("runOnNodes: no nodes given (fix: pass the attempt's nodes)");
+  if (nodes.length > runOnNodesLimits.maxNodes)
+    throw new Error(`runOnNodes: ${nodes.length} nodes, at most ${runOnNodesLimits.maxNodes}`);
+  if (new Set(nodes).size !== nodes.length) throw new Error("runOnNodes: a node is named twice (fix: pass each once)");
+  for (const n of nodes) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(n))
+      throw new Error(`runOnNodes: ${JSON.stringify(n)} is not a node name`);
+  }
+  if (argv.length === 0 || argv[0] === "") throw new Error("runOnNodes: empty command (fix: pass an argument vector)");
+  if (argv.some((a) => a.includes("\0"))) throw new Error("runOnNodes: an argument holds a NUL byte");
+  if (!(opts.timeoutMs > 0 && opts.timeoutMs <= runOnNodesLimits.maxTimeoutMs)) {
+    throw new Error(`runOnNodes: timeoutMs ${opts.timeoutMs} is not in (0, ${runOnNodesLimits.maxTimeoutMs}]`);
+  }
+}
+
+/** The network probe (agent/netprobe.py, stdlib Python), to run with `runOnNodes` on the hosts it measures. */
+export const netprobePath = path.join(packageRoot, "agent", "netprobe.py");
+
+export interface NetworkProbeOptions {
+  /** The Python on the hosts (Slurm: the pool's agentPython; local: python3). */
+  python: string;
+  /** full: sees a link that collapses under load (256 MiB or 2 s per pair); preflight: cut short (8 MiB or 0.5 s). */
+  mode: "full" | "preflight";
+  /** Node i listens on portBase + i. */
+  portBase: number;
+  /** The probe gives up after this long (s); runOnNodes' timeout should leave it a few seconds more. */
+  timeoutS: number;
+  bytesPerPair?: number;
+  secondsPerPair?: number;
+  pattern?: "pairs" | "ring";
+}
+
+/** The probe's argument vector: every node reads the node list and addresses from SWITCHYARD_NODE_ADDRS. */
+export function networkProbeArgv(o: NetworkProbeOptions): string[] {
+  return [
+    o.python,
+    netprobePath,
+    "--port-base",
+    String(o.portBase),
+    "--mode",
+    o.mode,
+    "--timeout",
+    String(o.timeoutS),
+    ...(o.bytesPerPair ? ["--bytes", String(o.bytesPerPair)] : []),
+    ...(o.secondsPerPair ? ["--seconds", String(o.secondsPerPair)] : []),
+    ...(o.pattern ? ["--pattern", o.pattern] : []),
+  ];
 }
 
 export interface InventoryNode {

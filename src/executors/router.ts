@@ -2,7 +2,16 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { PoolSpec } from "../core/spec.js";
 import { localNodeNames } from "./local/local.js";
-import type { Executor, InventoryNode, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "./port.js";
+import type {
+  Executor,
+  InventoryNode,
+  LaunchedRank,
+  LaunchRequest,
+  NodeRunResult,
+  RankHandle,
+  RankStatus,
+  RunOnNodesOptions,
+} from "./port.js";
 
 /**
  * The supervisor's one executor over many: each pool names its executor (`executor: local | slurm`), a launch goes to
@@ -90,5 +99,16 @@ export class PoolExecutors implements Executor {
 
   async setCordon(pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void> {
     await this.forPool(pool).setCordon?.(pool, node, cordoned, reason);
+  }
+
+  async runOnNodes(
+    pool: PoolSpec,
+    nodes: readonly string[],
+    argv: readonly string[],
+    opts: RunOnNodesOptions,
+  ): Promise<NodeRunResult[]> {
+    const e = this.forPool(pool);
+    if (!e.runOnNodes) throw new Error(`pool ${pool.name}: the ${e.kind} executor cannot run commands on its nodes`);
+    return e.runOnNodes(pool, nodes, argv, opts);
   }
 }

@@ -3,8 +3,18 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, ty
 import path from "node:path";
 import { constants as osConstants } from "node:os";
 import { pythonSdkDir } from "../../paths.js";
-import type { Executor, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "../port.js";
-import { visibilityEnv } from "../port.js";
+import type { PoolSpec } from "../../core/spec.js";
+import { capture } from "../capture.js";
+import type {
+  Executor,
+  LaunchedRank,
+  LaunchRequest,
+  NodeRunResult,
+  RankHandle,
+  RankStatus,
+  RunOnNodesOptions,
+} from "../port.js";
+import { checkRunOnNodes, visibilityEnv } from "../port.js";
 import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procfs.js";
 
 /**
@@ -167,6 +177,39 @@ export class LocalExecutor implements Executor {
   /** The pid the wrapper recorded for the rank process (`rank-N.pid` beside its log), or null before it has. */
   rankPid(rank: RankHandle): number | null {
     return readPidFile(rank);
+  }
+
+  /**
+   * Runs the command once per virtual node, all at once, on this host: each sees its node's name in SWITCHYARD_NODE,
+   * and every node's address is this host's loopback (a probe gives each node its own port).
+   */
+  async runOnNodes(
+    _pool: PoolSpec,
+    nodes: readonly string[],
+    argv: readonly string[],
+    opts: RunOnNodesOptions,
+  ): Promise<NodeRunResult[]> {
+    checkRunOnNodes(nodes, argv, opts);
+    const shared = {
+      SWITCHYARD_NODES: nodes.join(","),
+      SWITCHYARD_NODE_ADDRS: nodes.map((n) => `${n}=127.0.0.1`).join(","),
+    };
+    return Promise.all(
+      nodes.map(async (node): Promise<NodeRunResult> => {
+        const r = await capture(argv, {
+          env: { ...process.env, ...opts.env, ...shared, SWITCHYARD_NODE: node },
+          timeoutMs: opts.timeoutMs,
+          maxOutputBytes: opts.maxOutputBytes ?? 1 << 20,
+        });
+        return {
+          node,
+          code: r.timedOut ? null : r.code,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          ...(r.timedOut ? { timedOut: true } : {}),
+        };
+      }),
+    );
   }
 
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {

@@ -1,10 +1,23 @@
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { packageRoot, pythonSdkDir } from "../../paths.js";
 import type { PoolSpec } from "../../core/spec.js";
 import { exitedStatus, readExitRecord } from "../exit-record.js";
-import type { Executor, InventoryNode, LaunchedRank, LaunchRequest, RankHandle, RankStatus } from "../port.js";
+import { capture } from "../capture.js";
+import {
+  checkRunOnNodes,
+  type Executor,
+  type InventoryNode,
+  type LaunchedRank,
+  type LaunchRequest,
+  type NodeRunResult,
+  type RankHandle,
+  type RankStatus,
+  type RunOnNodesOptions,
+} from "../port.js";
+import { resultsFromStep } from "./run-on-nodes.js";
 import {
   drainNode,
   jobState,
@@ -351,6 +364,90 @@ export class SlurmExecutor implements Executor {
       const step = readJson<StepRecord>(path.join(dir, "slurm-step.json"));
       if (step?.stepId) await this.cancel(step.stepId, "KILL");
     }
+  }
+
+  /**
+   * One `srun` step, one task per host (`--label`, so each line comes back with its task id; task i runs on the i-th
+   * host in Slurm's order), inside the job's allocation when `jobDir` names one that runs and holds every host, else
+   * in a short allocation of its own on the pool's partition. Results come back in the order the nodes were given.
+   */
+  async runOnNodes(
+    pool: PoolSpec,
+    nodes: readonly string[],
+    argv: readonly string[],
+    opts: RunOnNodesOptions,
+  ): Promise<NodeRunResult[]> {
+    checkRunOnNodes(nodes, argv, opts);
+    const partition = this.partition(pool);
+    const inventory = await listNodes({ ...this.slurmEnv, partition });
+    const order = new Map(inventory.map((n, i) => [n.name, i]));
+    const missing = nodes.filter((n) => !order.has(n));
+    if (missing.length > 0) {
+      throw new Error(`node ${missing.join(", ")} is not in Slurm partition ${partition} (fix: pick nodes from sinfo)`);
+    }
+    const sorted = [...nodes].sort((a, b) => order.get(a)! - order.get(b)!);
+    const addr = (n: string): string => inventory.find((x) => x.name === n)?.address || n;
+
+    let inAllocation: string | null = null;
+    if (opts.jobDir) {
+      const current = readJson<AllocationRecord>(path.join(opts.jobDir, "slurm-allocation.json"));
+      if (current && nodes.every((n) => current.nodes.includes(n))) {
+        const { state } = await jobState(current.slurmJobId, this.slurmEnv).catch(() => ({ state: "GONE" }));
+        if (state === "RUNNING") inAllocation = current.slurmJobId;
+      }
+    }
+    const name = `sy-run-${randomBytes(4).toString("hex")}`;
+    const s = pool.slurm;
+    const timeLimitMin = Math.max(1, Math.ceil(opts.timeoutMs / 60_000) + 1);
+    const args = [
+      ...(inAllocation
+        ? [`--jobid=${inAllocation}`, "--overlap"]
+        : [
+            `--partition=${partition}`,
+            `--time=${timeLimitMin}`,
+            ...(s?.account ? [`--account=${s.account}`] : []),
+            ...(s?.qos ? [`--qos=${s.qos}`] : []),
+          ]),
+      `--nodes=${sorted.length}`,
+      `--nodelist=${sorted.join(",")}`,
+      `--ntasks=${sorted.length}`,
+      "--ntasks-per-node=1",
+      "--distribution=block",
+      "--kill-on-bad-exit=0",
+      "--export=ALL",
+      "--label",
+      `--job-name=${name}`,
+      // A fixed script, no user input: each task learns its host's name as SWITCHYARD_NODE; the command is "$@".
+      "/bin/sh",
+      "-c",
+      'SWITCHYARD_NODE="$SLURMD_NODENAME"; export SWITCHYARD_NODE; exec "$@"',
+      "switchyard-run",
+      ...argv,
+    ];
+    const step = await capture(["srun", ...args], {
+      env: {
+        ...process.env,
+        ...this.opts.env,
+        ...opts.env,
+        // In the order given: a probe's coordinator is the first node the caller named.
+        SWITCHYARD_NODES: nodes.join(","),
+        SWITCHYARD_NODE_ADDRS: nodes.map((n) => `${n}=${addr(n)}`).join(","),
+      },
+      timeoutMs: opts.timeoutMs,
+      maxOutputBytes: (opts.maxOutputBytes ?? 1 << 20) * sorted.length,
+      onTimeout: () => {
+        // srun forwards SIGTERM to the tasks; cancel by name too, in case srun itself is stuck.
+        void this.cancelByName(inAllocation, name);
+      },
+    });
+    const results = resultsFromStep(sorted, step);
+    const byNode = new Map(results.map((r) => [r.node, r]));
+    return nodes.map((n) => byNode.get(n)!);
+  }
+
+  private async cancelByName(allocation: string | null, name: string): Promise<void> {
+    if (allocation) await this.cancelSteps(allocation, name);
+    else await slurm("scancel", [`--name=${name}`], this.slurmEnv).catch(() => undefined);
   }
 
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {
