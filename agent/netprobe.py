@@ -18,10 +18,11 @@ CPUs and slow each other down), and prints one JSON line per transfer, then a su
 The other hosts print nothing on success and exit when the coordinator says so (or at --timeout).
 
 A link that collapses only under load (a token bucket with a large burst lets short transfers through at full speed)
-is seen by moving enough data for long enough: a full probe sends up to 256 MiB or 2 s per pair, and the rate that
+is seen by moving enough data for long enough: a full probe sends for 2 s per pair (at most 8 GiB), and the rate that
 counts is the *sustained* one, measured by the receiver over the second half of the transfer. The pre-flight mode
-(before an attempt is launched) is cut short: 8 MiB or 0.5 s per pair, so it finds a link that is already collapsed,
-not one whose burst allowance is still full.
+(before an attempt is launched) is cut short: 0.25 s per pair (at most 2 GiB). It finds a link that has already
+collapsed, and one whose burst allowance is smaller than what a healthy link moves in an eighth of a second (a 40 MB
+burst on the testbed); a larger burst still looks fast to it, and only the full probe sees it run dry.
 
 Pairs: every pair of hosts once (direction alternating, so every host sends and receives), or with --pattern ring
 (the default above 8 hosts) each host to the next: a slow host then shows as two adjacent slow transfers.
@@ -35,8 +36,11 @@ import threading
 import time
 
 BLOCK = 1 << 20
-MODES = {"full": (256 << 20, 2.0), "preflight": (8 << 20, 0.5)}
-MAX_BYTES = 4 << 30
+# mode: (volume cap per pair, time per pair). Time, not volume, sets a transfer's length: a short transfer's rate is
+# mostly scheduling noise (8 MiB over 3-30 ms on a loaded host), and what a token bucket's burst lets through is
+# (rate x time) at full speed, so a longer transfer sees a larger burst run dry.
+MODES = {"full": (8 << 30, 2.0), "preflight": (2 << 30, 0.25)}
+MAX_BYTES = 64 << 30
 MAX_SECONDS = 60.0
 
 

@@ -1,7 +1,9 @@
 /**
  * Network localization: from the probe's table (pair -> sustained Gbit/s, agent/netprobe.py) to a verdict. A pair is
- * slow when its sustained rate is under `slowShare` of what is expected (the pool's expected link rate when it is known,
- * else the fastest pair measured). The host common to every slow pair is the culprit (a collapsed link is shared by all
+ * slow when its sustained rate is under `slowShare` of the pool's expected link rate, when that is known; else the pairs
+ * are compared with each other: sorted by rate, the widest gap between two neighbours splits them when it is at least
+ * 1/slowShare (5x), and the pairs below it are slow. Healthy pairs scatter (2-3x on a loaded host), a collapsed link
+ * is 10-100x below them, and however many pairs it slows, the gap stays. The host common to every slow pair is the culprit (a collapsed link is shared by all
  * the pairs through it); when every pair is slow against the expected rate, the pool is degraded, not a host. Pure.
  */
 
@@ -16,13 +18,13 @@ export interface PairRate {
 }
 
 export interface LocalizePolicy {
-  /** Slow: under this share of the expected rate (default 0.25: a link 4x slower than it should be). */
+  /** Slow: under this share of the expected rate (default 0.2: a link 5x slower than it should be). */
   slowShare: number;
-  /** The rate a healthy pair of this pool reaches (Gbit/s), when known; else the fastest pair measured stands for it. */
+  /** The rate a healthy pair of this pool reaches (Gbit/s), when known; else the pairs are compared with each other. */
   expectedGbitS?: number | null;
 }
 
-export const defaultLocalizePolicy: LocalizePolicy = { slowShare: 0.25 };
+export const defaultLocalizePolicy: LocalizePolicy = { slowShare: 0.2 };
 
 export type NetworkVerdictKind = "healthy" | "host" | "pool" | "inconclusive";
 
@@ -77,9 +79,11 @@ export function localizeNetwork(
   policy: LocalizePolicy = defaultLocalizePolicy,
 ): NetworkVerdict {
   const table = [...pairs].sort((a, b) => (a.gbitS ?? -1) - (b.gbitS ?? -1));
-  const rates = pairs.map((p) => p.gbitS).filter((r): r is number => r !== null && Number.isFinite(r));
-  const fastest = rates.length > 0 ? Math.max(...rates) : null;
-  const expected = policy.expectedGbitS ?? fastest;
+  const rates = pairs
+    .map((p) => p.gbitS)
+    .filter((r): r is number => r !== null && Number.isFinite(r))
+    .sort((a, b) => b - a);
+  const expected = policy.expectedGbitS ?? (rates.length > 0 ? rates[0]! : null);
   const describe = (p: PairRate): string =>
     `${p.from}->${p.to} ${p.gbitS === null ? `failed (${p.error ?? "no data"})` : fmt(p.gbitS)}`;
   const tableText = table.map(describe).join(", ");
@@ -93,14 +97,36 @@ export function localizeNetwork(
       evidence: `probe: ${tableText || "no pair measured"}; nothing to compare against`,
     };
   }
-  const threshold = expected * policy.slowShare;
-  const expectation =
-    policy.expectedGbitS != null
-      ? `expected ${fmt(expected)}, slow under ${fmt(threshold)}`
-      : `slow under ${fmt(threshold)} (${Math.round(policy.slowShare * 100)}% of the fastest pair)`;
+  let threshold: number;
+  let expectation: string;
+  if (policy.expectedGbitS != null) {
+    threshold = expected * policy.slowShare;
+    expectation = `expected ${fmt(expected)}, slow under ${fmt(threshold)}`;
+  } else {
+    // The widest gap between neighbours (rates sorted fastest first), if wide enough.
+    let gap = 1;
+    let at = -1;
+    for (let i = 0; i + 1 < rates.length; i++) {
+      const ratio = rates[i + 1]! > 0 ? rates[i]! / rates[i + 1]! : Number.POSITIVE_INFINITY;
+      if (ratio > gap) {
+        gap = ratio;
+        at = i;
+      }
+    }
+    const need = 1 / policy.slowShare;
+    if (at >= 0 && gap >= need) {
+      threshold = Math.sqrt(rates[at]! * Math.max(rates[at + 1]!, 1e-9));
+      expectation =
+        `slow: the pairs ${gap === Number.POSITIVE_INFINITY ? "at 0" : `${gap.toFixed(0)}x`} below ` +
+        `the others (${fmt(rates[at + 1]!)} against ${fmt(rates[at]!)}; slow means ${need}x below the rest)`;
+    } else {
+      threshold = 0;
+      expectation = `no pair ${need}x below the others (fastest ${fmt(expected)})`;
+    }
+  }
   const isSlow = (p: PairRate): boolean => p.gbitS === null || p.gbitS < threshold;
   const slowPairs = table.filter(isSlow);
-  const base = { table, slowPairs, thresholdGbitS: threshold };
+  const base = { table, slowPairs, thresholdGbitS: threshold > 0 ? threshold : null };
   const head = `probe: ${tableText}; ${expectation}`;
   if (slowPairs.length === 0)
     return { ...base, kind: "healthy", culprits: [], evidence: `${head}: every pair is fast` };

@@ -137,7 +137,7 @@ export const netprobePath = path.join(packageRoot, "agent", "netprobe.py");
 export interface NetworkProbeOptions {
   /** The Python on the hosts (Slurm: the pool's agentPython; local: python3). */
   python: string;
-  /** full: sees a link that collapses under load (256 MiB or 2 s per pair); preflight: cut short (8 MiB or 0.5 s). */
+  /** full: sees a link that collapses under load (2 s per pair); preflight: cut short (0.25 s per pair). */
   mode: "full" | "preflight";
   /** Node i listens on portBase + i. */
   portBase: number;
