@@ -501,7 +501,7 @@ async function slurmScenario(g: Globals, steps: number, faults: boolean): Promis
             : "\nin Slurm (sinfo -N -o '%N %T %E'):\n" +
                 table(
                   ["NODE", "STATE", "REASON"],
-                  nodes.map((n) => [n.name, n.state.join("+"), n.reason ?? "-"]),
+                  nodes.map((n) => [n.name, sinfoState(n.state), n.reason ?? "-"]),
                 ),
         );
       }
@@ -556,4 +556,10 @@ async function backInService(names: string[], slurmEnv: { env: Record<string, st
     if (out.length === 0 || Date.now() > deadline) return out;
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/** Slurm's state words as sinfo's %T prints them: "draining*" for draining and not responding. */
+function sinfoState(words: string[]): string {
+  const shown = words.filter((w) => w !== "not_responding").join("+");
+  return words.includes("not_responding") ? `${shown}*` : shown;
 }
