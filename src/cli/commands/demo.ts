@@ -19,7 +19,7 @@ import { stopServer } from "./server.js";
 
 type FaultAction = "kill-rank" | "hang-rank" | "nan" | "corrupt-checkpoint" | "kill-node";
 
-interface Fault {
+export interface Fault {
   atStep: number;
   action: FaultAction;
   rank?: number;
@@ -52,7 +52,7 @@ function schedule(steps: number): Fault[] {
  * The same story across the hosts of the Slurm testbed: a rank dies on one host, a rank hangs, then a whole host
  * dies. Three infrastructure failures on `ascend` (the job's poolFailures default) move the job to `nvidia`.
  */
-function slurmSchedule(steps: number): Fault[] {
+export function slurmSchedule(steps: number): Fault[] {
   const at = (fraction: number) => Math.max(2, Math.round(steps * fraction));
   return [
     {
@@ -263,6 +263,24 @@ function withSteps(yaml: string, steps: number, ckptEvery?: number): string {
   return doc.toString();
 }
 
+/**
+ * Whether a fault is due: the job runs and has reached the fault's step; a Slurm-story fault also waits for an attempt
+ * newer than `hitAttempt` (the one the previous fault hit), on its pool, still running and reporting steps itself.
+ * Progress, never the clock, decides, so the story is the same on a slow machine.
+ */
+export function faultDue(job: JobDetail, fault: Fault, hitAttempt: number): boolean {
+  if (job.state !== "RUNNING" || (job.last?.step ?? 0) < fault.atStep) return false;
+  if (fault.freshAttemptOn === undefined) return true;
+  const attempt = job.attempts?.[job.attempts.length - 1];
+  return (
+    attempt !== undefined &&
+    attempt.n > hitAttempt &&
+    attempt.pool === fault.freshAttemptOn &&
+    attempt.endedAt === null &&
+    job.last?.attempt === attempt.n
+  );
+}
+
 async function chaos(client: ApiClient, id: string, fault: Fault): Promise<Injected | null> {
   await client.post(`/api/jobs/${id}/chaos`, { action: fault.action, rank: fault.rank });
   return null;
@@ -286,18 +304,6 @@ async function watch(
     if (json) return console.log(JSON.stringify(o));
     if (tty) process.stdout.write("\r\x1b[2K");
     console.log(line);
-  };
-  const due = (job: JobDetail, fault: Fault): boolean => {
-    if (job.state !== "RUNNING" || (job.last?.step ?? 0) < fault.atStep) return false;
-    if (fault.freshAttemptOn === undefined) return true;
-    const attempt = job.attempts?.[job.attempts.length - 1];
-    return (
-      attempt !== undefined &&
-      attempt.n > hitAttempt &&
-      attempt.pool === fault.freshAttemptOn &&
-      attempt.endedAt === null &&
-      job.last?.attempt === attempt.n
-    );
   };
   for (;;) {
     if (interrupted()) {
@@ -333,7 +339,7 @@ async function watch(
         ...fault,
       });
     }
-    while (pending[0] && due(job, pending[0])) {
+    while (pending[0] && faultDue(job, pending[0], hitAttempt)) {
       const fault = pending.shift()!;
       hitAttempt = job.last?.attempt ?? hitAttempt;
       out(`>>> injecting ${fault.action}${fault.rank !== undefined ? ` on rank ${fault.rank}` : ""}: ${fault.why}`, {
