@@ -27,11 +27,11 @@ const pool = (name: string, nodes: number, extra: Partial<PoolSpec> = {}): PoolS
   ...extra,
 });
 
-async function setup(cluster: ClusterSpec = { pools: [pool("p", 3)] }) {
+async function setup(cluster: ClusterSpec = { pools: [pool("p", 3)] }, opts: { remote?: boolean } = {}) {
   const home = mkdtempSync(path.join(os.tmpdir(), "sy-verdicts-"));
   const store = new MemoryStore();
   const clock = new FakeClock();
-  const executor = new FakeExecutor(clock);
+  const executor = new FakeExecutor(clock, opts.remote ?? false);
   const log: string[] = [];
   const supervisor = new Supervisor({ store, executor, clock, cluster, home, pollMs: 1e9, log: (m) => log.push(m) });
   await supervisor.start();
@@ -134,6 +134,22 @@ describe("the supervisor's verdicts", () => {
     expect(second.nodes).not.toContain(first!.nodes[1]);
     expect(second.nodes).toHaveLength(2);
     expect((await s.job(id)).restarts).toBe(1);
+  });
+
+  it("hang on hosts the server cannot see (no pids, as on Slurm): the stopped rank is still found and continued", async () => {
+    const s = await setup({ pools: [pool("p", 3)] }, { remote: true });
+    const id = await s.submit("hang-remote", ["nodes: 2", "detection: { hangMinSeconds: 10, stackDumpSeconds: 5 }"]);
+    for (let step = 1; step <= 5; step++) {
+      s.executor.step(id, step);
+      await s.tick(1_000);
+    }
+    s.executor.setProcessState(id, 0, "T");
+    await s.tick(10_500);
+    // Without the process state of pid-less ranks the stopped rank got no SIGCONT and could never write its stacks.
+    expect(s.executor.ranks(id).map((r) => r.signals)).toEqual([["SIGUSR1", "SIGCONT"], ["SIGUSR1"]]);
+    await s.tick(5_000);
+    const [incident] = await s.incidents(id);
+    expect(incident).toMatchObject({ cause: "hang", culpritRank: 0 });
   });
 
   it("hang: a silent gang is asked for its stacks, and the incident (with the stacks) comes at the dump deadline", async () => {

@@ -46,7 +46,8 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
   const view: RankProgress[] = ranks.map((r) => ({
     rank: r.rank,
     lastReportAt: latest(progress.find((p) => p.rank === r.rank)?.lastT ?? null, input.unread.get(r.rank) ?? null),
-    processState: r.pid !== null ? input.processState(r) : null,
+    // Every executor can tell (Slurm ranks have no pid on this host: their node agents report the state).
+    processState: input.processState(r),
   }));
   const verdict = judgeHang(now, attempt.startedAt, view, timeoutMs);
   if (!verdict.hung) return null;

@@ -67,7 +67,11 @@ export class FakeExecutor implements Executor {
   private readonly table = new Map<string, FakeRank>();
   private nextPid = 4_000_000;
 
-  constructor(private readonly clock: Clock) {}
+  /** `remote`: ranks run on hosts the server cannot see (as on Slurm): no pid is handed back. */
+  constructor(
+    private readonly clock: Clock,
+    private readonly remote = false,
+  ) {}
 
   async launch(req: LaunchRequest): Promise<LaunchedRank[]> {
     this.launches.push(req);
@@ -95,7 +99,11 @@ export class FakeExecutor implements Executor {
           processState: "S",
           signals: [],
         });
-        out.push({ rank, node, pid, startTicks: pid, logPath, reportPath });
+        out.push(
+          this.remote
+            ? { rank, node, pid: null, startTicks: null, logPath, reportPath }
+            : { rank, node, pid, startTicks: pid, logPath, reportPath },
+        );
       }
     });
     return out;
