@@ -2,7 +2,13 @@
  * Parsers for Huawei Ascend telemetry from `npu-smi`: the `npu-smi info` box table and the `Key : Value` views
  * (`npu-smi info -i <id> -c <chip> -t health|ecc|board|usages`), plus a health summary for probes. Pure.
  */
-import { DeviceOutputError, worst, type DeviceHealth, type DeviceHealthEntry } from "./nvidia-smi.js";
+import {
+  DeviceOutputError,
+  worst,
+  type DeviceHealth,
+  type DeviceHealthEntry,
+  type GradedReason,
+} from "./nvidia-smi.js";
 
 export const NpuHealth = {
   Ok: "OK",
@@ -249,34 +255,42 @@ export function healthFromNpu(input: NpuHealthInput, options: NpuHealthOptions =
   const devices: DeviceHealthEntry[] = input.chips.map((chip) => {
     const reasons: string[] = [];
     const statuses: DeviceHealthEntry["status"][] = [];
+    const graded: GradedReason[] = [];
+    const say = (status: DeviceHealthEntry["status"], reason: string) => {
+      statuses.push(status);
+      reasons.push(reason);
+      graded.push({ status, reason });
+    };
     const detail = input.details?.find((d) => d.npuId === chip.npuId && d.chipId === chip.chipId);
     const health = detail?.health ?? chip.health;
-    if (health === "Alarm" || health === "Critical") {
-      statuses.push("failed");
-      reasons.push(`health ${health}`);
-    } else if (health === "Warning" || health === "UNKNOWN") {
-      statuses.push("degraded");
-      reasons.push(`health ${health}`);
-    }
-    if (detail && detail.errorCodes.length > 0) reasons.push(`error codes ${detail.errorCodes.join(" ")}`);
-    for (const info of detail?.errorInformation ?? []) {
-      reasons.push(info);
-      if (hardInformation.test(info)) statuses.push("failed");
-    }
+    // Error codes and information go with the health word: as bad as it is (an Alarm's codes are the alarm).
+    const healthStatus: DeviceHealthEntry["status"] =
+      health === "Alarm" || health === "Critical"
+        ? "failed"
+        : health === "Warning" || health === "UNKNOWN"
+          ? "degraded"
+          : "ok";
+    if (healthStatus !== "ok") say(healthStatus, `health ${health}`);
+    if (detail && detail.errorCodes.length > 0) say(healthStatus, `error codes ${detail.errorCodes.join(" ")}`);
+    for (const info of detail?.errorInformation ?? []) say(hardInformation.test(info) ? "failed" : healthStatus, info);
     if (chip.temperatureC !== null && chip.temperatureC >= maxTemperatureC) {
-      statuses.push("degraded");
-      reasons.push(`temperature ${chip.temperatureC} C (limit ${maxTemperatureC} C)`);
+      say("degraded", `temperature ${chip.temperatureC} C (limit ${maxTemperatureC} C)`);
     }
     return {
       index: chip.npuId,
       id: chip.busId ?? `npu${chip.npuId}-chip${chip.chipId}`,
       status: worst(statuses),
       reasons,
+      graded,
     };
   });
+  const graded = devices.flatMap((d) =>
+    (d.graded ?? []).map((g) => ({ status: g.status, reason: `NPU ${d.index} (${d.id}): ${g.reason}` })),
+  );
   return {
     status: worst(devices.map((d) => d.status)),
-    reasons: devices.flatMap((d) => d.reasons.map((r) => `NPU ${d.index} (${d.id}): ${r}`)),
+    reasons: graded.map((g) => g.reason),
+    graded,
     devices,
   };
 }

@@ -142,6 +142,7 @@ describe("healthFromNvidia", () => {
     expect(h).toEqual({
       status: "ok",
       reasons: [],
+      graded: [],
       devices: [
         { index: 0, id: "GPU-4f0c2a1e-8b3d-4c2a-9e1f-0a1b2c3d4e5f", status: "ok", reasons: [] },
         { index: 1, id: "GPU-9a1d7e22-31c4-4b8e-a6d2-5b7f0c9e1a23", status: "ok", reasons: [] },

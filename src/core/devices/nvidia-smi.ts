@@ -13,12 +13,22 @@ export interface DeviceHealthEntry {
   id: string;
   status: DeviceHealthStatus;
   reasons: string[];
+  /** Each reason with its own status (a device's status is the worst of them). */
+  graded?: GradedReason[];
+}
+
+/** One reason and what it alone means for the device. */
+export interface GradedReason {
+  status: DeviceHealthStatus;
+  reason: string;
 }
 
 export interface DeviceHealth {
   status: DeviceHealthStatus;
   /** Every reason, each prefixed with the device it concerns. */
   reasons: string[];
+  /** The same reasons (same order, same prefixes), each with its own status: a probe grades them one by one. */
+  graded: GradedReason[];
   devices: DeviceHealthEntry[];
 }
 
@@ -404,12 +414,14 @@ export function healthFromNvidia(input: NvidiaHealthInput, options: NvidiaHealth
   for (const gone of input.health.lost)
     unplaced.push({ status: "failed", reason: `GPU ${gone.busId}: ${gone.message}` });
 
-  const reasons = [
-    ...devices.flatMap((d) => d.reasons.map((r) => `GPU ${d.index} (${d.id}): ${r}`)),
-    ...unplaced.map((u) => u.reason),
+  const graded: GradedReason[] = [
+    ...devices.flatMap((d) =>
+      (d.graded ?? []).map((g) => ({ status: g.status, reason: `GPU ${d.index} (${d.id}): ${g.reason}` })),
+    ),
+    ...unplaced,
   ];
   const statuses = [...devices.map((d) => d.status), ...unplaced.map((u) => u.status)];
-  return { status: worst(statuses), reasons, devices };
+  return { status: worst(statuses), reasons: graded.map((g) => g.reason), graded, devices };
 }
 
 const severity: Record<DeviceHealthStatus, number> = { ok: 0, degraded: 1, failed: 2 };
@@ -420,5 +432,6 @@ export function worst(statuses: readonly DeviceHealthStatus[]): DeviceHealthStat
 
 function mark(entry: DeviceHealthEntry, status: DeviceHealthStatus, reason: string): void {
   entry.reasons.push(reason);
+  (entry.graded ??= []).push({ status, reason });
   if (severity[status] > severity[entry.status]) entry.status = status;
 }
