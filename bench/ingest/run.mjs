@@ -37,6 +37,8 @@ const opt = {
   kills: Number(flag("--kills", "4")),
   hangs: Number(flag("--hangs", "2")),
   hangMinSeconds: Number(flag("--hang-min-seconds", "5")),
+  lostAfter: Number(flag("--lost-after", "15")), // the big pool's slurm.lostAfterSeconds
+  cpuProf: argv.includes("--cpu-prof"), // the server writes a V8 CPU profile into <work>/prof when it stops
   python: process.env.SWITCHYARD_PYTHON ?? "/usr/bin/python3",
   work: flag("--work", "") || mkdtempSync(path.join(tmpdir(), "sy-bench-ingest-")),
 };
@@ -78,7 +80,7 @@ writeFileSync(
     "    executor: slurm",
     "    accelerator: { vendor: cpu }",
     `    devicesPerNode: ${opt.perNode}`,
-    "    slurm: { partition: big, agentPython: python3 }",
+    `    slurm: { partition: big, agentPython: python3, lostAfterSeconds: ${opt.lostAfter} }`,
     "  - name: small",
     "    accelerator: { vendor: cpu }",
     "    nodes: 1",
@@ -89,7 +91,17 @@ writeFileSync(
 const serverLog = createWriteStream(path.join(opt.work, "server.log"));
 const server = spawn(
   process.execPath,
-  [path.join(root, "bin/switchyard.js"), "server", "--home", home, "--cluster", clusterFile, "--port", "0"],
+  [
+    ...(opt.cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${path.join(opt.work, "prof")}`] : []),
+    path.join(root, "bin/switchyard.js"),
+    "server",
+    "--home",
+    home,
+    "--cluster",
+    clusterFile,
+    "--port",
+    "0",
+  ],
   {
     env: {
       ...process.env,
@@ -104,8 +116,8 @@ const server = spawn(
     stdio: ["ignore", "pipe", "pipe"],
   },
 );
-server.stdout.pipe(serverLog);
-server.stderr.pipe(serverLog);
+server.stdout.pipe(serverLog, { end: false });
+server.stderr.pipe(serverLog, { end: false });
 let url = null;
 for (let i = 0; i < 300 && !url; i++) {
   try {
@@ -121,8 +133,8 @@ const token = readFileSync(path.join(home, "token"), "utf8").trim();
 async function api(method, p, body) {
   const res = await fetch(url + p, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : method === "GET" ? undefined : "{}",
+    headers: { authorization: `Bearer ${token}`, ...(method !== "GET" ? { "content-type": "application/json" } : {}) },
+    body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
   });
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
@@ -365,7 +377,7 @@ try {
     `nodes: ${opt.nodes}`,
     `procsPerNode: ${opt.perNode}`,
     'command: ["/bin/true"]', // never run: the fake srun plays the agents and ranks
-    "recovery: { maxRestarts: 0 }",
+    "recovery: { maxRestarts: 3, strikesBeforeCordon: 100000 }",
     "detection: { hangMinSeconds: 60 }",
   ]);
   log("big", `job ${big} submitted (${world} ranks, ${opt.nodes} hosts) in ${Date.now() - submittedAt} ms`);
@@ -392,11 +404,18 @@ try {
   result.agents = agentMeter.end();
   result.lag = await lag.end();
   const bigView = await api("GET", `/api/jobs/${big}`);
-  result.bigState = { state: bigView.state, incidents: bigView.incidents.length, last: bigView.last };
+  result.bigState = {
+    state: bigView.state,
+    incidents: bigView.incidents.map((i) => `${i.cause}: ${i.summary ?? ""}`.slice(0, 300)),
+    last: bigView.last,
+  };
   log("loaded", JSON.stringify(result.loaded));
   log("agents", JSON.stringify(result.agents));
   log("lag", JSON.stringify(result.lag));
-  log("big", `state ${bigView.state}, ${bigView.incidents.length} incident(s), last step ${bigView.last?.step}`);
+  log(
+    "big",
+    `state ${bigView.state}, ${bigView.incidents.length} incident(s) ${JSON.stringify(result.bigState.incidents)}, last step ${bigView.last?.step}`,
+  );
 } catch (err) {
   result.error = String(err.stack ?? err);
   log("error", result.error);

@@ -95,8 +95,8 @@ const server = spawn(
     stdio: ["ignore", "pipe", "pipe"],
   },
 );
-server.stdout.pipe(serverLog);
-server.stderr.pipe(serverLog);
+server.stdout.pipe(serverLog, { end: false });
+server.stderr.pipe(serverLog, { end: false });
 let url = null;
 for (let i = 0; i < 300 && !url; i++) {
   try {
@@ -112,8 +112,8 @@ const token = readFileSync(path.join(home, "token"), "utf8").trim();
 async function api(method, p, body) {
   const res = await fetch(url + p, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : method === "GET" ? undefined : "{}",
+    headers: { authorization: `Bearer ${token}`, ...(method !== "GET" ? { "content-type": "application/json" } : {}) },
+    body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
   });
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
