@@ -6,6 +6,7 @@ import type {
   EventRecord,
   IncidentRecord,
   JobRecord,
+  NodeHealthRecord,
   NodeRecord,
   RankCursor,
   RankRecord,
@@ -170,6 +171,14 @@ export class MemoryStore implements Store {
   }
 
   /** Stores a chunk of one rank's samples with the SQLite adapter's retention rules (see SqliteStore.ingestReports). */
+  async ingestReportsBatch(
+    jobId: string,
+    attempt: number,
+    chunks: ReadonlyArray<{ rank: number; cursor: RankCursor; samples: StepSample[] }>,
+  ): Promise<void> {
+    for (const c of chunks) await this.ingestReports(jobId, attempt, c.rank, c.cursor, c.samples);
+  }
+
   async ingestReports(
     jobId: string,
     attempt: number,
@@ -362,6 +371,19 @@ export class MemoryStore implements Store {
       .map(({ cleared: _cleared, ...s }) => ({ ...s }));
   }
 
+  async setNodeHealth(h: NodeHealthRecord): Promise<void> {
+    this.open();
+    this.db.health.set(h.node, json(h));
+  }
+
+  async listNodeHealth(opts: { node?: string } = {}): Promise<NodeHealthRecord[]> {
+    this.open();
+    return [...this.db.health.values()]
+      .filter((h) => opts.node === undefined || h.node === opts.node)
+      .sort((a, b) => compare(a.node, b.node))
+      .map((h) => json(h));
+  }
+
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {
     this.open();
     const id = this.db.nextEvent++;
@@ -414,6 +436,7 @@ export class MemoryTables {
   readonly checkpoints = new Map<string, CheckpointRecord>();
   readonly nodes = new Map<string, NodeRecord>();
   readonly strikes: Array<StrikeRecord & { cleared: boolean }> = [];
+  readonly health = new Map<string, NodeHealthRecord>();
   readonly events: EventRecord[] = [];
   readonly keys = new Map<string, { jobId: string; requestSha256: string; createdAt: number }>();
   nextIncident = 1;

@@ -1,5 +1,6 @@
 import type { AttemptState, JobState } from "../core/states.js";
 import type { CompiledJobSpec } from "../core/spec.js";
+import type { HealthFinding, NodeHealthStatus } from "../core/health.js";
 
 /**
  * The Store port: everything the supervisor remembers. Adapters (SQLite now, PostgreSQL later) implement it and pass
@@ -95,6 +96,18 @@ export interface NodeRecord {
   reason: string | null;
 }
 
+/** A node's last health probe (core/health.ts graded it): one row per node, replaced by each probe. */
+export interface NodeHealthRecord {
+  node: string;
+  probedAt: number;
+  status: NodeHealthStatus;
+  /** What ran it: preflight, periodic, incident, manual. */
+  trigger: string;
+  findings: HealthFinding[];
+  /** The tools' raw outputs, cut to a few KB. */
+  excerpt: string;
+}
+
 /** One strike against a node: which incident of which job made it, and why. */
 export interface StrikeRecord {
   id: number;
@@ -163,6 +176,12 @@ export interface Store {
     cursor: number | RankCursor,
     samples: StepSample[],
   ): Promise<void>;
+  /** `ingestReports` for many ranks of one attempt at once, atomically (one commit per supervision pass). */
+  ingestReportsBatch(
+    jobId: string,
+    attempt: number,
+    chunks: ReadonlyArray<{ rank: number; cursor: RankCursor; samples: StepSample[] }>,
+  ): Promise<void>;
   listSteps(jobId: string, opts?: { rank?: number; afterT?: number }): Promise<StepSample[]>;
   lastStep(jobId: string): Promise<StepSample | null>;
   /** Newest report time and step of each rank in an attempt. */
@@ -189,6 +208,11 @@ export interface Store {
   addStrike(strike: Omit<StrikeRecord, "id">): Promise<void>;
   /** Uncleared strikes at or after `since`, oldest first. */
   listStrikes(opts: { node?: string; since?: number }): Promise<StrikeRecord[]>;
+
+  /** Records a node's latest probe (replacing the one before). */
+  setNodeHealth(health: NodeHealthRecord): Promise<void>;
+  /** The latest probe of every node probed (or of one). */
+  listNodeHealth(opts?: { node?: string }): Promise<NodeHealthRecord[]>;
 
   addEvent(event: Omit<EventRecord, "id">): Promise<number>;
   listEvents(opts: { jobId?: string; afterId?: number; limit?: number }): Promise<EventRecord[]>;

@@ -102,6 +102,44 @@ describe.each(adapters)("Store conformance: $name", (adapter) => {
     await s.close();
   });
 
+  it("keeps each node's latest health probe, replaced by the next, across a reopen", async () => {
+    const { store: s, reopen } = adapter.open();
+    expect(await s.listNodeHealth()).toEqual([]);
+    const finding = {
+      grade: "fatal",
+      cause: "device",
+      source: "nvidia-smi",
+      message: "GPU 1: 2 uncorrected ECC",
+    } as const;
+    await s.setNodeHealth({ node: "n1", probedAt: 5, status: "ok", trigger: "periodic", findings: [], excerpt: "" });
+    await s.setNodeHealth({ node: "n0", probedAt: 7, status: "ok", trigger: "periodic", findings: [], excerpt: "$ a" });
+    await s.setNodeHealth({
+      node: "n1",
+      probedAt: 9,
+      status: "fatal",
+      trigger: "preflight",
+      findings: [finding],
+      excerpt: "$ nvidia-smi\n1, 2\n",
+    });
+    await s.close();
+    const b = reopen();
+    expect((await b.listNodeHealth()).map((h) => [h.node, h.status, h.probedAt])).toEqual([
+      ["n0", "ok", 7],
+      ["n1", "fatal", 9],
+    ]);
+    expect(await b.listNodeHealth({ node: "n1" })).toEqual([
+      {
+        node: "n1",
+        probedAt: 9,
+        status: "fatal",
+        trigger: "preflight",
+        findings: [finding],
+        excerpt: "$ nvidia-smi\n1, 2\n",
+      },
+    ]);
+    await b.close();
+  });
+
   it("counts strikes within a window, names their incidents, and clears them on uncordon", async () => {
     const s = adapter.open().store;
     await s.syncNodes([
@@ -166,6 +204,62 @@ describe.each(adapters)("Store conformance: $name", (adapter) => {
     }
     expect((await calm.listSteps("j-2")).map((r) => r.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     await calm.close();
+  });
+
+  it("ingests one pass over many ranks in one batch, as if rank by rank", async () => {
+    const s = adapter.open().store;
+    await s.createJob({ id: "j-3", name: "j", spec, state: "RUNNING", createdAt: 0 });
+    for (const rank of [0, 1, 2]) {
+      await s.upsertRank({
+        jobId: "j-3",
+        attempt: 1,
+        rank,
+        node: "n",
+        pid: null,
+        startTicks: null,
+        logPath: `/l${rank}`,
+        reportPath: `/r${rank}`,
+        reportOffset: 0,
+        exitCode: null,
+        exitSignal: null,
+        exitedAt: null,
+      });
+    }
+    const sample = (rank: number, step: number) => ({
+      jobId: "j-3",
+      attempt: 1,
+      rank,
+      step,
+      t: step * 1000 + rank,
+      loss: 1 / step,
+      tokens: null,
+      computeS: null,
+    });
+    await s.ingestReportsBatch("j-3", 1, [
+      { rank: 0, cursor: { reportOffset: 100 }, samples: [sample(0, 1), sample(0, 2)] },
+      { rank: 1, cursor: { reportOffset: 50 }, samples: [sample(1, 1)] },
+      { rank: 2, cursor: { badReports: 3 }, samples: [] },
+    ]);
+    expect((await s.listSteps("j-3")).map((r) => [r.rank, r.step])).toEqual(
+      expect.arrayContaining([
+        [0, 1],
+        [0, 2],
+        [1, 1],
+      ]),
+    );
+    expect(await s.rankProgress("j-3", 1)).toEqual(
+      expect.arrayContaining([
+        { rank: 0, lastT: 2000, lastStep: 2 },
+        { rank: 1, lastT: 1001, lastStep: 1 },
+      ]),
+    );
+    const ranks = await s.listRanks("j-3", 1);
+    expect(ranks.map((r) => [r.reportOffset, r.badReports ?? 0])).toEqual([
+      [100, 0],
+      [50, 0],
+      [0, 3],
+    ]);
+    await s.close();
   });
 
   it("finds jobs by id or newest name, lists the active ones newest first, and patches only what a patch names", async () => {

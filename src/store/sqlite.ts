@@ -8,6 +8,7 @@ import type {
   EventRecord,
   IncidentRecord,
   JobRecord,
+  NodeHealthRecord,
   NodeRecord,
   RankCursor,
   RankRecord,
@@ -96,6 +97,13 @@ const migrations: readonly string[] = [
     SELECT n.name, CAST(strftime('%s', 'now') AS INTEGER) * 1000, 'recorded before strike history'
     FROM nodes n JOIN seq ON seq.i <= n.strikes;
   `,
+  // Node health: each node's latest probe (docs/health.md).
+  `
+  CREATE TABLE node_health (
+    node TEXT PRIMARY KEY, probed_at INTEGER NOT NULL, status TEXT NOT NULL, trigger TEXT NOT NULL,
+    findings TEXT NOT NULL, excerpt TEXT NOT NULL
+  );
+  `,
 ];
 
 /** How many step rows are kept per rank and attempt, and how far apart in time (see ingestReports). */
@@ -120,6 +128,17 @@ const strOrNull = (v: unknown): string | null => (v === null || v === undefined 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly retention: StepRetention;
+  /** Prepared statements by SQL text: the hot paths (report ingestion) prepare each statement once. */
+  private readonly statements = new Map<string, Database.Statement>();
+
+  private stmt(sql: string): Database.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
 
   constructor(file: string, opts: { stepRetention?: Partial<StepRetention> } = {}) {
     this.retention = { ...defaultStepRetention, ...opts.stepRetention };
@@ -299,15 +318,37 @@ export class SqliteStore implements Store {
     cursor: number | RankCursor,
     samples: StepSample[],
   ): Promise<void> {
+    this.db.transaction(() => this.ingestOne(jobId, attempt, rank, cursor, samples))();
+  }
+
+  /** One pass over many ranks of an attempt in one transaction: one commit (one WAL sync) instead of one per rank. */
+  async ingestReportsBatch(
+    jobId: string,
+    attempt: number,
+    chunks: ReadonlyArray<{ rank: number; cursor: RankCursor; samples: StepSample[] }>,
+  ): Promise<void> {
+    if (chunks.length === 0) return;
+    this.db.transaction(() => {
+      for (const c of chunks) this.ingestOne(jobId, attempt, c.rank, c.cursor, c.samples);
+    })();
+  }
+
+  private ingestOne(
+    jobId: string,
+    attempt: number,
+    rank: number,
+    cursor: number | RankCursor,
+    samples: StepSample[],
+  ): void {
     const patch: RankCursor = typeof cursor === "number" ? { reportOffset: cursor } : cursor;
-    const insert = this.db.prepare(
+    const insert = this.stmt(
       `INSERT OR REPLACE INTO steps (job_id, attempt, rank, step, t, loss, tokens, compute_s)
        VALUES (@jobId, @attempt, @rank, @step, @t, @loss, @tokens, @computeS)`,
     );
-    const newest = this.db.prepare(
+    const newest = this.stmt(
       "SELECT step, t, loss FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? ORDER BY step DESC LIMIT 2",
     );
-    const remove = this.db.prepare("DELETE FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? AND step = ?");
+    const remove = this.stmt("DELETE FROM steps WHERE job_id = ? AND attempt = ? AND rank = ? AND step = ?");
     const { sets, params } = assignments(patch as Record<string, unknown>, {
       reportOffset: "report_offset",
       logOffset: "log_offset",
@@ -326,12 +367,10 @@ export class SqliteStore implements Store {
     }
     const move =
       sets.length > 0
-        ? this.db.prepare(
-            `UPDATE ranks SET ${sets.join(", ")} WHERE job_id = @jobId AND attempt = @attempt AND rank = @rank`,
-          )
+        ? this.stmt(`UPDATE ranks SET ${sets.join(", ")} WHERE job_id = @jobId AND attempt = @attempt AND rank = @rank`)
         : null;
     const { minSpacingMs, maxRowsPerRank, burst } = this.retention;
-    this.db.transaction(() => {
+    {
       let inserted = 0;
       if (samples.length > 0 && samples.length <= burst) {
         for (const s of samples) insert.run(s);
@@ -355,17 +394,15 @@ export class SqliteStore implements Store {
       }
       move?.run({ ...params, jobId, attempt, rank });
       if (inserted > 0) this.thinSteps(jobId, attempt, rank, inserted, maxRowsPerRank);
-    })();
+    }
   }
 
   /** Halves the older rows of a rank's attempt once it holds more than `max`: the first and the newest quarter stay. */
   private thinSteps(jobId: string, attempt: number, rank: number, inserted: number, max: number): void {
     const key = [jobId, attempt, rank] as const;
-    const counted = this.db
-      .prepare(
-        "UPDATE ranks SET step_rows = step_rows + ? WHERE job_id = ? AND attempt = ? AND rank = ? RETURNING step_rows",
-      )
-      .get(inserted, ...key) as Row | undefined;
+    const counted = this.stmt(
+      "UPDATE ranks SET step_rows = step_rows + ? WHERE job_id = ? AND attempt = ? AND rank = ? RETURNING step_rows",
+    ).get(inserted, ...key) as Row | undefined;
     if (!counted || num(counted.step_rows) <= max) return;
     const steps = (
       this.db
@@ -548,6 +585,31 @@ export class SqliteStore implements Store {
       jobId: strOrNull(r.job_id),
       incidentId: numOrNull(r.incident_id),
       cause: String(r.cause),
+    }));
+  }
+
+  async setNodeHealth(h: NodeHealthRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO node_health (node, probed_at, status, trigger, findings, excerpt)
+         VALUES (@node, @probedAt, @status, @trigger, @findings, @excerpt)
+         ON CONFLICT (node) DO UPDATE SET probed_at = excluded.probed_at, status = excluded.status,
+           trigger = excluded.trigger, findings = excluded.findings, excerpt = excluded.excerpt`,
+      )
+      .run({ ...h, findings: JSON.stringify(h.findings) });
+  }
+
+  async listNodeHealth(opts: { node?: string } = {}): Promise<NodeHealthRecord[]> {
+    const rows = this.db
+      .prepare("SELECT * FROM node_health WHERE @node IS NULL OR node = @node ORDER BY node")
+      .all({ node: opts.node ?? null }) as Row[];
+    return rows.map((r) => ({
+      node: String(r.node),
+      probedAt: num(r.probed_at),
+      status: String(r.status) as NodeHealthRecord["status"],
+      trigger: String(r.trigger),
+      findings: JSON.parse(String(r.findings)) as NodeHealthRecord["findings"],
+      excerpt: String(r.excerpt),
     }));
   }
 
