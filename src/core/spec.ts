@@ -88,6 +88,30 @@ const slurmPoolSchema = z.strictObject({
   lostAfterSeconds: z.number().min(1).max(3600).default(5),
 });
 
+/**
+ * A pool's node health probes (docs/health.md): pre-flight before an attempt is placed on hosts, periodic on every
+ * host, and on the culprit's host right after an incident. Defaults: on for Slurm pools (real hosts), off for local
+ * pools (virtual nodes on this machine, with no devices of their own).
+ */
+const healthSchema = z.strictObject({
+  preflight: z.boolean().optional(),
+  /** Seconds between probes of every host of the pool; 0: never. */
+  intervalSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 86400)
+    .optional(),
+  afterIncident: z.boolean().optional(),
+  /** A probe that has not answered after this long proves nothing (the host is left as it was). */
+  timeoutSeconds: z.number().min(1).max(300).default(20),
+  /** Free space on a checkpoint folder's or the home's filesystem below this is degraded. */
+  minFreeDiskMiB: z.number().min(0).max(1e9).default(1024),
+  minFreeMemoryMiB: z.number().min(0).max(1e9).default(256),
+  maxGpuTemperatureC: z.number().min(20).max(200).optional(),
+  maxNpuTemperatureC: z.number().min(20).max(200).optional(),
+});
+
 const poolSchema = z
   .strictObject({
     name,
@@ -103,6 +127,7 @@ const poolSchema = z
     devicesPerNode: z.number().int().min(1).max(64).default(1),
     faultModel: faultModelSchema.optional(),
     slurm: slurmPoolSchema.optional(),
+    health: healthSchema.optional(),
   })
   .superRefine((p, ctx) => {
     if (p.executor === "local" && p.nodes === undefined) {

@@ -31,6 +31,8 @@ export interface JobRuntime {
    * `deadline` (a deadline, not a sleep, so that the wait holds no other job's tick).
    */
   hangDump: HangDump | null;
+  /** Hosts the last pre-flight left out (said again in the next attempt's event); null when none. */
+  preflightNote?: string | null;
 }
 
 /** A hang waiting for its stacks: recorded as an incident once `deadline` has passed. */

@@ -3,6 +3,7 @@ import { decideRecovery, isInfrastructureCause, poolKeepsFailing } from "../core
 import { AttemptState, JobState } from "../core/states.js";
 import type { AttemptRecord, JobRecord } from "../store/port.js";
 import type { SupervisorContext } from "./context.js";
+import type { NodeHealth } from "./health.js";
 import { formatWindow, type Inventory } from "./inventory.js";
 import type { IncidentFacts } from "./verdict.js";
 
@@ -22,6 +23,7 @@ export class Incidents {
   constructor(
     private readonly ctx: SupervisorContext,
     private readonly inventory: Inventory,
+    private readonly health?: NodeHealth,
   ) {}
 
   async handle(job: JobRecord, attempt: AttemptRecord, incident: IncidentFacts): Promise<IncidentOutcome> {
@@ -32,6 +34,19 @@ export class Incidents {
       const late = await incident.afterStop();
       incident.summary = late.summary ?? incident.summary;
       incident.evidence = { ...incident.evidence, ...late.evidence };
+    }
+    // The culprit's host probed now, so the incident says what the device said; a fatal finding is hard evidence
+    // (the probe has cordoned the node, with the finding as reason).
+    const probe = await this.health
+      ?.afterIncident(job, attempt.pool, incident.culpritNode, incident.cause)
+      .catch(() => null);
+    if (probe) {
+      const worst = probe.findings.find((f) => f.grade === probe.status);
+      incident.evidence = { ...incident.evidence, health: probe };
+      if (probe.status === "fatal") incident.hard = true;
+      if (worst && (probe.status === "fatal" || probe.status === "degraded")) {
+        incident.summary = `${incident.summary}; ${incident.culpritNode}'s probe: ${worst.cause}: ${worst.message}`;
+      }
     }
     const infrastructure = isInfrastructureCause(incident.cause);
     const node = (await store.listNodes({ strikesSince: this.inventory.strikesSince() })).find(
@@ -89,7 +104,7 @@ export class Incidents {
         cause: incident.cause,
       });
       const within = `within ${formatWindow(this.inventory.strikeWindowSeconds())}`;
-      if (cordon) {
+      if (cordon && !(probe?.status === "fatal" && node.cordoned)) {
         await store.updateNode(node.name, {
           cordoned: true,
           reason: `${node.strikes + 1} strike(s) ${within}; last: ${incident.cause}: ${incident.summary}`,

@@ -147,13 +147,20 @@ export async function launchAttempt(
     const message = `running on ${placement.nodes.length} of ${spec.nodes} node(s): no pool has enough free, healthy nodes`;
     await ctx.event(job.id, "job.shrunk", message, { nodes: placement.nodes.length });
   }
-  await ctx.event(job.id, "attempt.launched", `attempt ${n} on ${pool.name} [${placement.nodes.join(", ")}]: ${from}`, {
-    attempt: n,
-    pool: pool.name,
-    nodes: placement.nodes,
-    resumeStep: chosen?.step ?? null,
-    masterPort: attempt.masterPort,
-  });
+  const preflight = placement.preflight ? `; ${placement.preflight}` : "";
+  await ctx.event(
+    job.id,
+    "attempt.launched",
+    `attempt ${n} on ${pool.name} [${placement.nodes.join(", ")}]: ${from}${preflight}`,
+    {
+      attempt: n,
+      ...(placement.preflight ? { preflight: placement.preflight } : {}),
+      pool: pool.name,
+      nodes: placement.nodes,
+      resumeStep: chosen?.step ?? null,
+      masterPort: attempt.masterPort,
+    },
+  );
   return { kind: "launched", attempt };
 }
 

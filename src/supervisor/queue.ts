@@ -15,6 +15,8 @@ export interface Placement {
   devices: number[][];
   /** Pools that keep failing this job (for the "moved" event). */
   failing: string[];
+  /** What the pre-flight health probe said about the hosts (supervisor/health.ts), for the attempt's event. */
+  preflight?: string | null;
 }
 
 /** A job's place in the queue, for `ps` and the dashboard. */

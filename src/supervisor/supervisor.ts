@@ -3,10 +3,11 @@ import path from "node:path";
 import type { ClusterSpec, CompiledJobSpec } from "../core/spec.js";
 import { AttemptState, JobState, terminalJobStates } from "../core/states.js";
 import { findPython, pythonPlaceholder } from "../executors/python.js";
-import type { AttemptRecord, JobRecord, RankRecord, Store } from "../store/port.js";
+import type { AttemptRecord, JobRecord, NodeHealthRecord, RankRecord, Store } from "../store/port.js";
 import { pruneCheckpoints } from "./checkpoint-scan.js";
 import { type JobRuntime, SupervisorContext, type SupervisorOptions } from "./context.js";
 import { hangWithStacks } from "./detectors/hang.js";
+import { NodeHealth, type NodeHealthSummary, type ProbeResult } from "./health.js";
 import { Incidents } from "./incidents.js";
 import { Inventory, type NodeView } from "./inventory.js";
 import { launchAttempt } from "./launch.js";
@@ -47,6 +48,7 @@ export class Supervisor {
   private readonly ctx: SupervisorContext;
   private readonly inventory: Inventory;
   private readonly incidents: Incidents;
+  private readonly health: NodeHealth;
   private readonly queue: Queue;
   private readonly faults: PoolFaults;
   private readonly runtimes = new Map<string, JobRuntime>();
@@ -59,7 +61,8 @@ export class Supervisor {
   constructor(private readonly opts: SupervisorOptions) {
     this.ctx = new SupervisorContext(opts);
     this.inventory = new Inventory(this.ctx);
-    this.incidents = new Incidents(this.ctx, this.inventory);
+    this.health = new NodeHealth(this.ctx, this.inventory);
+    this.incidents = new Incidents(this.ctx, this.inventory, this.health);
     this.queue = new Queue(this.ctx, this.incidents, (id) => this.runtime(id));
     this.faults = new PoolFaults(this.ctx);
   }
@@ -92,6 +95,7 @@ export class Supervisor {
     if (this.timer) clearInterval(this.timer);
     while (this.passing) await new Promise((r) => setTimeout(r, 10));
     await Promise.allSettled([...this.tasks]);
+    await this.health.drain();
   }
 
   /** Where a job stands in the queue (from the last scheduling pass). */
@@ -158,8 +162,22 @@ export class Supervisor {
    * Nodes with the strikes that count now (within the cluster's strikeWindowSeconds) and the incidents that made
    * them: job, incident (its number within the job), cause, time.
    */
-  async nodes(): Promise<NodeView[]> {
-    return this.inventory.nodes();
+  async nodes(): Promise<Array<NodeView & { health: NodeHealthSummary | null }>> {
+    const health = new Map((await this.store.listNodeHealth()).map(({ excerpt: _e, ...h }) => [h.node, h]));
+    return (await this.inventory.nodes()).map((n) => ({ ...n, health: health.get(n.name) ?? null }));
+  }
+
+  /** One node with its latest probe in full (findings and the tools' raw excerpt), for `nodes describe`. */
+  async node(name: string): Promise<(NodeView & { health: NodeHealthRecord | null }) | null> {
+    const node = (await this.inventory.nodes()).find((n) => n.name === name);
+    if (!node) return null;
+    const [health] = await this.store.listNodeHealth({ node: name });
+    return { ...node, health: health ?? null };
+  }
+
+  /** Probes one node's health now (`nodes probe`): recorded and acted on like any probe. */
+  async probeNode(name: string): Promise<ProbeResult> {
+    return this.health.probeNode(name);
   }
 
   /** Ranks of a job's current attempt, for chaos tooling and stack dumps. */
@@ -176,7 +194,7 @@ export class Supervisor {
   private runtime(jobId: string): JobRuntime {
     let rt = this.runtimes.get(jobId);
     if (!rt) {
-      rt = { nextLaunchAt: 0, busy: false, waitingNoted: false, avoid: [], hangDump: null };
+      rt = { nextLaunchAt: 0, busy: false, waitingNoted: false, avoid: [], hangDump: null, preflightNote: null };
       this.runtimes.set(jobId, rt);
     }
     return rt;
@@ -202,6 +220,7 @@ export class Supervisor {
       const jobs = await this.store.listJobs({ activeOnly: true });
       const current = new Map<string, AttemptRecord | undefined>();
       for (const job of jobs) current.set(job.id, await this.ctx.currentAttempt(job.id));
+      this.health.periodicIfDue(jobs);
       const launches = await this.queue.schedule(jobs, current);
       for (const job of jobs) {
         const rt = this.runtime(job.id);
@@ -241,7 +260,15 @@ export class Supervisor {
   /** A queue decision: launch the next attempt; a launch that fails is a verdict like any other. */
   private async launch(job: JobRecord, rt: JobRuntime, placement: Placement): Promise<void> {
     rt.hangDump = null;
-    const result = await launchAttempt(this.ctx, this.queue, job, placement);
+    // Pre-flight: hosts with a fatal finding are left out (the probe cordoned them); the next pass places again.
+    const pre = await this.health.preflight(job, placement.pool, placement.nodes);
+    if (pre.excluded.length > 0) {
+      rt.preflightNote = pre.note;
+      return;
+    }
+    const note = [rt.preflightNote, pre.note].filter((s): s is string => !!s).join("; ");
+    rt.preflightNote = null;
+    const result = await launchAttempt(this.ctx, this.queue, job, { ...placement, preflight: note || null });
     if (result.kind === "failed") await this.act(job, rt, result.attempt, result.verdict);
   }
 
