@@ -105,3 +105,16 @@ describe("victims once the gang is down", () => {
     );
   });
 });
+
+describe("a rank lost with its host", () => {
+  it("is said to be lost with its host, not 'killed by HOSTLOST'", () => {
+    const a = attributeFailure([
+      { rank: 1, node: "a3", code: null, signal: "HOSTLOST", at: 1000, tail: [] },
+      { rank: 0, node: "a1", code: 1, signal: null, at: 9000, tail: ["RuntimeError: Connection reset by peer"] },
+    ])!;
+    expect(a.culprit.rank).toBe(1);
+    expect(a.reason).toBe(
+      "rank 1 was lost with its host a3 (its node agent fell silent) first; 1 peer(s) failed after it",
+    );
+  });
+});

@@ -1,5 +1,7 @@
 /** Who caused a gang failure: the first rank to fail in time; peers that fail afterwards are victims. */
 
+import { hostLostSignal } from "./classify.js";
+
 export interface RankExit {
   rank: number;
   node: string;
@@ -73,6 +75,7 @@ export function attributeFailure(exits: readonly RankExit[], simultaneityMs = 25
 
 function exitText(e: RankExit): string {
   if (e.lost) return `ended without an exit status (${e.lost})`;
+  if (e.signal === hostLostSignal) return `was lost with its host ${e.node} (its node agent fell silent)`;
   return e.signal ? `killed by ${e.signal}` : `exited with code ${String(e.code)}`;
 }
 

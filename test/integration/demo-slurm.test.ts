@@ -161,10 +161,8 @@ describe.skipIf(noTestbed || !hasTorch)("switchyard demo --slurm on the testbed"
     const [kill, hang, host] = incidents as [Incident, Incident, Incident];
     expect(kill.culpritRank).toBe(1);
     expect(attempt(kill.attempt).nodes).toContain(kill.culpritNode);
-    // The stopped rank is rank 0; its peer waits in the collective. Which of the two the hang detector names depends on
-    // whether it reads the process state from the node agent's heartbeat (state T): on Slurm, ranks have no pid, and
-    // src/supervisor/detectors/hang.ts asks for the state only of ranks with a pid, so it falls back to report times.
-    expect([0, 1]).toContain(hang.culpritRank);
+    // The stopped rank is rank 0 (state T in its node agent's heartbeat); its peer only waits in the collective.
+    expect(hang.culpritRank).toBe(0);
     expect(attempt(hang.attempt).nodes).toContain(hang.culpritNode);
     expect(host.culpritNode).toBe(killedHost);
     expect(host.summary).toContain(`host ${killedHost} lost`);
