@@ -4,7 +4,14 @@
  * Causes that point at the node or its links: only these strike the culprit's node (and count against its pool). A
  * bug, a NaN, running out of memory or an unknown end (an exit record lost on a full disk) say nothing about it.
  */
-export const infrastructureCauses: ReadonlySet<string> = new Set(["device", "network", "hang", "killed", "host"]);
+export const infrastructureCauses: ReadonlySet<string> = new Set([
+  "device",
+  "network",
+  "hang",
+  "killed",
+  "host",
+  "straggler",
+]);
 
 export function isInfrastructureCause(cause: string): boolean {
   return infrastructureCauses.has(cause);

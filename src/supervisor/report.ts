@@ -35,6 +35,13 @@ export async function jobReport(store: Store, jobId: string, now: number): Promi
   const waits = events
     .filter((e) => e.kind === "job.waiting")
     .map((e) => ({ from: e.t, to: attempts.find((a) => a.startedAt >= e.t)?.startedAt ?? job.endedAt ?? now }));
+  // A slowdown the run went on through ends when the pace recovered (else with its attempt).
+  const recovered = new Map<number, number>();
+  for (const e of events) {
+    if (e.kind === "slowdown.recovered" && typeof e.data.incident === "number") {
+      recovered.set(e.data.incident, typeof e.data.to === "number" ? e.data.to : e.t);
+    }
+  }
   const ledger = buildLedger({
     createdAt: job.createdAt,
     endAt: job.endedAt ?? now,
@@ -51,8 +58,22 @@ export async function jobReport(store: Store, jobId: string, now: number): Promi
         typeof i.evidence.pool === "string" ? i.evidence.pool : (attempts.find((a) => a.n === i.attempt)?.pool ?? "?"),
       faultAt: typeof i.evidence.faultAt === "number" ? i.evidence.faultAt : i.detectedAt,
       detectedAt: i.detectedAt,
+      ...degradedOf(i.evidence.degraded, recovered.get(i.id)),
+      ...(i.evidence.endedAttempt === false ? { endedAttempt: false } : {}),
     })),
     waits,
   });
   return { jobId: job.id, state: job.state, ledger, advice: adviseInterval(ledger, checkpoints) };
+}
+
+/** An incident's degraded span from its evidence ({from, to, speed}), closed at `recoveredAt` when the pace recovered. */
+function degradedOf(
+  raw: unknown,
+  recoveredAt: number | undefined,
+): { degraded?: { from: number; to: number | null; speed: number } } {
+  if (typeof raw !== "object" || raw === null) return {};
+  const d = raw as Record<string, unknown>;
+  if (typeof d.from !== "number" || typeof d.speed !== "number" || !Number.isFinite(d.speed)) return {};
+  const to = typeof d.to === "number" ? d.to : (recoveredAt ?? null);
+  return { degraded: { from: d.from, to, speed: Math.min(1, Math.max(0, d.speed)) } };
 }

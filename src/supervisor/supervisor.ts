@@ -7,6 +7,7 @@ import type { AttemptRecord, JobRecord, NodeHealthRecord, RankRecord, Store } fr
 import { pruneCheckpoints } from "./checkpoint-scan.js";
 import { type JobRuntime, SupervisorContext, type SupervisorOptions } from "./context.js";
 import { hangWithStacks } from "./detectors/hang.js";
+import { GrayFailures } from "./gray.js";
 import { NodeHealth, type NodeHealthSummary, type ProbeResult } from "./health.js";
 import { Incidents } from "./incidents.js";
 import { Inventory, type NodeView } from "./inventory.js";
@@ -51,6 +52,7 @@ export class Supervisor {
   private readonly health: NodeHealth;
   private readonly queue: Queue;
   private readonly faults: PoolFaults;
+  private readonly gray: GrayFailures;
   private readonly runtimes = new Map<string, JobRuntime>();
   private timer: NodeJS.Timeout | undefined;
   /** A scheduling pass is running (passes never overlap; job tasks do, one per job at most). */
@@ -65,6 +67,7 @@ export class Supervisor {
     this.incidents = new Incidents(this.ctx, this.inventory, this.health);
     this.queue = new Queue(this.ctx, this.incidents, (id) => this.runtime(id));
     this.faults = new PoolFaults(this.ctx);
+    this.gray = new GrayFailures(this.ctx);
   }
 
   get cluster(): ClusterSpec {
@@ -96,6 +99,7 @@ export class Supervisor {
     while (this.passing) await new Promise((r) => setTimeout(r, 10));
     await Promise.allSettled([...this.tasks]);
     await this.health.drain();
+    await this.gray.drain();
   }
 
   /** Where a job stands in the queue (from the last scheduling pass). */
@@ -287,8 +291,19 @@ export class Supervisor {
   private async act(job: JobRecord, rt: JobRuntime, attempt: AttemptRecord, verdict: Verdict): Promise<void> {
     switch (verdict.kind) {
       case "healthy":
+        if (verdict.pace) await this.gray.onPace(job, attempt, verdict.pace);
+        return;
       case "waiting-for-stacks":
         return;
+      case "slow": {
+        // A slowdown: localized in the background (the tick never waits for the probe), then evicted or ridden out.
+        const action = await this.gray.onPace(job, attempt, verdict.pace);
+        if (action.kind !== "evict") return;
+        await this.fail(job, rt, attempt, action.facts);
+        // The whole pool is degraded: the next attempt goes to another pool (its hosts are avoided).
+        if (action.scope === "pool") rt.avoid = action.avoid;
+        return;
+      }
       case "succeeded":
         return this.succeed(job, attempt);
       case "hung": {

@@ -1,3 +1,4 @@
+import type { SlowdownVerdict } from "../core/slowdown.js";
 import type { RankRecord } from "../store/port.js";
 import type { HangDump } from "./context.js";
 
@@ -24,8 +25,10 @@ export interface IncidentFacts {
  * acts through the core policies. Detectors and the watch only say; they never act.
  */
 export type Verdict =
-  /** Running, nothing wrong (or nothing to judge yet). */
-  | { kind: "healthy" }
+  /** Running, nothing wrong (or nothing to judge yet); `pace`: the slowdown detector's look, when it looked. */
+  | { kind: "healthy"; pace?: SlowdownVerdict }
+  /** Running, but slowly: the recent pace is `factor` times the attempt's baseline (detectors/slowdown.ts). */
+  | { kind: "slow"; pace: SlowdownVerdict }
   /** Hung ranks are writing their stacks: nothing is judged until the dump deadline. */
   | { kind: "waiting-for-stacks" }
   /** Every rank exited 0. */

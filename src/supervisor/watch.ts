@@ -5,6 +5,7 @@ import type { JobRuntime, SupervisorContext } from "./context.js";
 import { crashed, exitFields, judgeCrash, toRankExits } from "./detectors/crash.js";
 import { hangWithStacks, judgeHangVerdict } from "./detectors/hang.js";
 import { judgeNan } from "./detectors/nan.js";
+import { judgeSlowdownVerdict, slowdownLookMs, slowdownSampleLimit } from "./detectors/slowdown.js";
 import { ingest } from "./ingest.js";
 import type { PoolFaults } from "./pool-faults.js";
 import { tailLines, unreadActivity } from "./reports.js";
@@ -12,7 +13,7 @@ import type { Verdict } from "./verdict.js";
 
 /**
  * One look at a running attempt (TorchElastic's monitor step): read what the ranks reported, poll them, record their
- * exits, and ask the detectors in order (crash, success, NaN, hang) for a verdict. The watch records what it sees
+ * exits, and ask the detectors in order (crash, success, NaN, hang, slowdown) for a verdict. The watch records what it sees
  * (reports, exits) but decides nothing: the loop acts on the verdict.
  */
 export async function watchAttempt(
@@ -71,8 +72,25 @@ export async function watchAttempt(
     ),
     processState: (r) => ctx.executor.processState(r),
   });
-  return hung ?? { kind: "healthy" };
+  if (hung) return hung;
+  // The slowdown detector reads thousands of samples: it looks about once a second, not every tick.
+  if (job.state !== JobState.Running) return { kind: "healthy" };
+  const lookedAt = slowdownLooks.get(rt);
+  if (lookedAt !== undefined && lookedAt.attempt === attempt.n && ctx.now() - lookedAt.t < slowdownLookMs) {
+    return { kind: "healthy" };
+  }
+  slowdownLooks.set(rt, { attempt: attempt.n, t: ctx.now() });
+  const pace = judgeSlowdownVerdict({
+    now: ctx.now(),
+    detection: job.spec.detection,
+    samples: await ctx.store.recentSteps(job.id, attempt.n, 0, slowdownSampleLimit),
+    checkpointSteps: (await ctx.store.listCheckpoints(job.id)).map((c) => c.step),
+  });
+  return pace.slow ? { kind: "slow", pace } : { kind: "healthy", pace };
 }
+
+/** When the slowdown detector last looked at a job's attempt (kept beside the runtime, lost with it). */
+const slowdownLooks = new WeakMap<JobRuntime, { attempt: number; t: number }>();
 
 /** Records the exits the executor reports (once per rank: the first observed exit stays). */
 async function recordExits(ctx: SupervisorContext, ranks: RankRecord[], statuses: RankStatus[]): Promise<void> {

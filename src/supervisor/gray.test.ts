@@ -1,0 +1,217 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { compileJobSpec, type ClusterSpec, type PoolSpec } from "../core/spec.js";
+import type { NodeRunResult, RunOnNodesOptions } from "../executors/port.js";
+import { MemoryStore } from "../store/memory.js";
+import { jobReport } from "./report.js";
+import { FakeClock, FakeExecutor } from "./testing/fakes.js";
+import { Supervisor } from "./supervisor.js";
+
+/**
+ * Gray failures in the loop, on a fake clock, the memory store and a fake executor whose hosts answer the network
+ * probe with a table the test chooses: slow -> probe in the background -> evict (or continue) -> degraded time.
+ */
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+/** A fake executor that runs the network probe: the first host prints every pair, `slow` hosts' pairs at 5 Mbit/s. */
+class ProbeExecutor extends FakeExecutor {
+  readonly probes: Array<{ nodes: string[]; argv: string[]; opts: RunOnNodesOptions }> = [];
+  slow = new Set<string>();
+  /** Resolves the probe only when the test says so (null: at once). */
+  hold: Promise<void> | null = null;
+
+  async runOnNodes(
+    _pool: PoolSpec,
+    nodes: readonly string[],
+    argv: readonly string[],
+    opts: RunOnNodesOptions,
+  ): Promise<NodeRunResult[]> {
+    this.probes.push({ nodes: [...nodes], argv: [...argv], opts });
+    if (this.hold) await this.hold;
+    const lines: string[] = [];
+    for (const from of nodes) {
+      for (const to of nodes) {
+        if (from >= to) continue;
+        const rate = this.slow.has(from) || this.slow.has(to) ? 0.005 : 2 + lines.length * 0.1;
+        lines.push(JSON.stringify({ kind: "pair", from, to, sustained_gbit_s: rate, gbit_s: rate }));
+      }
+    }
+    return nodes.map((node, i) => ({ node, code: 0, stdout: i === 0 ? lines.join("\n") : "", stderr: "" }));
+  }
+}
+
+const pool = (name: string, nodes: number): PoolSpec => ({
+  name,
+  executor: "local",
+  accelerator: { vendor: "nvidia" },
+  nodes,
+  devicesPerNode: 1,
+});
+
+async function setup(cluster: ClusterSpec = { pools: [pool("p", 4)] }) {
+  const home = mkdtempSync(path.join(os.tmpdir(), "sy-gray-"));
+  const store = new MemoryStore();
+  const clock = new FakeClock();
+  const executor = new ProbeExecutor(clock);
+  const supervisor = new Supervisor({ store, executor, clock, cluster, home, pollMs: 1e9 });
+  await supervisor.start();
+  cleanups.push(async () => {
+    await supervisor.stop();
+    await store.close();
+    rmSync(home, { recursive: true, force: true });
+  });
+  const submit = async (name: string, lines: string[]) => {
+    mkdirSync(path.join(home, "work"), { recursive: true });
+    const yaml = [
+      `name: ${name}`,
+      `workdir: ${JSON.stringify(path.join(home, "work"))}`,
+      'command: ["/bin/sh", "-c", "true"]',
+      ...lines,
+    ].join("\n");
+    const file = path.join(home, `${name}.yaml`);
+    writeFileSync(file, yaml);
+    return (
+      await supervisor.submit(compileJobSpec(yaml, { file, cluster, defaultCheckpointRoot: path.join(home, "ckpt") }))
+    ).id;
+  };
+  const tick = async (ms = 0) => {
+    clock.advance(ms);
+    await supervisor.tick();
+  };
+  let step = 0;
+  /** `n` steps, one every `everyMs` of virtual time, each ingested by a tick. */
+  const run = async (id: string, n: number, everyMs: number) => {
+    for (let i = 0; i < n; i++) {
+      clock.advance(everyMs);
+      executor.step(id, ++step);
+      await supervisor.tick();
+    }
+  };
+  /** Lets the background probe's promise settle (no virtual time passes). */
+  const settle = () => new Promise((r) => setTimeout(r, 20));
+  const kinds = async (id: string) => (await store.listEvents({ jobId: id, limit: 10_000 })).map((e) => e.kind);
+  return { home, store, clock, executor, supervisor, submit, tick, run, settle, kinds, step: () => step };
+}
+
+describe("gray failures in the supervisor", () => {
+  it("slow -> probe in the background -> the host common to the slow pairs is evicted and the job goes on without it", async () => {
+    const s = await setup();
+    const id = await s.submit("gray", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);
+    const [first] = await s.store.listAttempts(id);
+    const culprit = first!.nodes[1]!;
+    s.executor.slow.add(culprit);
+    await s.run(id, 80, 500); // warm-up and a baseline of 0.5 s per step
+    expect(await s.kinds(id)).not.toContain("slowdown.detected");
+    let release!: () => void;
+    s.executor.hold = new Promise<void>((r) => (release = r));
+    await s.run(id, 30, 1500); // 3x slower: detected once the window is slow and stayed so for 15 s
+    const events = await s.store.listEvents({ jobId: id, limit: 10_000 });
+    const detected = events.find((e) => e.kind === "slowdown.detected");
+    expect(detected, "slowdown detected").toBeDefined();
+    expect(detected!.data.factor as number).toBeGreaterThan(2.5);
+    // The probe runs in the background: ticks go on while it is held, and nothing is decided yet.
+    expect(s.executor.probes).toHaveLength(1);
+    expect(s.executor.probes[0]!.nodes.sort()).toEqual([...first!.nodes].sort());
+    expect(s.executor.probes[0]!.argv).toEqual(expect.arrayContaining(["--mode", "full"]));
+    await s.run(id, 3, 1500);
+    expect(await s.store.listIncidents(id)).toEqual([]);
+    expect((await s.store.listAttempts(id))[0]!.endedAt).toBeNull();
+    release();
+    await s.settle();
+    await s.run(id, 1, 1500);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "network", culpritNode: culprit });
+    expect(incident!.evidence).toMatchObject({ endedAttempt: true, network: { kind: "host", culprits: [culprit] } });
+    const degraded = incident!.evidence.degraded as { from: number; to: number; speed: number };
+    expect(degraded.speed).toBeGreaterThan(0.25);
+    expect(degraded.speed).toBeLessThan(0.45);
+    expect(degraded.from).toBe(incident!.evidence.faultAt);
+    expect((incident!.evidence.decision as { sentence: string }).sentence).toMatch(/: evict$/);
+    // Cordoned (drained on Slurm) with the evidence, the attempt stopped, the next one placed without the host.
+    const node = (await s.store.listNodes()).find((n) => n.name === culprit)!;
+    expect(node.cordoned).toBe(true);
+    expect(node.reason).toMatch(/network/);
+    expect((await s.store.listAttempts(id))[0]!.endedAt).not.toBeNull();
+    await s.tick(2000);
+    const attempts = await s.store.listAttempts(id);
+    expect(attempts).toHaveLength(2);
+    expect(attempts[1]!.nodes).not.toContain(culprit);
+    expect(attempts[1]!.nodes).toHaveLength(3);
+    // The ledger charges the slow share of the slowdown to the incident.
+    const report = (await jobReport(s.store, id, s.clock.now()))!;
+    expect(report.ledger.totals.degraded).toBeGreaterThan(0);
+    expect(report.ledger.incidents[0]).toMatchObject({ cause: "network", endedAttempt: true });
+    expect(report.ledger.incidents[0]!.degradedMs).toBeGreaterThan(0);
+  });
+
+  it("slow near the end: restarting does not pay, the run goes on and the slowdown is charged as degraded time", async () => {
+    const s = await setup();
+    const id = await s.submit("gray-end", ["nodes: 3", "steps: 160", "detection: { slowdown: { factor: 1.1 } }"]);
+    const [first] = await s.store.listAttempts(id);
+    s.executor.slow.add(first!.nodes[2]!);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 600); // 20% slower
+    await s.settle();
+    await s.run(id, 10, 600);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "network", culpritNode: first!.nodes[2] });
+    expect(incident!.evidence).toMatchObject({ endedAttempt: false });
+    expect((incident!.evidence.decision as { sentence: string }).sentence).toMatch(/: continue$/);
+    expect(await s.kinds(id)).toContain("slowdown.continue");
+    // Nothing stopped, nobody cordoned: the run finishes on the same attempt.
+    expect(s.executor.stops).toEqual([]);
+    expect((await s.store.listNodes()).every((n) => !n.cordoned)).toBe(true);
+    await s.run(id, 160 - s.step(), 600);
+    for (const r of s.executor.ranks(id)) s.executor.exit(id, r.rank, { code: 0 });
+    await s.tick(100);
+    expect((await s.store.getJob(id))!.state).toBe("SUCCEEDED");
+    expect(await s.store.listAttempts(id)).toHaveLength(1);
+    const report = (await jobReport(s.store, id, s.clock.now()))!;
+    const cost = report.ledger.incidents[0]!;
+    expect(cost.endedAttempt).toBe(false);
+    expect(cost.degradedMs).toBeGreaterThan(0);
+    // 1/1.2 of the time from the onset to the end is productive, the rest (about 1/6) is degraded.
+    const spanMs = s.clock.now() - (incident!.evidence.degraded as { from: number }).from;
+    expect(report.ledger.totals.degraded).toBeGreaterThan(spanMs * 0.1);
+    expect(report.ledger.totals.degraded).toBeLessThan(spanMs * 0.25);
+  });
+
+  it("a slowdown ridden out closes when the pace recovers: degraded time ends there", async () => {
+    const s = await setup();
+    const id = await s.submit("gray-recover", ["nodes: 3", "steps: 150", "detection: { slowdown: { factor: 1.1 } }"]);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 600);
+    await s.settle();
+    await s.run(id, 10, 600);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident!.evidence).toMatchObject({ endedAttempt: false });
+    await s.run(id, 25, 500); // back to the baseline pace
+    const recovered = (await s.store.listEvents({ jobId: id, limit: 10_000 })).find(
+      (e) => e.kind === "slowdown.recovered",
+    );
+    expect(recovered?.data.incident).toBe(incident!.id);
+    const before = (await jobReport(s.store, id, s.clock.now()))!.ledger.totals.degraded;
+    await s.run(id, 10, 500);
+    const after = (await jobReport(s.store, id, s.clock.now()))!.ledger.totals.degraded;
+    expect(before).toBeGreaterThan(0);
+    expect(after).toBe(before);
+  });
+
+  it("a healthy run with checkpoint-length pauses opens no slowdown and runs no probe", async () => {
+    const s = await setup();
+    const id = await s.submit("healthy", ["nodes: 3", "steps: 100000"]);
+    for (let k = 0; k < 6; k++) {
+      await s.run(id, 40, 500);
+      await s.run(id, 1, 4000); // an eval step
+    }
+    expect(await s.kinds(id)).not.toContain("slowdown.detected");
+    expect(s.executor.probes).toEqual([]);
+    expect(await s.store.listIncidents(id)).toEqual([]);
+  });
+});
