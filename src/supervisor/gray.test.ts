@@ -203,6 +203,61 @@ describe("gray failures in the supervisor", () => {
     expect(after).toBe(before);
   });
 
+  it("a slow chip: the rank whose compute time per step stands out names its host (probe healthy), which is evicted", async () => {
+    const s = await setup();
+    const id = await s.submit("chip", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);
+    const [first] = await s.store.listAttempts(id);
+    let step = 0;
+    const steps = async (n: number, everyMs: number, slowRankCompute: number) => {
+      for (let i = 0; i < n; i++) {
+        s.clock.advance(everyMs);
+        step++;
+        for (const r of [0, 1, 2]) {
+          s.executor.report(id, r, { kind: "step", step, loss: 1.5, compute_s: r === 2 ? slowRankCompute : 0.2 });
+        }
+        await s.supervisor.tick();
+      }
+    };
+    await steps(80, 500, 0.2);
+    await steps(40, 1500, 1.4);
+    await s.settle();
+    await steps(10, 1500, 1.4);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "straggler", culpritRank: 2, culpritNode: first!.nodes[2] });
+    expect(incident!.evidence).toMatchObject({ network: { kind: "healthy" }, straggler: { slowRanks: [2] } });
+    expect((await s.store.listNodes()).find((n) => n.name === first!.nodes[2])!.cordoned).toBe(true);
+  });
+
+  it("every pair slow against what the pool's pairs reached before: the pool is degraded, the job moves to another pool", async () => {
+    const s = await setup({ pools: [pool("a", 4), pool("b", 3)] });
+    const id = await s.submit("pooled", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);
+    const [first] = await s.store.listAttempts(id);
+    expect(first!.pool).toBe("a");
+    // First a host's link: evicted; the probe's fast pairs say what a healthy pair of pool a reaches.
+    s.executor.slow.add(first!.nodes[0]!);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 1500);
+    await s.settle();
+    await s.run(id, 10, 1500);
+    await s.tick(2000);
+    const [, second] = await s.store.listAttempts(id);
+    expect(second!.pool).toBe("a");
+    expect(second!.nodes).not.toContain(first!.nodes[0]);
+    // Then every link of the pool: every pair slow against that, the pool is degraded.
+    for (const n of second!.nodes) s.executor.slow.add(n);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 1500);
+    await s.settle();
+    await s.run(id, 10, 1500);
+    const incidents = await s.store.listIncidents(id);
+    expect(incidents).toHaveLength(2);
+    expect(incidents[1]).toMatchObject({ cause: "degraded", culpritNode: null });
+    expect(incidents[1]!.evidence).toMatchObject({ network: { kind: "pool" }, endedAttempt: true });
+    await s.tick(2000);
+    const attempts = await s.store.listAttempts(id);
+    expect(attempts[2]?.pool).toBe("b");
+  });
+
   it("a healthy run with checkpoint-length pauses opens no slowdown and runs no probe", async () => {
     const s = await setup();
     const id = await s.submit("healthy", ["nodes: 3", "steps: 100000"]);

@@ -2,8 +2,8 @@ import { randomInt } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { decideEviction, type EvictDecision } from "../core/evict.js";
-import { localizeNetwork, parseProbeOutput, type NetworkVerdict } from "../core/netlocalize.js";
-import type { SlowdownVerdict } from "../core/slowdown.js";
+import { defaultLocalizePolicy, localizeNetwork, parseProbeOutput, type NetworkVerdict } from "../core/netlocalize.js";
+import { median, type SlowdownVerdict } from "../core/slowdown.js";
 import type { PoolSpec } from "../core/spec.js";
 import { cpuSecondsPerStep, findStraggler, type CpuSample, type StragglerVerdict } from "../core/straggler.js";
 import { networkProbeArgv } from "../executors/port.js";
@@ -55,6 +55,11 @@ export class GrayFailures {
   private readonly states = new Map<string, GrayState>();
   private readonly cpu = new Map<string, { attempt: number; byRank: Map<number, CpuSample[]> }>();
   private readonly background = new Set<Promise<void>>();
+  /**
+   * What a healthy pair of a pool reached in an earlier probe of the same mode (Gbit/s, the median of its fast pairs):
+   * with it a probe where every pair is slow says "the pool is degraded" (without it, pairs slow alike look healthy).
+   */
+  private readonly expected = new Map<string, number>();
 
   constructor(private readonly ctx: SupervisorContext) {}
 
@@ -181,7 +186,17 @@ export class GrayFailures {
       problems.push("network probe: no pair measured");
       return null;
     }
-    return localizeNetwork(parsed.pairs);
+    const key = `${pool.name}/${mode}`;
+    const known = this.expected.get(key);
+    const verdict = localizeNetwork(parsed.pairs, { ...defaultLocalizePolicy, expectedGbitS: known ?? null });
+    if (verdict.kind === "healthy" || verdict.kind === "host") {
+      const fast = verdict.table
+        .filter((p) => !verdict.slowPairs.includes(p))
+        .map((p) => p.gbitS)
+        .filter((r): r is number => r !== null && r > 0);
+      if (fast.length > 0) this.expected.set(key, Math.max(known ?? 0, median(fast)));
+    }
+    return verdict;
   }
 
   /**
@@ -331,6 +346,7 @@ export class GrayFailures {
       decision: { evict, sentence, continueCostS: decision.continueCostS, evictCostS: decision.evictCostS },
       degraded: { from: since, to: evict ? now : null, speed },
       endedAttempt: evict,
+      ...(scope === "pool" ? { poolDegraded: true } : {}),
     };
     const facts: IncidentFacts = {
       cause,

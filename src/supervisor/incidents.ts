@@ -158,15 +158,21 @@ export class Incidents {
 
   /** Pools on which this job had too many infrastructure incidents lately (the job leaves them). */
   async failingPools(job: JobRecord): Promise<string[]> {
-    const incidents = (await this.ctx.store.listIncidents(job.id)).map((i) => ({
+    const records = await this.ctx.store.listIncidents(job.id);
+    const incidents = records.map((i) => ({
       pool: typeof i.evidence.pool === "string" ? i.evidence.pool : "",
       at: i.detectedAt,
       infrastructure: !nodeInnocentCauses.has(i.cause),
     }));
     const now = this.ctx.now();
+    // A pool whose whole network was measured degraded (supervisor/gray.ts) is left at once, for the same window.
+    const since = now - job.spec.recovery.poolFailures.windowSeconds * 1000;
+    const degraded = new Set(
+      records.filter((i) => i.evidence.poolDegraded === true && i.detectedAt >= since).map((i) => i.evidence.pool),
+    );
     return this.ctx.cluster.pools
       .map((p) => p.name)
-      .filter((p) => poolKeepsFailing(incidents, p, now, job.spec.recovery.poolFailures));
+      .filter((p) => degraded.has(p) || poolKeepsFailing(incidents, p, now, job.spec.recovery.poolFailures));
   }
 
   /** A reason to stop when the same software error repeats at the same step on different nodes; else null. */
