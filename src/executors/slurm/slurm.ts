@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { packageRoot, pythonSdkDir } from "../../paths.js";
 import type { PoolSpec } from "../../core/spec.js";
@@ -322,8 +322,16 @@ export class SlurmExecutor implements Executor {
     const now = this.now();
     const lostMs = (step?.lostAfterSeconds ?? this.opts.lostAfterSeconds ?? 5) * 1000;
     const startupMs = (this.opts.startupGraceSeconds ?? 60) * 1000;
+    // One listing instead of a failed open per running rank (thousands of ENOENT errors a pass on a big gang).
+    let names: Set<string> | null = null;
+    try {
+      names = new Set(readdirSync(attemptDir));
+    } catch {
+      names = null;
+    }
     return ranks.map((r): RankStatus => {
-      const record = readExitRecord(path.join(attemptDir, `rank-${r.rank}.exit`));
+      const exitName = `rank-${r.rank}.exit`;
+      const record = names === null || names.has(exitName) ? readExitRecord(path.join(attemptDir, exitName)) : null;
       if (record) return exitedStatus(r.rank, record);
       const hb = readJson<Heartbeat>(path.join(attemptDir, `rank-${r.rank}.hb`));
       if (hb && now - hb.t <= lostMs) return { rank: r.rank, state: "running" };

@@ -43,14 +43,17 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
   const timeoutMs = hangTimeoutMs(policy, intervals);
   // A rank whose report file (or log, in regex mode) holds bytes not read yet is alive as of the file's mtime:
   // ingestion lagging behind a flood must never look like a hang.
-  const view: RankProgress[] = ranks.map((r) => ({
+  const lastBy = new Map(progress.map((p) => [p.rank, p.lastT]));
+  const seen: RankProgress[] = ranks.map((r) => ({
     rank: r.rank,
-    lastReportAt: latest(progress.find((p) => p.rank === r.rank)?.lastT ?? null, input.unread.get(r.rank) ?? null),
-    // Every executor can tell (Slurm ranks have no pid on this host: their node agents report the state).
-    processState: input.processState(r),
+    lastReportAt: latest(lastBy.get(r.rank) ?? null, input.unread.get(r.rank) ?? null),
+    processState: null,
   }));
-  const verdict = judgeHang(now, attempt.startedAt, view, timeoutMs);
+  const verdict = judgeHang(now, attempt.startedAt, seen, timeoutMs);
   if (!verdict.hung) return null;
+  // Only now the process states: reading them costs a file or /proc read per rank, every tick, on big gangs. Every
+  // executor can tell (Slurm ranks have no pid on this host: their node agents report the state).
+  const view: RankProgress[] = seen.map((v, i) => ({ ...v, processState: input.processState(ranks[i]!) }));
   const culprit = hangCulprit(view)!;
   const rank = ranks.find((r) => r.rank === culprit.rank)!;
   // Ask every rank for its Python stacks (the SDK registers faulthandler on SIGUSR1); a stopped process gets
