@@ -67,7 +67,7 @@ export class Supervisor {
     this.incidents = new Incidents(this.ctx, this.inventory, this.health);
     this.queue = new Queue(this.ctx, this.incidents, (id) => this.runtime(id));
     this.faults = new PoolFaults(this.ctx);
-    this.gray = new GrayFailures(this.ctx);
+    this.gray = new GrayFailures(this.ctx, this.inventory);
   }
 
   get cluster(): ClusterSpec {
@@ -230,9 +230,11 @@ export class Supervisor {
         const rt = this.runtime(job.id);
         if (rt.busy) continue;
         const placement = launches.get(job.id);
+        // A big gang's look costs more than a small one's: pace it (see watchPaced).
+        if (!placement && this.ctx.now() < (rt.nextWatchAt ?? 0)) continue;
         started.set(
           job.id,
-          this.runTask(job, rt, () => (placement ? this.launch(job, rt, placement) : this.advance(job, rt))),
+          this.runTask(job, rt, () => (placement ? this.launch(job, rt, placement) : this.watchPaced(job, rt))),
         );
       }
     } catch (err) {
@@ -241,6 +243,21 @@ export class Supervisor {
       this.passing = false;
     }
     return started;
+  }
+
+  /**
+   * Looks at a job, then waits `watchDutyFactor` times as long as the look took before the next one: supervision of a
+   * gang of thousands of ranks (a file read or two per rank) stays a bounded share of a core, while a small gang is
+   * looked at every pass. The wait is measured in real time, so tests on a fake clock see no change.
+   */
+  private async watchPaced(job: JobRecord, rt: JobRuntime): Promise<void> {
+    const started = performance.now();
+    try {
+      await this.advance(job, rt);
+    } finally {
+      const took = performance.now() - started;
+      rt.nextWatchAt = took > watchPacingFromMs ? this.ctx.now() + Math.min(watchMaxGapMs, took * watchDutyFactor) : 0;
+    }
   }
 
   /** Runs one job's work with its lock held; errors are logged, never thrown. */
@@ -268,6 +285,12 @@ export class Supervisor {
     const pre = await this.health.preflight(job, placement.pool, placement.nodes);
     if (pre.excluded.length > 0) {
       rt.preflightNote = pre.note;
+      return;
+    }
+    // The network probe cut short (Slurm pools): a host whose link already collapsed is cordoned and left out.
+    const net = await this.gray.preflight(job, placement.pool, placement.nodes);
+    if (net.excluded.length > 0) {
+      rt.preflightNote = [rt.preflightNote, net.note].filter((s): s is string => !!s).join("; ");
       return;
     }
     const note = [rt.preflightNote, pre.note].filter((s): s is string => !!s).join("; ");
@@ -366,3 +389,10 @@ export class Supervisor {
     await pruneCheckpoints(job.spec.checkpoint.dir, job.spec.checkpoint.keep, null);
   }
 }
+
+/** A look at a job that took longer than this is followed by a pause (shorter ones: the next pass looks again). */
+const watchPacingFromMs = 20;
+/** The pause after a long look, in multiples of how long it took: at most 1 / (1 + 4) = 20% of a core per big job. */
+const watchDutyFactor = 4;
+/** Never pause longer than this between looks (detection latency stays bounded). */
+const watchMaxGapMs = 2000;
