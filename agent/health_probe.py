@@ -16,6 +16,7 @@ srun's environment, not slurmd's: the per-host PATH has to be chosen here, on th
 """
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ import sys
 import time
 
 VERSION = 1
+BEGIN = "switchyard-health-report-begin"
+END = "switchyard-health-report-end"
 MAX_OUTPUT = 64 * 1024
 MAX_XID_LINES = 200
 MAX_DEVICES = 64
@@ -214,8 +217,17 @@ def main():
         "disk": disks,
         "memory": memory(),
     }
-    sys.stdout.write(json.dumps(report) + "\n")
+    write_report(report)
     return 0
+
+
+def write_report(report):
+    """The report as base64 lines of 76 characters between two marker lines: srun --label cuts long lines (about
+    1 KiB) into pieces, and a tool's output may hold anything; base64 lines survive both, and join back exactly."""
+    data = base64.b64encode(json.dumps(report).encode("utf-8")).decode("ascii")
+    lines = [data[i : i + 76] for i in range(0, len(data), 76)]
+    sys.stdout.write(BEGIN + "\n" + "".join(l + "\n" for l in lines) + END + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { installFakeHost, scenarioReport, type FakeScenario } from "../../test/fixtures/devices/fake-hosts.js";
 import { packageRoot } from "../paths.js";
 import { nvidiaSmiArgs } from "./devices/nvidia-smi.js";
-import { gradeProbe, gradeProbeRun, headline, parseProbeReport, ProbeOutputError } from "./health.js";
+import { gradeProbe, gradeProbeRun, headline, parseProbeReport, ProbeOutputError, probeReportBegin } from "./health.js";
 
 const queries = {
   health: nvidiaSmiArgs("health"),
@@ -112,6 +112,9 @@ describe("health grading of device probes", () => {
     );
     expect(gradeProbeRun({ code: 127, stdout: "", stderr: "python3: not found\n" }).status).toBe("unknown");
     expect(gradeProbeRun({ code: 0, stdout: "hello\n", stderr: "" }).findings[0]!.message).toMatch(/no report/);
+    expect(gradeProbeRun({ code: 0, stdout: `${probeReportBegin}\nAAAA\n`, stderr: "" }).findings[0]!.message).toMatch(
+      /cut short/,
+    );
     expect(() => parseProbeReport('{"probe":"other"}')).toThrow(ProbeOutputError);
   });
 });

@@ -89,16 +89,31 @@ const maxFindings = 64;
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const str = (v: unknown): string => (typeof v === "string" ? v : "");
 
-/** Reads the probe's stdout: the last line that is its JSON object. */
+export const probeReportBegin = "switchyard-health-report-begin";
+export const probeReportEnd = "switchyard-health-report-end";
+
+/**
+ * Reads the probe's stdout: base64 lines between the begin and end markers (srun --label cuts long lines, so the
+ * probe never prints one), or a single JSON line.
+ */
 export function parseProbeReport(stdout: string): ProbeReport {
-  const line = stdout
-    .split("\n")
-    .reverse()
-    .find((l) => l.trim().startsWith("{"));
-  if (line === undefined) throw new ProbeOutputError("the probe printed no report (no JSON line on stdout)");
+  const lines = stdout.split("\n").map((l) => l.trim());
+  const begin = lines.indexOf(probeReportBegin);
+  const end = lines.indexOf(probeReportEnd, begin + 1);
+  let text: string;
+  if (begin >= 0) {
+    if (end < 0) throw new ProbeOutputError("the probe's report was cut short (no end marker)");
+    const data = lines.slice(begin + 1, end).join("");
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(data)) throw new ProbeOutputError("the probe's report is not base64");
+    text = Buffer.from(data, "base64").toString("utf8");
+  } else {
+    const line = lines.reverse().find((l) => l.startsWith("{"));
+    if (line === undefined) throw new ProbeOutputError("the probe printed no report");
+    text = line;
+  }
   let raw: unknown;
   try {
-    raw = JSON.parse(line);
+    raw = JSON.parse(text);
   } catch (err) {
     throw new ProbeOutputError(`the probe's report is not JSON: ${(err as Error).message}`);
   }

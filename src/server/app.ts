@@ -271,6 +271,22 @@ export function createApp(opts: AppOptions): Hono {
 
   app.get("/api/nodes", async (c) => c.json(await supervisor.nodes()));
 
+  const noNode = (name: string) => ({
+    error: `no node named ${JSON.stringify(name)} (fix: see \`switchyard nodes\` for the names)`,
+  });
+  app.get("/api/nodes/:name", async (c) => {
+    const node = await supervisor.node(c.req.param("name"));
+    return node ? c.json(node) : c.json(noNode(c.req.param("name")), 404);
+  });
+
+  app.post("/api/nodes/:name/probe", async (c) => {
+    const name = c.req.param("name");
+    if (!(await store.listNodes()).some((n) => n.name === name)) return c.json(noNode(name), 404);
+    const result = await supervisor.probeNode(name).catch((err: Error) => err);
+    if (result instanceof Error) return c.json({ error: result.message }, 409);
+    return c.json(result);
+  });
+
   app.post("/api/nodes/:name/:action{cordon|uncordon}", async (c) => {
     const name = c.req.param("name");
     if (!(await store.listNodes()).some((n) => n.name === name)) {

@@ -6,6 +6,8 @@ import type { AttemptRecord, EventRecord, IncidentRecord, NodeRecord, StepSample
 import { CliError, connect, ExitCode, type ApiClient } from "../client.js";
 import { globals, selfCommand } from "../context.js";
 import type { NodeView } from "../../supervisor/supervisor.js";
+import type { NodeHealthSummary, ProbeResult } from "../../supervisor/health.js";
+import type { NodeHealthRecord } from "../../store/port.js";
 import { clock, duration, incidentNumbers, table } from "../format.js";
 
 export interface JobSummary {
@@ -227,19 +229,20 @@ export function registerJobCommands(program: Command): void {
   nodes.action(async (_opts: unknown, cmd: Command) => {
     const g = globals(cmd);
     const client = await connect(g.home);
-    const list = await client.get<NodeView[]>("/api/nodes");
+    const list = await client.get<Array<NodeView & { health?: NodeHealthSummary | null }>>("/api/nodes");
     if (g.json) return console.log(JSON.stringify(list));
     // Which incidents made the strikes that count now (they decay after the cluster's strikeWindowSeconds).
     const struck = (n: NodeView) =>
       (n.strikeLog ?? []).map((s) => `${s.jobId ?? "?"} #${s.incident ?? "?"} ${s.cause} ${clock(s.t)}`).join("; ");
     console.log(
       table(
-        ["NODE", "POOL", "DEVICES", "STATE", "STRIKES", "STRUCK BY", "REASON"],
+        ["NODE", "POOL", "DEVICES", "STATE", "HEALTH", "STRIKES", "STRUCK BY", "REASON"],
         list.map((n) => [
           n.name,
           n.pool,
           n.devices,
           n.cordoned ? "cordoned" : "ready",
+          healthCell(n.health ?? null),
           n.strikes,
           struck(n) || "-",
           n.reason,
@@ -247,6 +250,32 @@ export function registerJobCommands(program: Command): void {
       ),
     );
   });
+  nodes
+    .command("describe")
+    .description("one node: state, strikes, its last health probe's findings and the tools' raw output")
+    .argument("<node>", "node name")
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const client = await connect(g.home);
+      const node = await knownNode(client, name, () =>
+        client.get<NodeView & { health: NodeHealthRecord | null }>(`/api/nodes/${enc(name)}`),
+      );
+      if (g.json) return console.log(JSON.stringify(node));
+      console.log(describeNode(node, Date.now()));
+    });
+  nodes
+    .command("probe")
+    .description("run the health probe on a node now (recorded and acted on: a fatal finding cordons it)")
+    .argument("<node>", "node name")
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const client = await connect(g.home);
+      const r = await knownNode(client, name, () => client.post<ProbeResult>(`/api/nodes/${enc(name)}/probe`, {}));
+      if (g.json) return console.log(JSON.stringify(r));
+      console.log(`${r.node}: ${r.status}`);
+      for (const f of r.findings)
+        console.log(`  ${f.grade.padEnd(9)} ${f.cause.padEnd(8)} ${f.source.padEnd(11)} ${f.message}`);
+    });
   for (const action of ["cordon", "uncordon"] as const) {
     nodes
       .command(action)
@@ -268,6 +297,60 @@ export function registerJobCommands(program: Command): void {
         console.log(g.json ? JSON.stringify(result) : `${result.name} ${result.cordoned ? "cordoned" : "ready"}`);
       });
   }
+}
+
+/** Runs `call` for a node; a name the server does not know is a usage error listing the names it does. */
+async function knownNode<T>(client: ApiClient, name: string, call: () => Promise<T>): Promise<T> {
+  const known = await client.get<NodeRecord[]>("/api/nodes");
+  if (!known.some((n) => n.name === name)) {
+    throw new CliError(
+      `no node named "${name}"`,
+      ExitCode.Usage,
+      `use one of: ${known.map((n) => n.name).join(", ") || "(no nodes: load a cluster with up --cluster <file>)"}`,
+    );
+  }
+  return call();
+}
+
+/** "fatal (12s ago)", or "-" when never probed. */
+export function healthCell(h: Pick<NodeHealthSummary, "status" | "probedAt"> | null, now = Date.now()): string {
+  return h ? `${h.status} (${duration(Math.max(0, now - h.probedAt))} ago)` : "-";
+}
+
+/** `nodes describe`: the node, its strikes, and its last probe in full. */
+export function describeNode(n: NodeView & { health: NodeHealthRecord | null }, now: number): string {
+  const lines = [
+    `node     ${n.name}`,
+    `pool     ${n.pool} (${n.devices} device(s))`,
+    `state    ${n.cordoned ? `cordoned: ${n.reason ?? "-"}` : "ready"}`,
+    `strikes  ${n.strikes}${(n.strikeLog ?? []).map((s) => `\n         ${clock(s.t)} ${s.cause}${s.jobId ? ` (${s.jobId} #${s.incident ?? "?"})` : " (health probe)"}`).join("")}`,
+  ];
+  const h = n.health;
+  if (!h) {
+    lines.push("health   never probed");
+    return lines.join("\n");
+  }
+  lines.push(
+    `health   ${h.status}, probed ${duration(Math.max(0, now - h.probedAt))} ago at ${clock(h.probedAt)} (${h.trigger} probe)`,
+  );
+  lines.push(
+    "",
+    table(
+      ["GRADE", "CAUSE", "SOURCE", "FINDING"],
+      h.findings.map((f) => [f.grade, f.cause, f.source, f.message]),
+    ),
+  );
+  if (h.excerpt.trim() !== "") {
+    lines.push(
+      "",
+      "raw output (excerpt):",
+      ...h.excerpt
+        .trimEnd()
+        .split("\n")
+        .map((l) => `  ${l}`),
+    );
+  }
+  return lines.join("\n");
 }
 
 function enc(s: string): string {
