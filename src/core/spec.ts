@@ -103,6 +103,11 @@ const healthSchema = z.strictObject({
     .max(7 * 86400)
     .optional(),
   afterIncident: z.boolean().optional(),
+  /**
+   * The network probe, cut short (agent/netprobe.py --mode preflight), across an attempt's hosts before it is
+   * launched: a host whose every pair is slow is cordoned and left out. Default: on for Slurm pools, off for local.
+   */
+  networkPreflight: z.boolean().optional(),
   /** A probe that has not answered after this long proves nothing (the host is left as it was). */
   timeoutSeconds: z.number().min(1).max(300).default(20),
   /** Free space on a checkpoint folder's or the home's filesystem below this is degraded. */

@@ -46,12 +46,13 @@ class ProbeExecutor extends FakeExecutor {
   }
 }
 
-const pool = (name: string, nodes: number): PoolSpec => ({
+const pool = (name: string, nodes: number, extra: Partial<PoolSpec> = {}): PoolSpec => ({
   name,
   executor: "local",
   accelerator: { vendor: "nvidia" },
   nodes,
   devicesPerNode: 1,
+  ...extra,
 });
 
 async function setup(cluster: ClusterSpec = { pools: [pool("p", 4)] }) {
@@ -256,6 +257,41 @@ describe("gray failures in the supervisor", () => {
     await s.tick(2000);
     const attempts = await s.store.listAttempts(id);
     expect(attempts[2]?.pool).toBe("b");
+  });
+
+  it("network pre-flight: a host whose link already collapsed is cordoned and left out before the attempt launches", async () => {
+    const s = await setup({
+      pools: [
+        pool("p", 4, {
+          health: { networkPreflight: true, timeoutSeconds: 20, minFreeDiskMiB: 0, minFreeMemoryMiB: 0 },
+        }),
+      ],
+    });
+    s.executor.slow.add("p-1");
+    const id = await s.submit("pre", ["nodes: 3"]);
+    await s.tick(100);
+    const [attempt] = await s.store.listAttempts(id);
+    expect(attempt!.nodes).not.toContain("p-1");
+    expect(attempt!.nodes).toHaveLength(3);
+    expect(s.executor.probes[0]!.argv).toEqual(expect.arrayContaining(["--mode", "preflight"]));
+    expect(s.executor.probes[0]!.nodes).toContain("p-1");
+    const node = (await s.store.listNodes()).find((n) => n.name === "p-1")!;
+    expect(node.cordoned).toBe(true);
+    expect(node.reason).toMatch(/network pre-flight/);
+    const events = await s.store.listEvents({ jobId: id, limit: 1000 });
+    expect(events.find((e) => e.kind === "preflight.network")?.data.excluded).toEqual(["p-1"]);
+    expect(events.find((e) => e.kind === "attempt.launched")?.message).toMatch(/network pre-flight left out p-1/);
+    // A healthy set passes: the second probe (on the hosts launched) found nothing.
+    expect(s.executor.probes).toHaveLength(2);
+  });
+
+  it("no network pre-flight on a local pool unless asked for", async () => {
+    const s = await setup();
+    s.executor.slow.add("p-1");
+    const id = await s.submit("nopre", ["nodes: 3"]);
+    await s.tick(100);
+    expect(s.executor.probes).toEqual([]);
+    expect((await s.store.listAttempts(id))[0]!.nodes).toContain("p-1");
   });
 
   it("a healthy run with checkpoint-length pauses opens no slowdown and runs no probe", async () => {

@@ -9,6 +9,7 @@ import { cpuSecondsPerStep, findStraggler, type CpuSample, type StragglerVerdict
 import { networkProbeArgv } from "../executors/port.js";
 import type { AttemptRecord, JobRecord, RankRecord } from "../store/port.js";
 import type { SupervisorContext } from "./context.js";
+import type { Inventory } from "./inventory.js";
 import { jobReport } from "./report.js";
 import type { IncidentFacts } from "./verdict.js";
 
@@ -41,6 +42,12 @@ interface GrayState {
   openIncident: number | null;
 }
 
+/** What the network pre-flight left out (cordoned), and the sentence the next attempt's event carries. */
+export interface PreflightResult {
+  excluded: string[];
+  note: string | null;
+}
+
 /** What a look at the pace leads to: nothing, or an eviction (the loop stops the attempt through incidents.ts). */
 export type GrayAction =
   { kind: "none" } | { kind: "evict"; facts: IncidentFacts; scope: "host" | "pool"; avoid: string[] };
@@ -61,7 +68,10 @@ export class GrayFailures {
    */
   private readonly expected = new Map<string, number>();
 
-  constructor(private readonly ctx: SupervisorContext) {}
+  constructor(
+    private readonly ctx: SupervisorContext,
+    private readonly inventory: Inventory,
+  ) {}
 
   /** Waits for the probes still running (for a clean stop). */
   async drain(): Promise<void> {
@@ -117,6 +127,41 @@ export class GrayFailures {
       return { kind: "none" };
     }
     return this.decide(job, attempt, ranks, st, pace);
+  }
+
+  /**
+   * Pre-flight: the network probe cut short across the hosts an attempt is about to run on (Slurm pools, or pools
+   * with `health.networkPreflight`), so a restart does not land on a link that has already collapsed. A named host is
+   * cordoned (Slurm: drained, with the measured table as reason) and left out; the next pass places again.
+   */
+  async preflight(job: JobRecord, poolName: string, nodes: readonly string[]): Promise<PreflightResult> {
+    const pool = this.ctx.pool(poolName);
+    if (!pool || !(pool.health?.networkPreflight ?? pool.executor === "slurm")) return { excluded: [], note: null };
+    const problems: string[] = [];
+    let verdict: NetworkVerdict | null;
+    try {
+      verdict = await this.probeNetwork(pool, nodes, "preflight", path.join(this.ctx.home, "jobs", job.id), problems);
+    } catch (err) {
+      this.ctx.log(`${job.id}: network pre-flight of ${nodes.join(",")}: ${(err as Error).message}`);
+      return { excluded: [], note: null };
+    }
+    if (!verdict || verdict.kind !== "host") {
+      if (problems.length > 0) this.ctx.log(`${job.id}: network pre-flight: ${problems.join("; ")}`);
+      return { excluded: [], note: null };
+    }
+    const excluded = verdict.culprits.filter((c) => nodes.includes(c));
+    for (const node of excluded) {
+      await this.inventory.setCordon(node, true, `switchyard network pre-flight: ${verdict.evidence}`);
+    }
+    const note = excluded.length > 0 ? `network pre-flight left out ${excluded.join(", ")}: ${verdict.evidence}` : null;
+    if (note) {
+      await this.ctx.event(job.id, "preflight.network", note, {
+        excluded,
+        table: verdict.table,
+        pool: poolName,
+      });
+    }
+    return { excluded, note };
   }
 
   /** Runs the network probe and the compute-outlier check; the result lands in `st` for a later tick. */
