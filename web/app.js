@@ -79,10 +79,35 @@ async function refreshLists() {
           el("td", {}, n.name),
           el("td", {}, n.pool),
           el("td", { class: n.cordoned ? "cordoned" : "" }, n.cordoned ? "cordoned" : "ready"),
+          healthCell(n.health),
           el("td", {}, n.strikes),
+          el("td", { class: "finding" }, headline(n.health)?.message ?? n.reason ?? "-"),
         ),
       ),
     );
+}
+
+/** "30s", "5m", "2h": how long ago a probe ran. */
+function ago(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** The finding that speaks for a node's health: the first fatal one, else the first degraded one. */
+function headline(health) {
+  const findings = health?.findings ?? [];
+  return findings.find((f) => f.grade === "fatal") ?? findings.find((f) => f.grade === "degraded") ?? null;
+}
+
+/** A node's last health probe: status and age; every finding in the tooltip. */
+function healthCell(health) {
+  if (!health) return el("td", {}, "-");
+  const title = health.findings.map((f) => `${f.grade} ${f.cause} (${f.source}): ${f.message}`).join("\n");
+  return el(
+    "td",
+    { class: `health-${health.status}`, title: `${health.trigger} probe\n${title}` },
+    `${health.status} (${ago(Date.now() - health.probedAt)} ago)`,
+  );
 }
 
 function select(id, pin) {

@@ -14,6 +14,8 @@ import type { IncidentRecord, NodeHealthRecord } from "../../src/store/port.js";
 import { packageRoot } from "../../src/paths.js";
 import { events, job, ServerProcess, submit, tempHome, waitFor, waitForEnd } from "./harness.js";
 import { noTestbed, slurmConf, slurmEnv, useTestbed } from "./testbed.js";
+import { chromium } from "playwright-core";
+import { chromiumPath, noChromium } from "../requirements.js";
 
 /**
  * Node health probes end to end. Local executor: the CPU-pool probe (free disk of the checkpoint folder and the home,
@@ -64,6 +66,58 @@ describe("the CPU-pool probe on the local executor", () => {
       const low = gradeProbeRun(run, { minFreeDiskMiB: 1e9, minFreeMemoryMiB: 1e9 });
       expect(low.status).toBe("degraded");
       expect(low.findings.filter((f) => f.grade === "degraded")).toHaveLength(3);
+    }
+  }, 60_000);
+});
+
+describe.skipIf(noChromium)("the dashboard's nodes view", () => {
+  it("shows each node's health and age, and the finding of a host a periodic probe cordoned", async () => {
+    const home = tempHome("hlth-web");
+    const tools = mkdtempSync(path.join(os.tmpdir(), "hlth-web-tools-"));
+    installFakeHost(tools, "gpu-0", "nvidia-healthy");
+    installFakeHost(tools, "gpu-1", "nvidia-ecc");
+    const file = path.join(home, "cluster.yaml");
+    writeFileSync(
+      file,
+      [
+        "pools:",
+        "  - name: gpu",
+        "    accelerator: { vendor: nvidia, model: H100 }",
+        "    nodes: 2",
+        "    health: { intervalSeconds: 60, minFreeDiskMiB: 1, minFreeMemoryMiB: 1 }",
+      ].join("\n"),
+    );
+    const before = process.env.SWITCHYARD_HOST_TOOLS;
+    process.env.SWITCHYARD_HOST_TOOLS = tools;
+    const server = new ServerProcess(home, file);
+    const client = await server.start();
+    if (before === undefined) delete process.env.SWITCHYARD_HOST_TOOLS;
+    else process.env.SWITCHYARD_HOST_TOOLS = before;
+    const browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox", "--disable-gpu"] });
+    try {
+      await waitFor(
+        "both probed",
+        async () => {
+          const nodes = await client.get<Array<{ health: { status: string } | null }>>("/api/nodes");
+          return nodes.every((n) => n.health) ? nodes : null;
+        },
+        30_000,
+      );
+      const page = await browser.newPage();
+      await page.goto(server.dashboardUrl());
+      const rows = page.locator("#nodes tbody tr");
+      await rows.nth(1).waitFor();
+      const cells = async (i: number) => rows.nth(i).locator("td").allTextContents();
+      const [healthy, faulty] = [await cells(0), await cells(1)];
+      expect(healthy.slice(0, 3)).toEqual(["gpu-0", "gpu", "ready"]);
+      expect(healthy[3]).toMatch(/^ok \(\d+s ago\)$/);
+      expect(faulty.slice(0, 3)).toEqual(["gpu-1", "gpu", "cordoned"]);
+      expect(faulty[3]).toMatch(/^fatal \(\d+s ago\)$/);
+      expect(faulty[5]).toBe("GPU 1 (GPU-9a1d7e22-31c4-4b8e-a6d2-5b7f0c9e1a23): 2 uncorrected ECC error(s) since boot");
+      expect(await rows.nth(1).locator("td").nth(3).getAttribute("title")).toMatch(/^periodic probe\nfatal device/);
+    } finally {
+      await browser.close();
+      await server.stop();
     }
   }, 60_000);
 });
