@@ -10,6 +10,7 @@ import { compileJobSpec } from "../core/spec.js";
 import { SpecError } from "../core/spec-errors.js";
 import type { Store } from "../store/port.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
+import { degradeLink, healLink } from "../executors/slurm/testbed.js";
 import { chaosActions, injectChaos } from "../supervisor/chaos.js";
 import { jobReport } from "../supervisor/report.js";
 import { guard } from "./security.js";
@@ -246,7 +247,13 @@ export function createApp(opts: AppOptions): Hono {
   app.post("/api/jobs/:id/chaos", async (c) => {
     const job = await store.getJob(c.req.param("id"));
     if (!job) return notFound(c, c.req.param("id"));
-    const body = (await c.req.json().catch(() => ({}))) as { action?: unknown; rank?: unknown };
+    const body = (await c.req.json().catch(() => ({}))) as {
+      action?: unknown;
+      rank?: unknown;
+      node?: unknown;
+      rate?: unknown;
+      burst?: unknown;
+    };
     const action = chaosActions.find((a) => a === body.action);
     if (!action)
       return c.json(
@@ -261,6 +268,13 @@ export function createApp(opts: AppOptions): Hono {
         attemptDir: current && current.attempt.endedAt === null ? current.attempt.dir : null,
         checkpointDir: job.spec.checkpoint.dir,
         signalRank: (r, sig) => supervisor.signalRank(r, sig),
+        link: {
+          ...(typeof body.node === "string" ? { node: body.node } : {}),
+          ...(typeof body.rate === "string" ? { rate: body.rate } : {}),
+          ...(typeof body.burst === "string" ? { burst: body.burst } : {}),
+        },
+        poolExecutor: supervisor.cluster.pools.find((p) => p.name === current?.attempt.pool)?.executor ?? "none",
+        shaper: { degrade: degradeLink, heal: healLink },
       },
       typeof body.rank === "number" ? body.rank : undefined,
     ).catch((err: Error) => err);

@@ -78,3 +78,54 @@ describe("chaos on files a rank can write", () => {
     expect(readFileSync(path.join(ok.attemptDir!, "chaos-nan-rank-0"), "utf8")).toBe("");
   });
 });
+
+describe("chaos on a host's link (the Slurm testbed)", () => {
+  const shaper = () => {
+    const calls: string[][] = [];
+    return {
+      calls,
+      degrade: async (node: string, rate: string, opts?: { burst?: string }) => {
+        calls.push(["degrade", node, rate, opts?.burst ?? ""]);
+        return "";
+      },
+      heal: async (node: string) => {
+        calls.push(["heal", node]);
+        return "";
+      },
+    };
+  };
+
+  it("degrade-link shapes the named host's link (rates as people write them are rewritten), heal-link undoes it", async () => {
+    const s = shaper();
+    const t = { ...target(), poolExecutor: "slurm", shaper: s };
+    const r = await injectChaos("degrade-link", { ...t, link: { node: "a2", rate: "5Mbit/s" } }, undefined);
+    expect(r).toMatchObject({ action: "degrade-link", node: "a2", rate: "5mbit" });
+    expect(r.message).toBe("a2's link shaped to 5mbit both ways");
+    await injectChaos("degrade-link", { ...t, link: { rate: "100mbit", burst: "40mb" } }, undefined);
+    await injectChaos("heal-link", { ...t, link: { node: "a2" } }, undefined);
+    expect(s.calls).toEqual([
+      ["degrade", "a2", "5mbit", ""],
+      ["degrade", "n-0", "100mbit", "40mb"], // no host named: the highest running rank's
+      ["heal", "a2"],
+    ]);
+  });
+
+  it("refuses a local pool, a missing or bad rate, with the fix", async () => {
+    const s = shaper();
+    await expect(
+      injectChaos(
+        "degrade-link",
+        { ...target(), poolExecutor: "local", shaper: s, link: { rate: "5mbit" } },
+        undefined,
+      ),
+    ).rejects.toThrow(/Slurm testbed.*use slow-rank/);
+    const t = { ...target(), poolExecutor: "slurm", shaper: s };
+    await expect(injectChaos("degrade-link", { ...t, link: { node: "a2" } }, undefined)).rejects.toThrow(
+      /needs a rate \(fix: --rate 5mbit\)/,
+    );
+    await expect(injectChaos("degrade-link", { ...t, link: { node: "a2", rate: "fast" } }, undefined)).rejects.toThrow(
+      /bad rate "fast"/,
+    );
+    expect(s.calls).toEqual([]);
+  });
+});

@@ -11,6 +11,8 @@ export const ChaosAction = {
   Nan: "nan",
   ResumeRank: "resume-rank",
   CorruptCheckpoint: "corrupt-checkpoint",
+  DegradeLink: "degrade-link",
+  HealLink: "heal-link",
 } as const;
 export type ChaosAction = (typeof ChaosAction)[keyof typeof ChaosAction];
 
@@ -22,12 +24,32 @@ export interface ChaosTarget {
   attemptDir: string | null;
   checkpointDir: string;
   signalRank(rank: RankRecord, signal: NodeJS.Signals): boolean;
+  /** degrade-link / heal-link: the host (default: the highest running rank's), the rate (e.g. 5mbit), the burst. */
+  link?: { node?: string; rate?: string; burst?: string };
+  /** The executor of the job's pool ("slurm", "local"): links are shaped on Slurm testbed hosts only. */
+  poolExecutor?: string;
+  /** The testbed's link shaping (executors/slurm/testbed.ts: degradeLink, healLink). */
+  shaper?: LinkShaper;
+}
+
+/** Shapes one host's link (the Slurm testbed: tc on both ends) and takes the shaping away. */
+export interface LinkShaper {
+  degrade(node: string, rate: string, opts?: { burst?: string }): Promise<string>;
+  heal(node: string): Promise<string>;
+}
+
+/** A link rate as the testbed takes it: 5mbit, 100mbit, 1gbit (Mbit/s and the like are accepted and rewritten). */
+export function normalizeRate(rate: string): string | null {
+  const m = /^([0-9]{1,9})\s*(bit|kbit|mbit|gbit)(?:\/s)?$/i.exec(rate.trim());
+  return m ? `${m[1]}${m[2]!.toLowerCase()}` : null;
 }
 
 export interface ChaosResult {
   action: ChaosAction;
   rank?: number;
   path?: string;
+  node?: string;
+  rate?: string;
   message: string;
 }
 
@@ -64,6 +86,33 @@ export async function injectChaos(
         action,
         rank: chosen.rank,
         message: `rank ${chosen.rank} reports NaN losses from its next step (SDK ranks only)`,
+      };
+    }
+    case "degrade-link":
+    case "heal-link": {
+      if (target.poolExecutor !== "slurm" || !target.shaper) {
+        throw new Error(
+          `${action} shapes a host's link on the Slurm testbed; this job's pool runs on ${target.poolExecutor ?? "no pool"} ` +
+            "(fix: run it on the testbed's pool, or use slow-rank to slow a rank on a local pool)",
+        );
+      }
+      const node = target.link?.node ?? pickRank(target.ranks, rank).node;
+      if (action === "heal-link") {
+        await target.shaper.heal(node);
+        return { action, node, message: `${node}'s link is no longer shaped` };
+      }
+      const raw = target.link?.rate;
+      if (raw === undefined) throw new Error("degrade-link needs a rate (fix: --rate 5mbit)");
+      const rate = normalizeRate(raw);
+      if (rate === null)
+        throw new Error(`degrade-link: bad rate ${JSON.stringify(raw)} (fix: a rate like 5mbit or 100mbit)`);
+      const burst = target.link?.burst;
+      await target.shaper.degrade(node, rate, burst !== undefined ? { burst } : {});
+      return {
+        action,
+        node,
+        rate,
+        message: `${node}'s link shaped to ${rate} both ways${burst ? ` (bursts of ${burst} at full speed)` : ""}`,
       };
     }
     case "corrupt-checkpoint": {
