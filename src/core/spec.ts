@@ -104,10 +104,11 @@ const healthSchema = z.strictObject({
     .optional(),
   afterIncident: z.boolean().optional(),
   /**
-   * The network probe, cut short (agent/netprobe.py --mode preflight), across an attempt's hosts before it is
-   * launched: a host whose every pair is slow is cordoned and left out. Default: on for Slurm pools, off for local.
+   * switchyard's network probe (agent/netprobe.py) on this pool's hosts: cut short before a launch (a host whose link
+   * already collapsed is cordoned and left out), in full to localize a slowdown. Default: on for Slurm pools, off for
+   * local pools (their virtual nodes share one machine's network).
    */
-  networkPreflight: z.boolean().optional(),
+  networkProbe: z.boolean().optional(),
   /** A probe that has not answered after this long proves nothing (the host is left as it was). */
   timeoutSeconds: z.number().min(1).max(300).default(20),
   /** Free space on a checkpoint folder's or the home's filesystem below this is degraded. */

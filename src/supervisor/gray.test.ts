@@ -55,7 +55,12 @@ const pool = (name: string, nodes: number, extra: Partial<PoolSpec> = {}): PoolS
   ...extra,
 });
 
-async function setup(cluster: ClusterSpec = { pools: [pool("p", 4)] }) {
+/** Local pools probe their network only when asked to (their nodes share one machine's): these tests ask. */
+const probed: Partial<PoolSpec> = {
+  health: { networkProbe: true, timeoutSeconds: 20, minFreeDiskMiB: 0, minFreeMemoryMiB: 0 },
+};
+
+async function setup(cluster: ClusterSpec = { pools: [pool("p", 4, probed)] }) {
   const home = mkdtempSync(path.join(os.tmpdir(), "sy-gray-"));
   const store = new MemoryStore();
   const clock = new FakeClock();
@@ -96,8 +101,10 @@ async function setup(cluster: ClusterSpec = { pools: [pool("p", 4)] }) {
   };
   /** Lets the background probe's promise settle (no virtual time passes). */
   const settle = () => new Promise((r) => setTimeout(r, 20));
+  /** The full probes (localization), not the pre-flights. */
+  const full = () => executor.probes.filter((p) => p.argv.includes("full"));
   const kinds = async (id: string) => (await store.listEvents({ jobId: id, limit: 10_000 })).map((e) => e.kind);
-  return { home, store, clock, executor, supervisor, submit, tick, run, settle, kinds, step: () => step };
+  return { home, store, clock, executor, supervisor, submit, tick, run, settle, full, kinds, step: () => step };
 }
 
 describe("gray failures in the supervisor", () => {
@@ -117,9 +124,9 @@ describe("gray failures in the supervisor", () => {
     expect(detected, "slowdown detected").toBeDefined();
     expect(detected!.data.factor as number).toBeGreaterThan(2.5);
     // The probe runs in the background: ticks go on while it is held, and nothing is decided yet.
-    expect(s.executor.probes).toHaveLength(1);
-    expect(s.executor.probes[0]!.nodes.sort()).toEqual([...first!.nodes].sort());
-    expect(s.executor.probes[0]!.argv).toEqual(expect.arrayContaining(["--mode", "full"]));
+    expect(s.full()).toHaveLength(1);
+    expect(s.full()[0]!.nodes.sort()).toEqual([...first!.nodes].sort());
+    expect(s.full()[0]!.argv).toEqual(expect.arrayContaining(["--mode", "full"]));
     await s.run(id, 3, 1500);
     expect(await s.store.listIncidents(id)).toEqual([]);
     expect((await s.store.listAttempts(id))[0]!.endedAt).toBeNull();
@@ -230,7 +237,7 @@ describe("gray failures in the supervisor", () => {
   });
 
   it("every pair slow against what the pool's pairs reached before: the pool is degraded, the job moves to another pool", async () => {
-    const s = await setup({ pools: [pool("a", 4), pool("b", 3)] });
+    const s = await setup({ pools: [pool("a", 4, probed), pool("b", 3, probed)] });
     const id = await s.submit("pooled", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);
     const [first] = await s.store.listAttempts(id);
     expect(first!.pool).toBe("a");
@@ -261,11 +268,7 @@ describe("gray failures in the supervisor", () => {
 
   it("network pre-flight: a host whose link already collapsed is cordoned and left out before the attempt launches", async () => {
     const s = await setup({
-      pools: [
-        pool("p", 4, {
-          health: { networkPreflight: true, timeoutSeconds: 20, minFreeDiskMiB: 0, minFreeMemoryMiB: 0 },
-        }),
-      ],
+      pools: [pool("p", 4, probed)],
     });
     s.executor.slow.add("p-1");
     const id = await s.submit("pre", ["nodes: 3"]);
@@ -285,13 +288,22 @@ describe("gray failures in the supervisor", () => {
     expect(s.executor.probes).toHaveLength(2);
   });
 
-  it("no network pre-flight on a local pool unless asked for", async () => {
-    const s = await setup();
+  it("a local pool's network is not probed unless asked for: no pre-flight, and a slowdown with no culprit is ridden out", async () => {
+    const s = await setup({ pools: [pool("p", 4)] });
     s.executor.slow.add("p-1");
-    const id = await s.submit("nopre", ["nodes: 3"]);
+    const id = await s.submit("nopre", ["nodes: 3", "steps: 100000"]);
     await s.tick(100);
-    expect(s.executor.probes).toEqual([]);
     expect((await s.store.listAttempts(id))[0]!.nodes).toContain("p-1");
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 1500);
+    await s.settle();
+    await s.run(id, 10, 1500);
+    expect(s.executor.probes).toEqual([]);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "degraded", culpritNode: null });
+    expect(incident!.evidence).toMatchObject({ endedAttempt: false, network: null });
+    expect((incident!.evidence.decision as { sentence: string }).sentence).toMatch(/no culprit to evict: continue$/);
+    expect(s.executor.stops).toEqual([]);
   });
 
   it("a healthy run with checkpoint-length pauses opens no slowdown and runs no probe", async () => {
@@ -302,7 +314,7 @@ describe("gray failures in the supervisor", () => {
       await s.run(id, 1, 4000); // an eval step
     }
     expect(await s.kinds(id)).not.toContain("slowdown.detected");
-    expect(s.executor.probes).toEqual([]);
+    expect(s.full()).toEqual([]);
     expect(await s.store.listIncidents(id)).toEqual([]);
   });
 });

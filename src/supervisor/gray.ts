@@ -130,13 +130,13 @@ export class GrayFailures {
   }
 
   /**
-   * Pre-flight: the network probe cut short across the hosts an attempt is about to run on (Slurm pools, or pools
-   * with `health.networkPreflight`), so a restart does not land on a link that has already collapsed. A named host is
+   * Pre-flight: the network probe cut short across the hosts an attempt is about to run on (pools with
+   * `health.networkProbe`, on by default for Slurm pools), so a restart does not land on a link that has already collapsed. A named host is
    * cordoned (Slurm: drained, with the measured table as reason) and left out; the next pass places again.
    */
   async preflight(job: JobRecord, poolName: string, nodes: readonly string[]): Promise<PreflightResult> {
     const pool = this.ctx.pool(poolName);
-    if (!pool || !(pool.health?.networkPreflight ?? pool.executor === "slurm")) return { excluded: [], note: null };
+    if (!pool || !probesNetwork(pool)) return { excluded: [], note: null };
     const problems: string[] = [];
     let verdict: NetworkVerdict | null;
     try {
@@ -171,9 +171,13 @@ export class GrayFailures {
       let network: NetworkVerdict | null = null;
       const pool = this.ctx.pool(attempt.pool);
       try {
-        network = pool
-          ? await this.probeNetwork(pool, attempt.nodes, "full", path.join(this.ctx.home, "jobs", job.id), problems)
-          : null;
+        if (pool && !probesNetwork(pool)) {
+          problems.push(`network probe: off for pool ${pool.name} (a local pool's nodes share one machine's network)`);
+        }
+        network =
+          pool && probesNetwork(pool)
+            ? await this.probeNetwork(pool, attempt.nodes, "full", path.join(this.ctx.home, "jobs", job.id), problems)
+            : null;
       } catch (err) {
         problems.push(`network probe: ${(err as Error).message}`);
       }
@@ -468,6 +472,11 @@ export class GrayFailures {
     );
     return first ? Math.max(0, first.t - attempt.startedAt) / 1000 : defaultRestartS;
   }
+}
+
+/** Whether the network probe runs on a pool's hosts: `health.networkProbe`, else on for every pool but local ones. */
+export function probesNetwork(pool: PoolSpec): boolean {
+  return pool.health?.networkProbe ?? pool.executor !== "local";
 }
 
 /** A rank's CPU ticks now: the Slurm node agent's heartbeat file, else /proc/<pid>/stat for a rank on this host. */
