@@ -89,6 +89,7 @@ async function setup(c: ClusterSpec) {
   };
   const tickUntil = async (what: string, done: () => Promise<boolean>, max = 400) => {
     for (let i = 0; i < max; i++) {
+      clock.t += 50; // time moves a little per tick (the loop paces its looks at a gang by the clock)
       await supervisor.tick();
       if (await done()) return;
       await new Promise((r) => setTimeout(r, 25));
