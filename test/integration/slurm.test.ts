@@ -154,7 +154,7 @@ describe.skipIf(noTestbed || !hasTorch)("training on the Slurm testbed", () => {
       client,
       home,
       "fallback",
-      spec("fallback", home, 40, [
+      spec("fallback", home, 150, [
         "recovery: { maxRestarts: 6, backoffSeconds: 0.5, strikesBeforeCordon: 5, poolFailures: { count: 2, windowSeconds: 600 } }",
       ]),
     );
