@@ -120,7 +120,7 @@ export class Incidents {
         await ctx.event(
           job.id,
           "node.cordoned",
-          `cordoned ${node.name} after ${node.strikes + 1} strike(s) ${within}${incident.hard ? " (hard device evidence)" : ""}`,
+          `cordoned ${node.name} after ${node.strikes + 1} strike(s) ${within}${incident.hard ? (incident.cause === "host" ? " (the host was lost)" : " (hard device evidence)") : ""}`,
           {
             node: node.name,
           },
