@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiClient } from "../../src/cli/client.js";
 import { listNodes } from "../../src/executors/slurm/slurm-cli.js";
-import { healLink } from "../../src/executors/slurm/testbed.js";
+import { degradeLink, healLink } from "../../src/executors/slurm/testbed.js";
 import { packageRoot } from "../../src/paths.js";
 import type { JobReport } from "../../src/supervisor/report.js";
 import {
@@ -162,4 +162,40 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
     expect(cost.degradedMs).toBeGreaterThan(0);
     expect(cost.endedAttempt).toBe(true);
   }, 700_000);
+
+  it("pre-flight: a host whose link is already collapsed is drained and left out before the attempt launches", async () => {
+    for (const n of hosts) await healLink(n, { env: slurmEnv }).catch(() => undefined);
+    resumeAll();
+    await waitFor("Slurm to resume the hosts", async () => {
+      const nodes = await listNodes({ env: slurmEnv });
+      return hosts.every((h) => !nodes.find((n) => n.name === h)?.reason?.startsWith("switchyard:"));
+    });
+    await degradeLink("a2", "5mbit", { env: slurmEnv });
+    try {
+      // A fresh server: the first one still holds a2 cordoned from the test before.
+      await server.stop();
+      const home2 = tempHome("gray-pre");
+      const clusterFile2 = path.join(home2, "cluster.yaml");
+      writeFileSync(clusterFile2, cluster);
+      const second = new ServerProcess(home2, clusterFile2);
+      const client2 = await second.start();
+      try {
+        const id = await submit(client2, home2, "gray-pre", spec("gray-pre", home2, 40));
+        const first = await waitFor("the first attempt", async () => (await job(client2, id)).attempts[0], 120_000);
+        expect(first.nodes).toHaveLength(3);
+        expect(first.nodes).not.toContain("a2");
+        const pre = (await events(client2, id)).find((e) => e.kind === "preflight.network");
+        expect(pre?.data.excluded).toEqual(["a2"]);
+        expect(pre?.message).toMatch(/a2->|->a2/);
+        const a2 = (await listNodes({ env: slurmEnv })).find((n) => n.name === "a2");
+        expect(a2?.reason).toMatch(/^switchyard:.*network pre-flight/);
+        const end = await waitForEnd(client2, id, 300_000);
+        expect(end.state, second.output.slice(-3000)).toBe("SUCCEEDED");
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await healLink("a2", { env: slurmEnv }).catch(() => undefined);
+    }
+  }, 500_000);
 });
