@@ -236,6 +236,41 @@ describe("gray failures in the supervisor", () => {
     expect((await s.store.listNodes()).find((n) => n.name === first!.nodes[2])!.cordoned).toBe(true);
   });
 
+  it("a slow chip without the SDK's compute_s: CPU time per step from the node agent's heartbeats names its host", async () => {
+    const s = await setup();
+    const id = await s.submit("chip-cpu", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);
+    const [first] = await s.store.listAttempts(id);
+    const dir = path.dirname(s.executor.ranks(id)[0]!.logPath);
+    const ticks = [0, 0, 0];
+    let step = 0;
+    // Each step a heartbeat per rank (as agent/node_agent.py writes rank-N.hb, overwritten): rank 1 computes for 1.3 s
+    // of its step when slow while the others compute 0.2 s and wait for it.
+    const steps = async (n: number, everyMs: number, slowTicks: number) => {
+      for (let i = 0; i < n; i++) {
+        s.clock.advance(everyMs);
+        step++;
+        for (const r of [0, 1, 2]) {
+          ticks[r]! += r === 1 ? slowTicks : 20;
+          writeFileSync(
+            path.join(dir, `rank-${r}.hb`),
+            JSON.stringify({ t: s.clock.now(), node: first!.nodes[r], pid: 1, state: "R", cpuTicks: ticks[r] }),
+          );
+          s.executor.report(id, r, { kind: "step", step, loss: 1.5 });
+        }
+        await s.supervisor.tick();
+      }
+    };
+    await steps(80, 500, 20);
+    await steps(40, 1500, 130);
+    await s.settle();
+    await steps(10, 1500, 130);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "straggler", culpritRank: 1, culpritNode: first!.nodes[1] });
+    const table = (incident!.evidence.straggler as { table: Array<{ rank: number; computeS: number }> }).table;
+    expect(table[0]!.rank).toBe(1);
+    expect(table[0]!.computeS).toBeGreaterThan(1);
+  });
+
   it("every pair slow against what the pool's pairs reached before: the pool is degraded, the job moves to another pool", async () => {
     const s = await setup({ pools: [pool("a", 4, probed), pool("b", 3, probed)] });
     const id = await s.submit("pooled", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);

@@ -19,6 +19,10 @@ export const grayProbeTimeoutS = 60;
 export const preflightProbeTimeoutS = 20;
 /** CPU samples kept per rank (one per look, about one a second). */
 const maxCpuSamples = 600;
+/** Gangs up to this many ranks have their CPU time sampled (a file or /proc read per rank and look). */
+const maxCpuSampledRanks = 512;
+/** A job's CPU samples are dropped once it has not been looked at for this long (it ended). */
+const cpuForgetMs = 10 * 60_000;
 /** What a restart costs when the ledger has measured none yet (s): stop, relaunch, first step. */
 const defaultRestartS = 30;
 
@@ -60,7 +64,7 @@ export type GrayAction =
  */
 export class GrayFailures {
   private readonly states = new Map<string, GrayState>();
-  private readonly cpu = new Map<string, { attempt: number; byRank: Map<number, CpuSample[]> }>();
+  private readonly cpu = new Map<string, { attempt: number; seenAt: number; byRank: Map<number, CpuSample[]> }>();
   private readonly background = new Set<Promise<void>>();
   /**
    * What a healthy pair of a pool reached in an earlier probe of the same mode (Gbit/s, the median of its fast pairs):
@@ -85,8 +89,9 @@ export class GrayFailures {
 
   /** A look at the attempt's pace (about once a second): slow or not, this is where slowdowns open and close. */
   async onPace(job: JobRecord, attempt: AttemptRecord, pace: SlowdownVerdict): Promise<GrayAction> {
-    const ranks = await this.ctx.store.listRanks(job.id, attempt.n);
-    await this.sampleCpu(job.id, attempt, ranks);
+    const gang = attempt.nodes.length * job.spec.procsPerNode;
+    const ranks = (): Promise<RankRecord[]> => this.ctx.store.listRanks(job.id, attempt.n);
+    if (gang <= maxCpuSampledRanks) await this.sampleCpu(job.id, attempt, await ranks());
     let st = this.states.get(job.id);
     if (st && st.attempt !== attempt.n) {
       this.states.delete(job.id);
@@ -103,7 +108,7 @@ export class GrayFailures {
         baselineStepS: pace.baselineStepS,
         recentStepS: pace.recentStepS,
       });
-      this.localizeInBackground(job, attempt, ranks, st);
+      this.localizeInBackground(job, attempt, await ranks(), st);
       return { kind: "none" };
     }
     if (st.openIncident !== null) {
@@ -126,7 +131,7 @@ export class GrayFailures {
       this.states.delete(job.id);
       return { kind: "none" };
     }
-    return this.decide(job, attempt, ranks, st, pace);
+    return this.decide(job, attempt, await ranks(), st, pace);
   }
 
   /**
@@ -277,11 +282,15 @@ export class GrayFailures {
 
   /** One CPU sample per rank: the Slurm node agent's heartbeat (rank-N.hb, overwritten) or /proc for a local pid. */
   private async sampleCpu(jobId: string, attempt: AttemptRecord, ranks: RankRecord[]): Promise<void> {
+    const now = this.ctx.now();
+    for (const [id, e] of this.cpu) if (now - e.seenAt > cpuForgetMs) this.cpu.delete(id);
+    if (ranks.length > maxCpuSampledRanks) return;
     let entry = this.cpu.get(jobId);
     if (!entry || entry.attempt !== attempt.n) {
-      entry = { attempt: attempt.n, byRank: new Map() };
+      entry = { attempt: attempt.n, seenAt: now, byRank: new Map() };
       this.cpu.set(jobId, entry);
     }
+    entry.seenAt = now;
     for (const r of ranks) {
       if (r.exitedAt !== null) continue;
       const sample = await readCpu(attempt.dir, r);
