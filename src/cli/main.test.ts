@@ -46,6 +46,9 @@ describe("one error path", () => {
       ["frobnicate", "--json"],
       ["--json", "chaos", "j", "explode"],
       ["--json", "chaos", "j", "kill-rank", "--rank", "x"],
+      ["--json", "chaos", "j", "degrade-link"],
+      ["--json", "chaos", "j", "degrade-link", "--rate", "fast"],
+      ["--json", "chaos", "j", "kill-rank", "--rate", "5mbit"],
       ["--json", "run", "/nonexistent/job.yaml"],
       ["--json", "logs", "j", "--rank", "one"],
     ]) {
@@ -59,6 +62,12 @@ describe("one error path", () => {
       expect(parsed.error.length).toBeGreaterThan(5);
       expect(parsed.fix.length).toBeGreaterThan(3);
     }
+  });
+
+  it("chaos degrade-link without a rate says which flag to add, before asking any server", async () => {
+    const r = await runCli(["chaos", "j", "degrade-link", "--node", "a2"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toBe("switchyard: degrade-link needs the link's rate (fix: add --rate 5mbit)\n");
   });
 
   it("a spec that cannot be read names the file and the fix", async () => {
