@@ -164,6 +164,8 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
   }, 700_000);
 
   it("pre-flight: a host whose link is already collapsed is drained and left out before the attempt launches", async () => {
+    // The first server holds a2 cordoned from the test before (and would drain it again): a fresh one over a new home.
+    await server.stop();
     for (const n of hosts) await healLink(n, { env: slurmEnv }).catch(() => undefined);
     resumeAll();
     await waitFor("Slurm to resume the hosts", async () => {
@@ -172,8 +174,6 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
     });
     await degradeLink("a2", "5mbit", { env: slurmEnv });
     try {
-      // A fresh server: the first one still holds a2 cordoned from the test before.
-      await server.stop();
       const home2 = tempHome("gray-pre");
       const clusterFile2 = path.join(home2, "cluster.yaml");
       writeFileSync(clusterFile2, cluster);
@@ -184,7 +184,9 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
         const first = await waitFor("the first attempt", async () => (await job(client2, id)).attempts[0], 120_000);
         expect(first.nodes).toHaveLength(3);
         expect(first.nodes).not.toContain("a2");
-        const pre = (await events(client2, id)).find((e) => e.kind === "preflight.network");
+        const all = await events(client2, id);
+        const pre = all.find((e) => e.kind === "preflight.network");
+        if (!pre) console.log(all.map((e) => `${e.kind}: ${e.message}`).join("\n"));
         expect(pre?.data.excluded).toEqual(["a2"]);
         expect(pre?.message).toMatch(/a2->|->a2/);
         const a2 = (await listNodes({ env: slurmEnv })).find((n) => n.name === "a2");
