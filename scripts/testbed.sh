@@ -136,7 +136,6 @@ up_munge() {
   chmod 0755 /run/munge
   runuser -u munge -- munged --pid-file="$TESTBED_DIR/munged.pid" ||
     die "munged did not start (fix: see /var/log/munge/munged.log)"
-  touch "$TESTBED_DIR/munged.ours"
 }
 
 start_slurmd() {
@@ -202,7 +201,8 @@ cmd_down() {
     ip link del "$(hostveth "$name")" 2>/dev/null || true
   done
   kill_pidfile "$TESTBED_DIR/slurmctld.pid"
-  if [ -f "$TESTBED_DIR/munged.ours" ]; then kill_pidfile "$TESTBED_DIR/munged.pid"; fi
+  # A munged we started writes its pid file here; one that was already running (the machine's own) is left alone.
+  kill_pidfile "$TESTBED_DIR/munged.pid"
   ip link del "$BRIDGE" 2>/dev/null || true
   case "$TESTBED_DIR" in /run/switchyard-testbed | /tmp/*) rm -rf "$TESTBED_DIR" ;; *) rm -f "$CONF" ;; esac
   say "down: namespaces, links, daemons and $TESTBED_DIR removed"
