@@ -89,7 +89,8 @@ describe("hints print commands that work as shown", () => {
 
   it("node <path to bin> when `switchyard` on PATH is not this CLI", () => {
     expect(selfCommand({}, { PATH: "/nonexistent" }, packageRoot)).toBe("node bin/switchyard.js");
-    expect(selfCommand({}, { PATH: "" }, tmpdir())).toBe(`node ${bin}`);
+    // A folder that is neither the checkout nor above it (a clone may itself live under the temp folder).
+    expect(selfCommand({}, { PATH: "" }, mkdtempSync(path.join(tmpdir(), "cli-cwd-")))).toBe(`node ${bin}`);
   });
 
   it("switchyard when PATH has a link to this CLI (npm link)", () => {
@@ -99,7 +100,7 @@ describe("hints print commands that work as shown", () => {
     const other = mkdtempSync(path.join(tmpdir(), "cli-path-other-"));
     mkdirSync(path.join(other, "x"));
     symlinkSync(path.join(other, "x"), path.join(other, "switchyard"));
-    expect(selfCommand({}, { PATH: other }, tmpdir())).toBe(`node ${bin}`);
+    expect(selfCommand({}, { PATH: other }, mkdtempSync(path.join(tmpdir(), "cli-cwd-")))).toBe(`node ${bin}`);
   });
 
   it("repeats --home when the shell would not pick that home by itself, quoted when needed", () => {

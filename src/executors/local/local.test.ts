@@ -56,7 +56,9 @@ describe("local rank wrapper", () => {
     expect(ex.signalRank(rank, "SIGSTOP")).toBe(true);
     expect(await until(() => (ex.processState(rank) === "T" ? "T" : null))).toBe("T");
     await ex.stop([rank], 2000);
-    expect(readProcStat(pid)).toBeNull();
+    // Gone, or a zombie waiting for whoever adopted it (PID 1 of a container may reap late): either way not running.
+    const after = readProcStat(pid);
+    expect(after === null || after.state === "Z").toBe(true);
   }, 20_000);
 
   it("stamps the log's size and write time while it grows, without touching the log", async () => {

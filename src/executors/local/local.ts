@@ -39,7 +39,7 @@ const wrapperScript = [
   "exec 3>&1 4>&2 >/dev/null 2>&1",
   "wrapper=$$",
   '( ( last=""; while kill -0 "$wrapper"; do' +
-    ' now=$(stat -c "%s %.3Y" "$log_file") && [ "$now" != "$last" ] && echo "$now" >> "$log_file.stamps" && last=$now;' +
+    ' now=$(stat -c "%s %.3Y" "$log_file") && [ "${now%% *}" != 0 ] && [ "$now" != "$last" ] && echo "$now" >> "$log_file.stamps" && last=$now;' +
     " sleep 1; done ) 3>&- 4>&- & )",
   '( read -r pid rest < /proc/self/stat && echo "$pid" > "$pid_file"; exec "$@" >&3 2>&4 3>&- 4>&- )',
   "code=$?",
