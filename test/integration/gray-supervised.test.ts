@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiClient } from "../../src/cli/client.js";
-import { listNodes } from "../../src/executors/slurm/slurm-cli.js";
+import { listNodes, nodeUnusable } from "../../src/executors/slurm/slurm-cli.js";
 import { degradeLink, healLink } from "../../src/executors/slurm/testbed.js";
 import { packageRoot } from "../../src/paths.js";
 import type { JobReport } from "../../src/supervisor/report.js";
@@ -170,7 +170,12 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
     resumeAll();
     await waitFor("Slurm to resume the hosts", async () => {
       const nodes = await listNodes({ env: slurmEnv });
-      return hosts.every((h) => !nodes.find((n) => n.name === h)?.reason?.startsWith("switchyard:"));
+      // Not drained by us any more, and back in service: right after RESUME Slurm shows "idle*" (not responding) until
+      // the host's slurmd answers, and a server starting then would take the host for unusable.
+      return hosts.every((h) => {
+        const n = nodes.find((x) => x.name === h);
+        return n !== undefined && !n.reason?.startsWith("switchyard:") && !nodeUnusable(n);
+      });
     });
     await degradeLink("a2", "5mbit", { env: slurmEnv });
     try {
