@@ -1,7 +1,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, type Stats } from "node:fs";
 import path from "node:path";
-import { constants as osConstants } from "node:os";
 import { pythonSdkDir } from "../../paths.js";
 import type { PoolSpec } from "../../core/spec.js";
 import { capture } from "../capture.js";
@@ -14,6 +13,7 @@ import type {
   RankStatus,
   RunOnNodesOptions,
 } from "../port.js";
+import { exitedStatus, readExitRecord } from "../exit-record.js";
 import { checkRunOnNodes, visibilityEnv } from "../port.js";
 import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procfs.js";
 
@@ -47,10 +47,6 @@ const wrapperScript = [
   '  : > "$exit_file.code-$code"',
   "fi",
 ].join("\n");
-
-const signalNames = new Map<number, string>(
-  Object.entries(osConstants.signals).map(([name, num]) => [num as number, name]),
-);
 
 export function localNodeNames(poolName: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${poolName}-${i}`);
@@ -134,11 +130,11 @@ export class LocalExecutor implements Executor {
     return ranks.map((r): RankStatus => {
       const exitFile = path.join(attemptDir, `rank-${r.rank}.exit`);
       const record = readExitRecord(exitFile);
-      if (record) return exited(r.rank, record);
+      if (record) return exitedStatus(r.rank, record);
       if (r.pid !== null && isSameProcessAlive(r.pid, r.startTicks)) return { rank: r.rank, state: "running" };
       // The wrapper may have written its record between the two checks above.
       const late = readExitRecord(exitFile) ?? readFallbackRecord(attemptDir, r.rank);
-      if (late) return exited(r.rank, late);
+      if (late) return exitedStatus(r.rank, late);
       const torn = statOrNull(`${exitFile}.tmp`);
       if (torn) {
         return {
@@ -242,14 +238,6 @@ function signalGroup(pgid: number, signal: NodeJS.Signals): void {
   }
 }
 
-function exited(rank: number, record: { code: number; t: number }): RankStatus {
-  // sh reports death by signal N as 128+N.
-  const bySignal = record.code > 128 && record.code < 128 + 65 ? signalNames.get(record.code - 128) : undefined;
-  return bySignal
-    ? { rank, state: "exited", code: null, signal: bySignal, at: record.t }
-    : { rank, state: "exited", code: record.code, signal: null, at: record.t };
-}
-
 /** The rank's own process: the pid its wrapper recorded while that is still the wrapper's child, else its first child. */
 function rankProcess(wrapperPid: number, rank: RankHandle): number | null {
   const recorded = readPidFile(rank);
@@ -286,15 +274,6 @@ function readFallbackRecord(attemptDir: string, rank: number): { code: number; t
   const name = names.find((n) => n.startsWith(prefix) && /^\d{1,3}$/.test(n.slice(prefix.length)));
   const st = name ? statOrNull(path.join(attemptDir, name)) : null;
   return name && st ? { code: Number(name.slice(prefix.length)), t: st.mtimeMs } : null;
-}
-
-function readExitRecord(file: string): { code: number; t: number } | null {
-  try {
-    const parsed = JSON.parse(readFileSync(file, "utf8")) as { code: number; t: number };
-    return typeof parsed.code === "number" ? parsed : null;
-  } catch {
-    return null;
-  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
