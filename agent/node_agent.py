@@ -5,7 +5,7 @@ Started once per rank by the executor (on Slurm: one `srun` task per rank), it
 - runs the rank in its own process group, its output appended to `rank-N.log` in the attempt folder,
 - writes `rank-N.hb` (heartbeat: alive, process state, CPU time, RSS) every --heartbeat seconds,
 - acts on control requests placed in the attempt folder: `ctl/rank-N.<seq>.<SIGNAL>` delivers SIGNAL to the rank's
-  own process (stack dump, chaos stop/continue); `ctl/stop` (JSON {"graceMs": G}) stops the rank's whole group:
+  own process (stack dump, chaos stop/continue; SIGUSR1, the stack dump, only to processes that catch it); `ctl/stop` (JSON {"graceMs": G}) stops the rank's whole group:
   SIGCONT, SIGTERM, SIGKILL after G ms,
 - writes `rank-N.exit` ({"code": C, "t": ms}; death by signal N as 128+N, like a POSIX shell) when the rank ends.
 The attempt folder lives on storage shared with the control plane. Every file is written whole (tmp + rename).
@@ -78,6 +78,46 @@ def visibility_env(vendor, devices):
     if vendor == "ascend":
         return {"ASCEND_RT_VISIBLE_DEVICES": ids}
     return {}
+
+
+def catches_signal(pid, sig):
+    """True when the process has a handler for sig (the SigCgt mask of /proc/PID/status: bit sig-1)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return (int(line.split(":", 1)[1].strip(), 16) >> (int(sig) - 1)) & 1 == 1
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def child_pids(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+# Signals that ask the rank for something (SIGUSR1: its Python stacks): delivered only to processes that catch them, so
+# that a script without a handler is never killed by the dump meant to explain its hang.
+REQUEST_SIGNALS = ("SIGUSR1",)
+
+
+def request_targets(pid, sig):
+    """The rank's process when it catches sig, else its descendants that do (breadth first, at most 64 looked at)."""
+    if catches_signal(pid, sig):
+        return [pid]
+    found, queue, looked = [], child_pids(pid), 0
+    while queue and looked < 64:
+        looked += 1
+        p = queue.pop(0)
+        if catches_signal(p, sig):
+            found.append(p)
+        else:
+            queue.extend(child_pids(p))
+    return found
 
 
 def signal_group(pgid, sig):
@@ -222,10 +262,12 @@ def main(argv):
                 signame = name.rsplit(".", 1)[-1]
                 sig = getattr(signal, signame, None)
                 if isinstance(sig, signal.Signals) and signame.startswith("SIG"):
-                    try:
-                        os.kill(child.pid, sig)
-                    except OSError:
-                        pass
+                    targets = request_targets(child.pid, sig) if signame in REQUEST_SIGNALS else [child.pid]
+                    for target in targets:
+                        try:
+                            os.kill(target, sig)
+                        except OSError:
+                            pass
         if stopping["deadline"] is not None and time.monotonic() > stopping["deadline"]:
             signal_group(pgid, signal.SIGKILL)
             stopping["deadline"] = time.monotonic() + 3600

@@ -15,6 +15,7 @@ import type {
 } from "../port.js";
 import { exitedStatus, readExitRecord } from "../exit-record.js";
 import { checkRunOnNodes, visibilityEnv } from "../port.js";
+import { catchesSignal, requestSignals } from "../signals.js";
 import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procfs.js";
 
 /**
@@ -211,13 +212,33 @@ export class LocalExecutor implements Executor {
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean {
     if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return false;
     const target = rankProcess(rank.pid, rank) ?? rank.pid;
-    try {
-      process.kill(target, signal);
-      return true;
-    } catch {
-      return false;
+    // A request (a stack dump) goes only to processes that catch it: the rank, else its descendants that do (a
+    // Python under a shell script). One with no handler would be killed by SIGUSR1's default action.
+    const targets = requestSignals.has(signal) ? requestTargets(target, signal) : [target];
+    let sent = false;
+    for (const pid of targets) {
+      try {
+        process.kill(pid, signal);
+        sent = true;
+      } catch {
+        // gone meanwhile
+      }
     }
+    return sent;
   }
+}
+
+/** The rank process when it catches `signal`, else its descendants that do (breadth first, at most 64 looked at). */
+function requestTargets(rankPid: number, signal: NodeJS.Signals): number[] {
+  if (catchesSignal(rankPid, signal)) return [rankPid];
+  const found: number[] = [];
+  const queue = childPids(rankPid);
+  for (let looked = 0; queue.length > 0 && looked < 64; looked++) {
+    const pid = queue.shift()!;
+    if (catchesSignal(pid, signal)) found.push(pid);
+    else queue.push(...childPids(pid));
+  }
+  return found;
 }
 
 /** A pid recorded for a rank leads its group; guard against the pid having been reused by something else. */

@@ -56,8 +56,9 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
   const view: RankProgress[] = seen.map((v, i) => ({ ...v, processState: input.processState(ranks[i]!) }));
   const culprit = hangCulprit(view)!;
   const rank = ranks.find((r) => r.rank === culprit.rank)!;
-  // Ask every rank for its Python stacks (the SDK registers faulthandler on SIGUSR1); a stopped process gets
-  // SIGCONT so that it can write them.
+  // Ask every rank for its Python stacks (sdk/python/sitecustomize.py registers faulthandler on SIGUSR1 in every
+  // Python process a rank starts, SDK or not; executors deliver SIGUSR1 only to processes that catch it, so none is
+  // killed by the dump); a stopped process gets SIGCONT so that it can write them.
   const signals: Array<{ rank: RankRecord; signal: NodeJS.Signals }> = ranks.map((r) => ({
     rank: r,
     signal: "SIGUSR1",
