@@ -32,7 +32,14 @@ describe("plan files", () => {
     expect(s?.workload.step_time).toBe(1.5);
     expect(s?.deadline).toBe(3 * 86_400);
     expect(s?.fleet.spare_nodes).toBe(0);
-    expect(s?.fleet.failures[0]).toEqual({ cause: "gpu", per_device_day: 0.001, detect: 300, replaces_node: true });
+    expect(s?.fleet.failures[0]).toEqual({
+      cause: "gpu",
+      per_device_day: 0.001,
+      detect: { mean: 300, cv: 0 },
+      replaces_node: true,
+      hosts: 1,
+      handled_by: "auto",
+    });
     expect(s?.recovery.no_spare).toBe("wait");
     expect(s?.checkpoint.interval).toBe("optimal");
   });

@@ -4,7 +4,7 @@
  */
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from "yaml";
 import { z } from "zod";
-import { DURATION_HINT, parseDuration } from "./duration.js";
+import { BANDWIDTH_HINT, BYTES_HINT, DURATION_HINT, parseBandwidth, parseBytes, parseDuration } from "./duration.js";
 
 const duration = z.unknown().transform((value, ctx) => {
   const seconds = parseDuration(value);
@@ -18,6 +18,60 @@ const duration = z.unknown().transform((value, ctx) => {
 const positiveDuration = duration.refine((s) => s > 0, {
   message: `must be longer than zero. Fix: use ${DURATION_HINT}`,
 });
+
+/** A duration with spread: drawn anew each time it happens. */
+export interface Spread {
+  /** Mean in seconds. */
+  mean: number;
+  /** Coefficient of variation (standard deviation / mean) of a lognormal; 0 = a constant. */
+  cv: number;
+}
+
+const SPREAD_HINT = `${DURATION_HINT}, or { mean: <duration>, cv: <spread, e.g. 0.5> } for a lognormal spread`;
+
+/** A constant duration, or { mean, cv }: a lognormal with that mean and coefficient of variation. */
+const spread = z.unknown().transform((value, ctx): Spread => {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    const entries = value as Record<string, unknown>;
+    const unknown = Object.keys(entries).filter((k) => k !== "mean" && k !== "cv");
+    const mean = parseDuration(entries.mean);
+    const cv = entries.cv ?? 0;
+    if (unknown.length > 0 || mean === undefined || typeof cv !== "number" || !(cv >= 0 && cv <= 10)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `not a duration with spread: ${JSON.stringify(value)}${unknown.length > 0 ? ` (unknown key ${unknown.join(", ")})` : ""}${typeof cv === "number" && !(cv >= 0 && cv <= 10) ? " (cv must be 0..10)" : ""}. Fix: use ${SPREAD_HINT}`,
+      });
+      return z.NEVER;
+    }
+    return { mean, cv };
+  }
+  const seconds = parseDuration(value);
+  if (seconds === undefined) {
+    ctx.addIssue({ code: "custom", message: `not a duration: ${JSON.stringify(value)}. Fix: use ${SPREAD_HINT}` });
+    return z.NEVER;
+  }
+  return { mean: seconds, cv: 0 };
+});
+
+const bytes = z.unknown().transform((value, ctx) => {
+  const n = parseBytes(value);
+  if (n === undefined || n <= 0) {
+    ctx.addIssue({ code: "custom", message: `not a size: ${JSON.stringify(value)}. Fix: use ${BYTES_HINT}` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const bandwidth = z.unknown().transform((value, ctx) => {
+  const n = parseBandwidth(value);
+  if (n === undefined || n <= 0) {
+    ctx.addIssue({ code: "custom", message: `not a bandwidth: ${JSON.stringify(value)}. Fix: use ${BANDWIDTH_HINT}` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const handledBy = z.enum(["auto", "manual"]).optional().default("auto");
 
 /** Failure or straggler rate: exactly one of per_device_day and per_node_day (events per device or node per day). */
 const rateFields = {
@@ -45,12 +99,52 @@ const failureCause = z
   .strictObject({
     cause: z.string().min(1),
     ...rateFields,
+    /** Events per failure domain (of `hosts` hosts) per day. */
+    per_domain_day: z.number().nonnegative().optional(),
+    /** Events per day for the whole fleet, whatever its size. */
+    per_day: z.number().nonnegative().optional(),
+    /** Hosts one event takes down at once: 1 (a host), k (a switch, rack or power domain) or "all" (the cluster). */
+    hosts: z
+      .union([z.number().int().positive(), z.literal("all")])
+      .optional()
+      .default(1),
     /** Time from the failure until the supervisor has noticed it and stopped the gang. */
-    detect: duration.optional().default(0),
+    detect: spread.optional().default({ mean: 0, cv: 0 }),
     /** Hardware causes cost the job a node (cordoned, swapped for a spare, repaired); software causes do not. */
     replaces_node: z.boolean().optional().default(true),
+    /** Until the lost hosts are back (default: the fleet's node_replace_time); for hosts: all, the outage. */
+    repair: spread.optional(),
+    /** auto: the supervisor restarts the job; manual: a person must act first (recovery.manual). */
+    handled_by: handledBy,
   })
-  .superRefine(requireOneRate);
+  .superRefine((value, ctx) => {
+    const given = [value.per_device_day, value.per_node_day, value.per_domain_day, value.per_day].filter(
+      (r) => r !== undefined,
+    ).length;
+    const perHost = value.per_device_day !== undefined || value.per_node_day !== undefined;
+    if (given !== 1) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          given === 0
+            ? "no rate given. Fix: add per_device_day or per_node_day (events per device or node per day), per_domain_day (per failure domain of `hosts` hosts) or per_day (for the whole fleet)"
+            : "more than one rate given. Fix: keep one of per_device_day, per_node_day, per_domain_day, per_day",
+      });
+    } else if (value.hosts !== 1 && perHost) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["hosts"],
+        message: `an event that takes ${value.hosts === "all" ? "all hosts" : `${value.hosts} hosts`} needs a rate per domain or per fleet. Fix: use per_domain_day (events per domain of ${value.hosts} hosts per day) or per_day`,
+      });
+    } else if (value.per_domain_day !== undefined && typeof value.hosts !== "number") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["per_domain_day"],
+        message:
+          'per_domain_day needs the domain size. Fix: set hosts to the number of hosts one event takes (hosts: "all" takes per_day)',
+      });
+    }
+  });
 
 const stragglers = z
   .strictObject({
@@ -61,6 +155,46 @@ const stragglers = z
   })
   .superRefine(requireOneRate);
 
+/** Hosts (re)placed into the job fail more often for a while (infant mortality). */
+const burnIn = z.strictObject({
+  period: positiveDuration,
+  /** Failure rate of a fresh host, as a multiple of the per-node rate of the causes that replace a node. */
+  multiplier: z.number().min(1),
+});
+
+/** Some repaired hosts come back with the fault not fixed, fail again at a higher rate and are then retired. */
+const repeatOffenders = z.strictObject({
+  /** Share of hosts back from repair whose fault was not fixed. */
+  share: z.number().min(0).max(1),
+  multiplier: z.number().min(1),
+});
+
+const collapses = z
+  .strictObject({
+    per_day: z.number().positive(),
+    duration: spread,
+    /** Step time multiplier during an episode: 3 = three times slower. */
+    slowdown: z.number().gt(1),
+  })
+  .superRefine((value, ctx) => {
+    if (value.duration.mean <= 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["duration"],
+        message: `must be longer than zero. Fix: use ${SPREAD_HINT}`,
+      });
+    }
+  });
+
+/** Degraded interconnect: a steady share of slow links, and episodes of collapse under load. */
+const network = z.strictObject({
+  /** Share of links running degraded (0..1). */
+  degraded_share: z.number().min(0).max(1).optional().default(0),
+  /** Step time grows by sensitivity x degraded_share: 1 = 10% degraded links make steps 10% slower. */
+  sensitivity: z.number().min(0).optional().default(1),
+  collapses: collapses.optional(),
+});
+
 const fleet = z
   .strictObject({
     device: z.string().min(1),
@@ -70,6 +204,9 @@ const fleet = z
     node_replace_time: positiveDuration.optional().default(86_400),
     failures: z.array(failureCause).optional().default([]),
     stragglers: stragglers.optional(),
+    burn_in: burnIn.optional(),
+    repeat_offenders: repeatOffenders.optional(),
+    network: network.optional(),
   })
   .superRefine((value, ctx) => {
     if (value.devices % value.devices_per_node !== 0) {
@@ -79,7 +216,29 @@ const fleet = z
         message: `${value.devices} devices do not fill whole nodes of ${value.devices_per_node}. Fix: use a multiple of devices_per_node`,
       });
     }
+    const nodes = Math.floor(value.devices / value.devices_per_node);
+    value.failures.forEach((f, i) => {
+      if (typeof f.hosts === "number" && f.hosts > nodes) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["failures", i, "hosts"],
+          message: `${f.hosts} hosts per event, but the fleet has ${nodes} nodes. Fix: use at most ${nodes}, or "all" for whole-cluster events`,
+        });
+      }
+    });
   });
+
+/** Loss spikes that need a rollback further than the last checkpoint, and a skip of the data that caused them. */
+const lossSpikes = z.strictObject({
+  cause: z.string().min(1).optional().default("loss-spike"),
+  /** Spikes per day of training (compute time), whatever the fleet size. */
+  per_day: z.number().positive(),
+  /** How many persistent checkpoints back the job restarts from: 1 = the last one, 2 = the one before, ... */
+  rollback: z.number().int().min(1).max(1000).optional().default(2),
+  /** Spike -> diagnosed and the data skip decided (the job is stopped meanwhile). */
+  detect: spread.optional().default({ mean: 0, cv: 0 }),
+  handled_by: handledBy,
+});
 
 const workload = z
   .strictObject({
@@ -89,6 +248,7 @@ const workload = z
     tokens_per_device_second: z.number().positive().optional(),
     /** Simulate a fixed wall-clock window (e.g. a published snapshot) instead of a run to completion. */
     window: positiveDuration.optional(),
+    loss_spikes: lossSpikes.optional(),
   })
   .superRefine((value, ctx) => {
     const fix =
@@ -115,12 +275,62 @@ const workload = z
     }
   });
 
-const checkpoint = z.strictObject({
-  /** Compute time between checkpoints, or "optimal" for Daly's interval at the fleet's failure rate. */
-  interval: z.union([z.literal("optimal"), positiveDuration]),
-  save: duration,
-  load: duration.optional().default(0),
+/** Where persistent checkpoints go: save and load times follow from the size and the bandwidth. */
+const storage = z.strictObject({
+  /** Aggregate bandwidth of the storage system for writes and for reads. */
+  write_bandwidth: bandwidth,
+  read_bandwidth: bandwidth,
+  /** Each host's own link to the storage; with hosts_at_once it caps the aggregate. */
+  per_host_bandwidth: bandwidth.optional(),
+  /** Hosts that write (and read) their shards at once; default every node of the job. */
+  hosts_at_once: z.number().int().positive().optional(),
+  /** Coefficient of variation of each save and load time (lognormal), 0 = constant. */
+  spread: z.number().min(0).max(10).optional().default(0),
 });
+
+/** A fast in-memory (optionally peer-replicated) snapshot tier in front of the persistent checkpoint. */
+const memoryTier = z.strictObject({
+  /** Compute time between snapshots, or "optimal" (Daly's interval at the rate of failures it survives). */
+  interval: z.union([z.literal("optimal"), positiveDuration]),
+  save: spread,
+  load: spread.optional().default({ mean: 0, cv: 0 }),
+  /** software: survives failures that keep the hosts (crashes, hangs); host: also the loss of one host (a copy on a peer). */
+  survives: z.enum(["software", "host"]).optional().default("software"),
+});
+
+const checkpoint = z
+  .strictObject({
+    /** Compute time between persistent checkpoints, or "optimal" for Daly's interval at the fleet's failure rate. */
+    interval: z.union([z.literal("optimal"), positiveDuration]),
+    save: spread.optional(),
+    load: spread.optional(),
+    /** Bytes of one checkpoint (all shards); with storage, save and load follow from it. */
+    size: bytes.optional(),
+    storage: storage.optional(),
+    memory: memoryTier.optional(),
+  })
+  .superRefine((value, ctx) => {
+    const sized = value.size !== undefined || value.storage !== undefined;
+    if (sized && (value.size === undefined || value.storage === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [value.size === undefined ? "size" : "storage"],
+        message: `${value.size === undefined ? "storage needs size" : "size needs storage"}. Fix: give both size (bytes of a checkpoint) and storage (its bandwidths), or save and load times instead`,
+      });
+    } else if (sized && (value.save !== undefined || value.load !== undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [value.save !== undefined ? "save" : "load"],
+        message: "save and load follow from size and storage. Fix: remove save and load, or size and storage",
+      });
+    } else if (!sized && value.save === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["save"],
+        message: "required key is missing. Fix: add save (the blocking part of a save), or size and storage",
+      });
+    }
+  });
 
 const fallback = z.strictObject({
   scenario: z.string().min(1),
@@ -129,12 +339,55 @@ const fallback = z.strictObject({
   migrate: duration.optional().default(0),
 });
 
+/** Data-parallel replica groups: losing a host drops its replica; the others train on while it is replaced. */
+const partial = z
+  .strictObject({
+    replicas: z.number().int().min(2),
+    /** Below this many replicas the job stops and restarts whole. Default: half the replicas. */
+    min_replicas: z.number().int().min(1).optional(),
+    /** A replacement host loading the state from its peers and joining again. */
+    rejoin: spread.optional().default({ mean: 0, cv: 0 }),
+  })
+  .superRefine((value, ctx) => {
+    if (value.min_replicas !== undefined && value.min_replicas >= value.replicas) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["min_replicas"],
+        message: `must be fewer than replicas (${value.replicas}). Fix: lower min_replicas`,
+      });
+    }
+  });
+
+/** Who acts on a failure marked handled_by: manual, and how fast, in and out of working hours. */
+const manual = z
+  .strictObject({
+    response: spread.optional().default({ mean: 1200, cv: 0 }),
+    off_hours_response: spread.optional().default({ mean: 4 * 3600, cv: 0 }),
+    /** Working hours [from, to) in hours of the day, Monday to the last work day. */
+    day_start: z.number().min(0).max(24).optional().default(9),
+    day_end: z.number().min(0).max(24).optional().default(18),
+    work_days: z.number().int().min(0).max(7).optional().default(5),
+    /** The run starts this many hours into Monday (0 = Monday 00:00). */
+    start_hour: z.number().min(0).max(168).optional().default(0),
+  })
+  .superRefine((value, ctx) => {
+    if (value.day_end <= value.day_start) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["day_end"],
+        message: `working hours end (${value.day_end}) before they start (${value.day_start}). Fix: use day_start < day_end`,
+      });
+    }
+  });
+
 const recovery = z.strictObject({
-  restart: duration,
+  restart: spread,
   no_spare: z.enum(["wait", "shrink"]).optional().default("wait"),
   /** Shrinking stops at this fraction of the fleet's nodes; below it the job waits for repaired nodes. */
   shrink_floor: z.number().gt(0).lte(1).optional().default(0.75),
   fallback: fallback.optional(),
+  partial: partial.optional(),
+  manual: manual.optional(),
 });
 
 const scenario = z.strictObject({
@@ -189,6 +442,25 @@ export const planSchema = z
       }
     });
     plan.scenarios.forEach((s, i) => {
+      const nodes = Math.floor(s.fleet.devices / s.fleet.devices_per_node);
+      const replicas = s.recovery.partial?.replicas;
+      if (replicas !== undefined && nodes % replicas !== 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["scenarios", i, "recovery", "partial", "replicas"],
+          message: `${nodes} nodes do not split into ${replicas} equal replica groups. Fix: use a divisor of ${nodes}`,
+        });
+      }
+      const memory = s.checkpoint.memory;
+      if (memory !== undefined && s.checkpoint.interval !== "optimal" && memory.interval !== "optimal") {
+        if (memory.interval > s.checkpoint.interval) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["scenarios", i, "checkpoint", "memory", "interval"],
+            message: `in-memory snapshots every ${memory.interval} s are rarer than persistent checkpoints every ${s.checkpoint.interval} s. Fix: snapshot to memory at least as often`,
+          });
+        }
+      }
       if (s.deadline !== undefined && s.workload.window !== undefined) {
         ctx.addIssue({
           code: "custom",
@@ -289,6 +561,9 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: (string | n
     return `${JSON.stringify(valueAt(data, path))} is not allowed. Fix: use one of ${options}`;
   }
   if (issue.code === "invalid_union") {
+    if (path.at(-1) === "hosts") {
+      return `${JSON.stringify(valueAt(data, path))} is not valid here. Fix: use a whole number of hosts (1 or more) or "all"`;
+    }
     return `${JSON.stringify(valueAt(data, path))} is not valid here. Fix: use "optimal" or ${DURATION_HINT}`;
   }
   if (issue.code === "too_small" || issue.code === "too_big") {
@@ -326,6 +601,15 @@ const KNOWN_KEYS: Record<string, string[]> = {
   "scenarios.checkpoint": Object.keys(checkpoint.shape),
   "scenarios.recovery": Object.keys(recovery.shape),
   "scenarios.recovery.fallback": Object.keys(fallback.shape),
+  "scenarios.recovery.partial": Object.keys(partial.shape),
+  "scenarios.recovery.manual": Object.keys(manual.shape),
+  "scenarios.fleet.burn_in": Object.keys(burnIn.shape),
+  "scenarios.fleet.repeat_offenders": Object.keys(repeatOffenders.shape),
+  "scenarios.fleet.network": Object.keys(network.shape),
+  "scenarios.fleet.network.collapses": Object.keys(collapses.shape),
+  "scenarios.workload.loss_spikes": Object.keys(lossSpikes.shape),
+  "scenarios.checkpoint.storage": Object.keys(storage.shape),
+  "scenarios.checkpoint.memory": Object.keys(memoryTier.shape),
 };
 
 function knownKeysFor(path: (string | number)[]): string {

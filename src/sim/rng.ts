@@ -7,6 +7,7 @@ export class Rng {
   private b: number;
   private c: number;
   private d: number;
+  private spareNormal: number | undefined;
 
   constructor(seed: number) {
     let s = seed >>> 0;
@@ -41,6 +42,20 @@ export class Rng {
     const high = this.nextUint32() >>> 5;
     const low = this.nextUint32() >>> 6;
     return (high * 67_108_864 + low) / 9_007_199_254_740_992;
+  }
+
+  /** Standard normal (Box-Muller; the second value of each pair is kept for the next call). */
+  nextNormal(): number {
+    if (this.spareNormal !== undefined) {
+      const z = this.spareNormal;
+      this.spareNormal = undefined;
+      return z;
+    }
+    const u = 1 - this.nextFloat();
+    const v = this.nextFloat();
+    const r = Math.sqrt(-2 * Math.log(u));
+    this.spareNormal = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
   }
 
   /** Exponentially distributed with the given rate (events per second); Infinity for a zero rate. */
