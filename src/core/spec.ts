@@ -2,6 +2,7 @@ import { statSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { causePatternListSchema, type CausePattern } from "./classify.js";
+import { watchPatternProblem } from "./adopted.js";
 import { LinearRegExp, linearRegexProblem } from "./linear-regex.js";
 import {
   countZodIssues,
@@ -212,10 +213,31 @@ const recoverySchema = z.strictObject({
   graceSeconds: seconds().min(0).default(5),
 });
 
-const checkpointSchema = z.strictObject({
-  dir: argString(specLimits.pathLength, "path").pipe(z.string().min(1)).optional(),
-  keep: z.number().int().min(1).max(10_000).default(3),
-});
+const checkpointSchema = z
+  .strictObject({
+    dir: argString(specLimits.pathLength, "path").pipe(z.string().min(1)).optional(),
+    keep: z.number().int().min(1).max(10_000).default(3),
+    /** Files the script writes itself, adopted by switchyard (docs/checkpoints-adopted.md): `snapshot.pt`, `ckpt/*.pt`. */
+    watch: z
+      .string()
+      .superRefine((pattern, ctx) => {
+        const problem = watchPatternProblem(pattern);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
+      .optional(),
+    /** A watched file is adopted once its size and mtime have not changed for this long. */
+    settleSeconds: z.number().min(0.2).max(3600, "must be at most 3600 seconds | fix: use a value <= 3600").optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.settleSeconds !== undefined && c.watch === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["settleSeconds"],
+        message:
+          "is set but checkpoint.watch is not | fix: add watch: <the file your script saves>, or drop settleSeconds",
+      });
+    }
+  });
 
 const progressSchema = z.strictObject({
   regex: z
@@ -319,7 +341,14 @@ export interface CompiledJobSpec {
    * run's checkpoint folder (or one `step-*` checkpoint) to start from when `dir` holds none (`run --resume-from`).
    * Both optional: specs stored before they existed mean a shared `dir` and no foreign resume point.
    */
-  checkpoint: { dir: string; keep: number; perRun?: boolean; resumeFrom?: string | null };
+  checkpoint: {
+    dir: string;
+    keep: number;
+    perRun?: boolean;
+    resumeFrom?: string | null;
+    /** `checkpoint.watch`: files the script writes itself, relative to the workdir (absent: none). */
+    watch?: { pattern: string; settleSeconds: number } | null;
+  };
   progress: { regex: string | null };
   detection: {
     startupSeconds: number;
@@ -444,6 +473,36 @@ function checkWorkdir(workdir: string, parsed: ParsedYaml, file: string): void {
   ]);
 }
 
+/**
+ * `checkpoint.watch` made relative to the workdir: an absolute pattern must lie inside it (a spec error otherwise).
+ * (`settleSeconds` without `watch` is refused by the schema.)
+ */
+function compileWatch(
+  pattern: string,
+  settleSeconds: number,
+  workdir: string,
+  parsed: ParsedYaml,
+  file: string,
+): { pattern: string; settleSeconds: number } {
+  if (!path.isAbsolute(pattern)) return { pattern, settleSeconds };
+  const relative = path.relative(workdir, pattern);
+  if (relative !== "" && !relative.startsWith("..") && !path.isAbsolute(relative)) {
+    return { pattern: relative.split(path.sep).join("/"), settleSeconds };
+  }
+  const node = parsed.doc.getIn(["checkpoint", "watch"], true) as { range?: [number] } | undefined;
+  const pos = parsed.lines.linePos(node?.range?.[0] ?? 0);
+  throw new SpecError([
+    {
+      file,
+      path: "checkpoint.watch",
+      line: pos.line,
+      column: pos.col,
+      message: `${pattern} is outside the job's workdir ${workdir}`,
+      fix: "give a path relative to the workdir (e.g. snapshot.pt or ckpt/*.pt), or set workdir to the folder above it",
+    },
+  ]);
+}
+
 export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJobSpec {
   const { data: spec, parsed } = validate(jobSchema, text, opts.file);
   const baseDir = path.dirname(path.resolve(opts.file));
@@ -484,6 +543,9 @@ export function compileJobSpec(text: string, opts: CompileJobOptions): CompiledJ
       keep: spec.checkpoint.keep,
       perRun: !spec.checkpoint.dir,
       resumeFrom: opts.resumeFrom ? path.resolve(opts.resumeFrom) : null,
+      ...(spec.checkpoint.watch !== undefined
+        ? { watch: compileWatch(spec.checkpoint.watch, spec.checkpoint.settleSeconds ?? 2, workdir, parsed, opts.file) }
+        : {}),
     },
     progress: { regex: spec.progress.regex ?? null },
     recovery: { ...spec.recovery, restartWindowSeconds: spec.recovery.restartWindowSeconds ?? null },

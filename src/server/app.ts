@@ -11,6 +11,7 @@ import { SpecError } from "../core/spec-errors.js";
 import type { Store } from "../store/port.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
 import { degradeLink, healLink } from "../executors/slurm/testbed.js";
+import { newestAdoptedFile } from "../supervisor/adopt.js";
 import { chaosActions, injectChaos } from "../supervisor/chaos.js";
 import { jobReport } from "../supervisor/report.js";
 import { guard } from "./security.js";
@@ -267,6 +268,7 @@ export function createApp(opts: AppOptions): Hono {
         ranks: current?.ranks ?? [],
         attemptDir: current && current.attempt.endedAt === null ? current.attempt.dir : null,
         checkpointDir: job.spec.checkpoint.dir,
+        ...(job.spec.checkpoint.watch ? { adoptedFile: () => newestAdoptedFile(job.spec, job.id) } : {}),
         signalRank: (r, sig) => supervisor.signalRank(r, sig),
         link: {
           ...(typeof body.node === "string" ? { node: body.node } : {}),

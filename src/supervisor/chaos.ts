@@ -23,6 +23,8 @@ export interface ChaosTarget {
   /** The current attempt's folder (rank-side markers go there). */
   attemptDir: string | null;
   checkpointDir: string;
+  /** A job with `checkpoint.watch`: the live file of its newest adopted generation (adopt.ts), null before one. */
+  adoptedFile?: () => Promise<string | null>;
   signalRank(rank: RankRecord, signal: NodeJS.Signals): boolean;
   /** degrade-link / heal-link: the host (default: the highest running rank's), the rate (e.g. 5mbit), the burst. */
   link?: { node?: string; rate?: string; burst?: string };
@@ -116,7 +118,17 @@ export async function injectChaos(
       };
     }
     case "corrupt-checkpoint": {
-      const file = await newestCheckpointFile(target.checkpointDir);
+      const adopted = target.adoptedFile ? await target.adoptedFile() : null;
+      const file =
+        adopted ??
+        (await newestCheckpointFile(target.checkpointDir).catch((err: Error) => {
+          throw target.adoptedFile
+            ? new Error(
+                "no checkpoint to corrupt yet: the script's watched file has not been adopted " +
+                  "(fix: wait for its first save to settle; see `switchyard events`)",
+              )
+            : err;
+        }));
       const at = await flipMiddleByte(file);
       return { action, path: file, message: `flipped byte ${at} of ${file}` };
     }
@@ -176,7 +188,10 @@ async function newestCheckpointFile(root: string): Promise<string> {
   return path.join(root, newest, first);
 }
 
-/** Flips the middle byte of a regular file in place (one byte read, one written): returns its offset. */
+/**
+ * Flips the middle byte of a regular file in place (one byte read, one written): returns its offset. The file keeps
+ * its mtime, as with bit rot on storage: nothing but its bytes tells it changed.
+ */
 async function flipMiddleByte(file: string): Promise<number> {
   if (!(await lstat(file)).isFile()) throw new Error(`${file} is not a regular file`);
   const handle = await open(file, constants.O_RDWR | noFollow);
@@ -189,6 +204,7 @@ async function flipMiddleByte(file: string): Promise<number> {
     await handle.read(byte, 0, 1, at);
     byte[0] = byte[0]! ^ 0xff;
     await handle.write(byte, 0, 1, at);
+    await handle.utimes(st.atime, st.mtime);
     return at;
   } finally {
     await handle.close();

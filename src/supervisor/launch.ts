@@ -6,6 +6,7 @@ import type { CheckpointCandidate } from "../core/checkpoints.js";
 import type { CompiledJobSpec, PoolSpec } from "../core/spec.js";
 import { AttemptState, JobState } from "../core/states.js";
 import type { AttemptRecord, JobRecord } from "../store/port.js";
+import type { Adopter, AdoptedLaunch } from "./adopt.js";
 import { findResumePoint, verifyCheckpoint } from "./checkpoint-scan.js";
 import type { SupervisorContext } from "./context.js";
 import type { Placement, Queue } from "./queue.js";
@@ -48,6 +49,7 @@ export async function launchAttempt(
   queue: Queue,
   job: JobRecord,
   placement: Placement,
+  adopter?: Adopter,
 ): Promise<LaunchResult> {
   const { store } = ctx;
   const spec = job.spec;
@@ -60,6 +62,15 @@ export async function launchAttempt(
   const n = (previous?.n ?? 0) + 1;
   const dir = path.join(ctx.home, "jobs", job.id, `attempt-${n}`);
   await mkdir(dir, { recursive: true });
+  // Checkpoints the script writes itself: verified (and restored, or set aside for a new run) before it starts.
+  let adopted: AdoptedLaunch | null = null;
+  let adoptError: unknown = null;
+  if (adopter && spec.checkpoint.watch) {
+    adopted = await adopter.prepareLaunch(job, n).catch((err: unknown) => {
+      adoptError = err;
+      return null;
+    });
+  }
   const attempt: AttemptRecord = {
     jobId: job.id,
     n,
@@ -68,8 +79,8 @@ export async function launchAttempt(
     nodes: placement.nodes,
     masterPort: await freePort(),
     dir,
-    resumeFrom: chosen?.path ?? null,
-    resumeStep: chosen?.step ?? null,
+    resumeFrom: chosen?.path ?? adopted?.resumeFrom ?? null,
+    resumeStep: chosen?.step ?? adopted?.resumeStep ?? null,
     startedAt: ctx.now(),
     endedAt: null,
     reason: null,
@@ -81,6 +92,15 @@ export async function launchAttempt(
   await ctx.setJobState(job, JobState.Starting, null);
   let launched;
   try {
+    if (adoptError !== null) {
+      const e = adoptError as NodeJS.ErrnoException;
+      throw new LaunchError(
+        `checking the checkpoints checkpoint.watch adopts failed: ${e.message ?? String(e)} ` +
+          `(fix: check that the workdir and ${spec.checkpoint.dir} are writable)`,
+        e.code ?? "EADOPT",
+        false,
+      );
+    }
     await checkLaunchable(spec);
     launched = await ctx.executor.launch({
       jobId: job.id,
@@ -96,7 +116,7 @@ export async function launchAttempt(
       workdir: spec.workdir,
       masterPort: attempt.masterPort,
       checkpointDir: spec.checkpoint.dir,
-      resumeFrom: attempt.resumeFrom,
+      resumeFrom: chosen?.path ?? null,
     });
   } catch (err) {
     return { kind: "failed", attempt, verdict: judgeLaunchError(err, job, attempt, placement, ctx.now()) };
@@ -120,7 +140,7 @@ export async function launchAttempt(
   await store.updateAttempt(job.id, n, { state: AttemptState.Running });
   const from = chosen
     ? `resuming from ${chosen.path} (step ${chosen.step})`
-    : "starting fresh (no verified checkpoint)";
+    : (adopted?.summary ?? "starting fresh (no verified checkpoint)");
   if (chosen && !known.some((c) => c.path === chosen.path)) {
     // Not a checkpoint this job wrote or resumed before: another run's, taken on purpose. Say so.
     const why =
@@ -157,7 +177,8 @@ export async function launchAttempt(
       ...(placement.preflight ? { preflight: placement.preflight } : {}),
       pool: pool.name,
       nodes: placement.nodes,
-      resumeStep: chosen?.step ?? null,
+      resumeStep: attempt.resumeStep,
+      ...(adopted?.summary ? { adopted: adopted.summary } : {}),
       masterPort: attempt.masterPort,
     },
   );

@@ -4,6 +4,7 @@ import type { ClusterSpec, CompiledJobSpec } from "../core/spec.js";
 import { AttemptState, JobState, terminalJobStates } from "../core/states.js";
 import { findPython, pythonPlaceholder } from "../executors/python.js";
 import type { AttemptRecord, JobRecord, NodeHealthRecord, RankRecord, Store } from "../store/port.js";
+import { Adopter } from "./adopt.js";
 import { pruneCheckpoints } from "./checkpoint-scan.js";
 import { type JobRuntime, SupervisorContext, type SupervisorOptions } from "./context.js";
 import { hangWithStacks } from "./detectors/hang.js";
@@ -53,6 +54,8 @@ export class Supervisor {
   private readonly queue: Queue;
   private readonly faults: PoolFaults;
   private readonly gray: GrayFailures;
+  /** Checkpoints the scripts write themselves (`checkpoint.watch`): adopted, verified, restored (adopt.ts). */
+  private readonly adopter: Adopter;
   private readonly runtimes = new Map<string, JobRuntime>();
   private timer: NodeJS.Timeout | undefined;
   /** A scheduling pass is running (passes never overlap; job tasks do, one per job at most). */
@@ -68,6 +71,7 @@ export class Supervisor {
     this.queue = new Queue(this.ctx, this.incidents, (id) => this.runtime(id));
     this.faults = new PoolFaults(this.ctx);
     this.gray = new GrayFailures(this.ctx, this.inventory);
+    this.adopter = new Adopter(this.ctx);
   }
 
   get cluster(): ClusterSpec {
@@ -222,6 +226,7 @@ export class Supervisor {
     try {
       await this.inventory.syncIfDue();
       const jobs = await this.store.listJobs({ activeOnly: true });
+      this.adopter.retain(new Set(jobs.map((j) => j.id)));
       const current = new Map<string, AttemptRecord | undefined>();
       for (const job of jobs) current.set(job.id, await this.ctx.currentAttempt(job.id));
       this.health.periodicIfDue(jobs);
@@ -295,7 +300,13 @@ export class Supervisor {
     }
     const note = [rt.preflightNote, pre.note].filter((s): s is string => !!s).join("; ");
     rt.preflightNote = null;
-    const result = await launchAttempt(this.ctx, this.queue, job, { ...placement, preflight: note || null });
+    const result = await launchAttempt(
+      this.ctx,
+      this.queue,
+      job,
+      { ...placement, preflight: note || null },
+      this.adopter,
+    );
     if (result.kind === "failed") await this.act(job, rt, result.attempt, result.verdict);
   }
 
@@ -307,6 +318,8 @@ export class Supervisor {
       attempt.state === AttemptState.Launching
         ? { kind: "interrupted-launch" }
         : await watchAttempt(this.ctx, job, attempt, rt, this.faults);
+    // Files the script saves itself are looked at only while its gang is healthy (a dead writer's file may be torn).
+    if (verdict.kind === "healthy" && job.spec.checkpoint.watch) await this.adopter.look(job, attempt);
     await this.act(job, rt, attempt, verdict);
   }
 
@@ -373,6 +386,11 @@ export class Supervisor {
 
   /** Every rank exited 0: the attempt and the job succeeded. */
   private async succeed(job: JobRecord, attempt: AttemptRecord): Promise<void> {
+    if (job.spec.checkpoint.watch) {
+      // Every rank exited 0: the files it saved are final, adopted now without waiting for them to settle.
+      await this.adopter.look(job, attempt, 0);
+      await this.adopter.settled(job.id);
+    }
     await this.store.updateAttempt(job.id, attempt.n, { state: AttemptState.Succeeded, endedAt: this.ctx.now() });
     const last = await this.store.lastStep(job.id);
     // A run resumed at its final step trains nothing and reports no step: it ends where its checkpoint was.

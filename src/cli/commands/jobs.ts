@@ -437,6 +437,11 @@ function stepFolders(dir: string): string[] {
   }
 }
 
+/** A run's checkpoint folder with files `checkpoint.watch` adopted (adopted/manifest.json): said as such. */
+function adoptedNewest(dir: string): string | undefined {
+  return existsSync(path.join(dir, "adopted", "manifest.json")) ? "the files its script saved (adopted)" : undefined;
+}
+
 function isDir(p: string): boolean {
   try {
     return statSync(p).isDirectory();
@@ -463,7 +468,7 @@ export async function resolveResumeFrom(client: ApiClient, ref: string): Promise
     const dir =
       stepFolders(abs).length === 0 && isDir(path.join(abs, "latest")) ? realpathSync(path.join(abs, "latest")) : abs;
     const steps = stepFolders(dir);
-    const newest = steps[steps.length - 1];
+    const newest = steps[steps.length - 1] ?? adoptedNewest(dir);
     if (!newest) throw new CliError(`--resume-from ${ref}: no step-* checkpoint in ${dir}`, ExitCode.Usage, fix);
     return { path: dir, what: "the folder given", newest: `newest there: ${newest}` };
   }
@@ -478,7 +483,7 @@ export async function resolveResumeFrom(client: ApiClient, ref: string): Promise
   }
   const dir = detail.spec?.checkpoint.dir;
   const steps = dir ? stepFolders(dir) : [];
-  const newest = steps[steps.length - 1];
+  const newest = steps[steps.length - 1] ?? (dir ? adoptedNewest(dir) : undefined);
   if (!dir || !newest) {
     throw new CliError(
       `--resume-from ${ref}: job ${detail.id} has no checkpoint (in ${dir ?? "?"})`,

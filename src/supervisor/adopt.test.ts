@@ -1,0 +1,337 @@
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  truncateSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import type { AdoptedManifest } from "../core/adopted.js";
+import type { CompiledJobSpec } from "../core/spec.js";
+import type { Executor } from "../executors/port.js";
+import type { AttemptRecord, EventRecord, JobRecord, Store } from "../store/port.js";
+import { adoptedDir, Adopter, listLive, newestAdoptedFile } from "./adopt.js";
+import { injectChaos } from "./chaos.js";
+import { SupervisorContext } from "./context.js";
+import { FakeClock } from "./testing/fakes.js";
+import { compilePattern } from "../core/adopted.js";
+
+const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
+
+/** A workdir, a checkpoint root, a context whose store keeps events and says the last step is `step.value`. */
+function setup(opts: { pattern?: string; keep?: number; settleSeconds?: number; jobId?: string } = {}) {
+  const root = mkdtempSync(path.join(os.tmpdir(), "sy-adopt-"));
+  const workdir = path.join(root, "work");
+  mkdirSync(workdir);
+  const events: Array<Omit<EventRecord, "id">> = [];
+  const step = { value: 4 as number | null };
+  const store = {
+    addEvent: async (e: Omit<EventRecord, "id">) => void events.push(e),
+    lastStep: async () => (step.value === null ? null : { jobId: "j", attempt: 1, rank: 0, step: step.value, t: 0 }),
+  } as unknown as Store;
+  const clock = new FakeClock(Date.now());
+  const ctx = new SupervisorContext({
+    store,
+    executor: {} as Executor,
+    clock,
+    cluster: { pools: [] },
+    home: root,
+  });
+  const jobFor = (id: string, resumeFrom: string | null = null): JobRecord => ({
+    id,
+    name: "train",
+    state: "RUNNING",
+    reason: null,
+    restarts: 0,
+    createdAt: 0,
+    updatedAt: 0,
+    endedAt: null,
+    spec: {
+      workdir,
+      checkpoint: {
+        dir: path.join(root, "checkpoints", "train", id),
+        keep: opts.keep ?? 3,
+        perRun: true,
+        resumeFrom,
+        watch: { pattern: opts.pattern ?? "snapshot.pt", settleSeconds: opts.settleSeconds ?? 2 },
+      },
+    } as unknown as CompiledJobSpec,
+  });
+  const job = jobFor(opts.jobId ?? "train-aaaaaa");
+  const attempt = { n: 1 } as AttemptRecord;
+  const adopter = new Adopter(ctx);
+  /** Looks until the file settles (the clock moves past the settle time) and waits for the adoption. */
+  const adoptNow = async (a = adopter, j = job) => {
+    await a.look(j, attempt);
+    clock.advance(((opts.settleSeconds ?? 2) + 0.1) * 1000);
+    await a.look(j, attempt);
+    await a.settled(j.id);
+  };
+  const manifest = (j = job) =>
+    JSON.parse(readFileSync(path.join(adoptedDir(j.spec, j.id), "manifest.json"), "utf8")) as AdoptedManifest;
+  const live = (p = "snapshot.pt") => path.join(workdir, p);
+  return { root, workdir, events, step, clock, ctx, job, jobFor, attempt, adopter, adoptNow, manifest, live };
+}
+
+describe("adopting the files a script saves", () => {
+  it("adopts a settled file once: size and SHA-256 in a 0600 manifest, a 0600 copy in a 0700 folder", async () => {
+    const t = setup();
+    writeFileSync(t.live(), "epoch 4 weights");
+    await t.adopter.look(t.job, t.attempt);
+    await t.adopter.settled(t.job.id);
+    expect(t.events).toEqual([]); // not settled yet
+    await t.adoptNow();
+    const m = t.manifest();
+    expect(m.generations).toHaveLength(1);
+    const g = m.generations[0]!;
+    expect(g).toMatchObject({ generation: 1, path: "snapshot.pt", size: 15, sha256: sha("epoch 4 weights"), step: 4 });
+    const dir = adoptedDir(t.job.spec, t.job.id);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(path.join(dir, "manifest.json")).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(dir, g.stored)).mode & 0o777).toBe(0o600);
+    expect(readFileSync(path.join(dir, g.stored), "utf8")).toBe("epoch 4 weights");
+    const saved = t.events.filter((e) => e.kind === "checkpoint.saved");
+    expect(saved).toHaveLength(1);
+    expect(saved[0]!.message).toMatch(/^snapshot\.pt adopted as generation 1 \(step\/epoch 4, saved .*\): 15 B/);
+    expect(saved[0]!.data).toMatchObject({ adopted: true, generation: 1, attempt: 1, step: 4 });
+    expect(typeof saved[0]!.data.saveMs).toBe("number");
+    // Unchanged: never adopted again.
+    await t.adoptNow();
+    expect(t.manifest().generations).toHaveLength(1);
+  });
+
+  it("measures the save from the first change seen to the file's last write", async () => {
+    const t = setup();
+    writeFileSync(t.live(), "part");
+    await t.adopter.look(t.job, t.attempt); // the write starts: first seen now
+    const started = t.clock.now();
+    t.clock.advance(800);
+    writeFileSync(t.live(), "part and the rest");
+    const end = started + 800;
+    utimesSync(t.live(), new Date(end), new Date(end));
+    await t.adoptNow();
+    const saved = t.events.find((e) => e.kind === "checkpoint.saved")!;
+    expect(saved.data.saveMs).toBeCloseTo(800, -1);
+    expect(saved.data.t).toBeCloseTo(end, -1);
+  });
+
+  it("keeps the newest `keep` generations, deleting the older copies", async () => {
+    const t = setup({ keep: 2 });
+    for (let i = 1; i <= 4; i++) {
+      t.step.value = i * 10;
+      writeFileSync(t.live(), `weights of epoch ${i}`);
+      utimesSync(t.live(), new Date(t.clock.now()), new Date(t.clock.now()));
+      await t.adoptNow();
+    }
+    const m = t.manifest();
+    expect(m.generations.map((g) => [g.generation, g.step])).toEqual([
+      [3, 30],
+      [4, 40],
+    ]);
+    const stored = readdirSync(adoptedDir(t.job.spec, t.job.id)).sort();
+    expect(stored).toEqual(["gen-000003.ckpt", "gen-000004.ckpt", "manifest.json"]);
+    expect(t.events.at(-1)!.message).toContain("dropped generation 2");
+  });
+
+  it("refuses a zip without its end record (torch.save cut short) until it changes", async () => {
+    const t = setup();
+    writeFileSync(t.live(), Buffer.concat([Buffer.from([0x50, 0x4b, 0x03, 0x04]), Buffer.alloc(100, 7)]));
+    await t.adoptNow();
+    expect(existsSync(path.join(adoptedDir(t.job.spec, t.job.id), "manifest.json"))).toBe(false);
+    expect(t.events.map((e) => e.kind)).toEqual(["checkpoint.invalid"]);
+    expect(t.events[0]!.message).toMatch(/zip without its end record/);
+    await t.adoptNow();
+    expect(t.events).toHaveLength(1); // said once, not copied again
+    // A complete zip (end of central directory record at the end) is adopted.
+    const eocd = Buffer.alloc(22);
+    eocd.writeUInt32LE(0x06054b50, 0);
+    writeFileSync(t.live(), Buffer.concat([Buffer.from([0x50, 0x4b, 0x03, 0x04]), Buffer.alloc(100, 7), eocd]));
+    await t.adoptNow();
+    expect(t.manifest().generations).toHaveLength(1);
+  });
+
+  it("hashes a big file in chunks: the event loop runs between them", async () => {
+    const t = setup();
+    writeFileSync(t.live(), Buffer.alloc(24 << 20, 1));
+    await t.adopter.look(t.job, t.attempt);
+    t.clock.advance(2100);
+    let turns = 0;
+    let done = false;
+    const spin = (): void => {
+      turns++;
+      if (!done) setImmediate(spin);
+    };
+    setImmediate(spin);
+    await t.adopter.look(t.job, t.attempt);
+    await t.adopter.settled(t.job.id);
+    done = true;
+    expect(t.manifest().generations).toHaveLength(1);
+    expect(turns).toBeGreaterThan(5); // at least one turn per 1 MB chunk read or written, give or take
+  });
+
+  it("a restarted server reads the manifest back, adopts nothing twice and removes half-written copies", async () => {
+    const t = setup();
+    writeFileSync(t.live(), "v1");
+    await t.adoptNow();
+    const dir = adoptedDir(t.job.spec, t.job.id);
+    writeFileSync(path.join(dir, ".tmp-gen-1-abc"), "half a copy");
+    writeFileSync(path.join(dir, "gen-000009.ckpt"), "a copy the manifest never named");
+    const again = new Adopter(t.ctx);
+    await t.adoptNow(again);
+    expect(t.manifest().generations.map((g) => g.generation)).toEqual([1]);
+    expect(readdirSync(dir).sort()).toEqual(["gen-000001.ckpt", "manifest.json"]);
+    expect(t.events.filter((e) => e.kind === "checkpoint.saved")).toHaveLength(1);
+  });
+
+  it("lists matches of a glob without following symlinks, bounded", async () => {
+    const t = setup({ pattern: "ckpt/*.pt" });
+    mkdirSync(path.join(t.workdir, "ckpt"));
+    writeFileSync(path.join(t.workdir, "ckpt", "e1.pt"), "1");
+    writeFileSync(path.join(t.workdir, "ckpt", "e2.pt"), "2");
+    writeFileSync(path.join(t.workdir, "ckpt", "e2.pt.switchyard-prev-x"), "set aside");
+    writeFileSync(path.join(t.workdir, "ckpt", "notes.txt"), "no");
+    const { symlinkSync } = await import("node:fs");
+    symlinkSync("/etc/passwd", path.join(t.workdir, "ckpt", "link.pt"));
+    const { files, truncated } = await listLive(t.workdir, compilePattern("ckpt/*.pt"));
+    expect(files.map((f) => f.path)).toEqual(["ckpt/e1.pt", "ckpt/e2.pt"]);
+    expect(truncated).toBe(false);
+    for (let i = 0; i < 70; i++) writeFileSync(path.join(t.workdir, "ckpt", `m${i}.pt`), "x");
+    const many = await listLive(t.workdir, compilePattern("ckpt/*.pt"));
+    expect(many.files).toHaveLength(64);
+    expect(many.truncated).toBe(true);
+  });
+});
+
+describe("before a restart", () => {
+  async function threeGenerations(t: ReturnType<typeof setup>) {
+    for (let i = 1; i <= 3; i++) {
+      t.step.value = i * 5;
+      writeFileSync(t.live(), `weights after epoch ${i * 5}`);
+      utimesSync(t.live(), new Date(t.clock.now()), new Date(t.clock.now()));
+      await t.adoptNow();
+    }
+  }
+
+  it("verifies an intact live file and says what the script will load", async () => {
+    const t = setup();
+    await threeGenerations(t);
+    const launch = await t.adopter.prepareLaunch(t.job, 2);
+    expect(launch.summary).toMatch(
+      /^the script will load snapshot\.pt \(generation 3 \(step\/epoch 15, saved .*\), verified\)$/,
+    );
+    expect(launch.resumeFrom).toBe(t.live());
+    expect(launch.resumeStep).toBe(15);
+    expect(t.events.filter((e) => e.kind === "checkpoint.restored")).toEqual([]);
+  });
+
+  it("restores the newest generation over a corrupted live file (sha mismatch, same size and mtime)", async () => {
+    const t = setup();
+    await threeGenerations(t);
+    // chaos corrupt-checkpoint flips a byte of the live file, keeping its mtime (bit rot).
+    const before = statSync(t.live()).mtimeMs;
+    const chaos = await injectChaos(
+      "corrupt-checkpoint",
+      {
+        ranks: [],
+        attemptDir: null,
+        checkpointDir: t.job.spec.checkpoint.dir,
+        adoptedFile: () => newestAdoptedFile(t.job.spec, t.job.id),
+        signalRank: () => false,
+      },
+      undefined,
+    );
+    expect(chaos.path).toBe(t.live());
+    expect(statSync(t.live()).mtimeMs).toBe(before);
+    expect(readFileSync(t.live(), "utf8")).not.toBe("weights after epoch 15");
+    // The watcher sees no change (size and mtime held): the corruption is not adopted as a generation.
+    await t.adoptNow();
+    expect(t.manifest().generations.map((g) => g.generation)).toEqual([1, 2, 3]);
+
+    const launch = await t.adopter.prepareLaunch(t.job, 2);
+    expect(readFileSync(t.live(), "utf8")).toBe("weights after epoch 15");
+    const restored = t.events.find((e) => e.kind === "checkpoint.restored")!;
+    expect(restored.message).toMatch(
+      /^snapshot\.pt failed verification \(sha mismatch\); restored generation 3 \(step\/epoch 15, saved .*\)$/,
+    );
+    expect(launch.summary).toMatch(/snapshot\.pt \(generation 3 .*, restored\)/);
+    // The restored file is generation 3 again: not adopted as a new one.
+    await t.adoptNow();
+    expect(t.manifest().generations.map((g) => g.generation)).toEqual([1, 2, 3]);
+  });
+
+  it("restores over a torn write (truncated, never settled), and skips a stored copy that rotted", async () => {
+    const t = setup();
+    await threeGenerations(t);
+    const m = t.manifest();
+    const dir = adoptedDir(t.job.spec, t.job.id);
+    writeFileSync(path.join(dir, m.generations[2]!.stored), "rotten copy of epoch 15");
+    truncateSync(t.live(), 5);
+    await t.adopter.prepareLaunch(t.job, 2);
+    expect(readFileSync(t.live(), "utf8")).toBe("weights after epoch 10");
+    const kinds = t.events.filter((e) => e.kind !== "checkpoint.saved");
+    expect(kinds.map((e) => e.kind)).toEqual(["checkpoint.skipped", "checkpoint.restored"]);
+    expect(kinds[0]!.message).toMatch(/skipping snapshot\.pt's generation 3 .*: its stored copy sha mismatch/);
+    expect(kinds[1]!.message).toMatch(
+      /^snapshot\.pt failed verification \(5 B, generation 3 has 22 B: torn write\?\); restored generation 2 \(step\/epoch 10/,
+    );
+  });
+
+  it("brings back a missing one-file checkpoint; sets aside a file never adopted", async () => {
+    const t = setup({ pattern: "ckpt/*.pt" });
+    mkdirSync(path.join(t.workdir, "ckpt"));
+    writeFileSync(t.live("ckpt/e5.pt"), "epoch 5");
+    await t.adoptNow();
+    writeFileSync(t.live("ckpt/e10.pt"), "epoch 10, torn"); // killed during the save: never settled
+    await t.adopter.look(t.job, t.attempt);
+    const launch = await t.adopter.prepareLaunch(t.job, 2);
+    expect(existsSync(t.live("ckpt/e10.pt"))).toBe(false);
+    expect(readFileSync(t.live("ckpt/e10.pt.switchyard-torn-train-aaaaaa"), "utf8")).toBe("epoch 10, torn");
+    expect(t.events.find((e) => e.kind === "checkpoint.set-aside")!.message).toMatch(
+      /^ckpt\/e10\.pt was written but never settled .*; moved aside to ckpt\/e10\.pt\.switchyard-torn-train-aaaaaa$/,
+    );
+    expect(launch.summary).toMatch(/ckpt\/e5\.pt \(generation 1/);
+  });
+});
+
+describe("a new run", () => {
+  it("sets aside a file an earlier run left in the workdir, and starts fresh", async () => {
+    const first = setup({ jobId: "train-111111" });
+    writeFileSync(first.live(), "run 1's weights");
+    await first.adoptNow();
+    const second = first.jobFor("train-222222");
+    const launch = await first.adopter.prepareLaunch(second, 1);
+    expect(launch).toEqual({ summary: null, resumeFrom: null, resumeStep: null });
+    expect(existsSync(first.live())).toBe(false);
+    expect(readFileSync(first.live("snapshot.pt.switchyard-prev-train-222222"), "utf8")).toBe("run 1's weights");
+    const aside = first.events.find((e) => e.kind === "checkpoint.set-aside" && e.jobId === "train-222222")!;
+    expect(aside.message).toMatch(/is none of its checkpoints: the run starts fresh .*--resume-from/);
+  });
+
+  it("takes over the run --resume-from names: its newest verified generation, as this run's own", async () => {
+    const t = setup({ jobId: "train-111111" });
+    t.step.value = 8;
+    writeFileSync(t.live(), "run 1's weights");
+    await t.adoptNow();
+    writeFileSync(t.live(), "run 1's torn write"); // the first run died while saving
+    const second = t.jobFor("train-222222", t.job.spec.checkpoint.dir);
+    const launch = await t.adopter.prepareLaunch(second, 1);
+    expect(readFileSync(t.live(), "utf8")).toBe("run 1's weights");
+    expect(launch.summary).toMatch(/snapshot\.pt \(run train-111111's generation 1 \(step\/epoch 8/);
+    expect(launch.resumeStep).toBe(8);
+    const own = t.manifest(second);
+    expect(own.generations).toHaveLength(1);
+    expect(own.generations[0]).toMatchObject({ generation: 1, from: { jobId: "train-111111", generation: 1 } });
+    expect(t.events.find((e) => e.kind === "checkpoint.foreign")!.message).toMatch(/--resume-from/);
+    // A restart of the second run verifies against its own manifest.
+    writeFileSync(t.live(), "garbage!!!!!!!!"); // same size as the weights
+    await t.adopter.prepareLaunch(second, 2);
+    expect(readFileSync(t.live(), "utf8")).toBe("run 1's weights");
+  });
+});
