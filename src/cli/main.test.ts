@@ -32,9 +32,9 @@ describe("one error path", () => {
   });
 
   it("commander's own usage errors print in the one format and exit 2", async () => {
-    const missing = await runCli(["run"]);
+    const missing = await runCli(["status"]);
     expect(missing.code).toBe(2);
-    expect(missing.err).toBe("switchyard: missing required argument 'job.yaml' (fix: see --help)\n");
+    expect(missing.err).toBe("switchyard: missing required argument 'job' (fix: see --help)\n");
     const unknown = await runCli(["frobnicate"]);
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/^switchyard: unknown command 'frobnicate' \(fix: see --help\)\n$/);

@@ -5,6 +5,7 @@ import path from "node:path";
 import type { CheckpointCandidate } from "../core/checkpoints.js";
 import type { CompiledJobSpec, PoolSpec } from "../core/spec.js";
 import { AttemptState, JobState } from "../core/states.js";
+import { torchrunEnv, type TorchrunEnvInput } from "../core/torchrun-env.js";
 import type { AttemptRecord, JobRecord } from "../store/port.js";
 import type { Adopter, AdoptedLaunch } from "./adopt.js";
 import { findResumePoint, verifyCheckpoint } from "./checkpoint-scan.js";
@@ -112,7 +113,8 @@ export async function launchAttempt(
       devices: placement.devices,
       procsPerNode: spec.procsPerNode,
       command: spec.command,
-      env: spec.env,
+      // What torchrun gives its workers (restart count, run id, ...), under the job's own env.
+      env: { ...torchrunEnv(torchrunEnvInput(job, n)), ...spec.env },
       workdir: spec.workdir,
       masterPort: attempt.masterPort,
       checkpointDir: spec.checkpoint.dir,
@@ -322,6 +324,17 @@ async function checkLaunchable(spec: CompiledJobSpec): Promise<void> {
     "ENOENT",
     true,
   );
+}
+
+function torchrunEnvInput(job: JobRecord, attempt: number): TorchrunEnvInput {
+  const spec = job.spec;
+  return {
+    jobId: job.id,
+    attempt,
+    maxRestarts: spec.recovery.maxRestarts,
+    procsPerNode: spec.procsPerNode,
+    inherited: { ...process.env, ...spec.env },
+  };
 }
 
 /** A port nobody listens on now; fresh per attempt so orphans of an old attempt can never join a new one. */

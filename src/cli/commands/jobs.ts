@@ -9,6 +9,8 @@ import type { NodeView } from "../../supervisor/supervisor.js";
 import type { NodeHealthSummary, ProbeResult } from "../../supervisor/health.js";
 import type { NodeHealthRecord } from "../../store/port.js";
 import { clock, duration, incidentNumbers, table } from "../format.js";
+import { pythonPlaceholder } from "../../executors/python.js";
+import { jobNameFor, jobSpecYaml, parseTorchrunArgs, torchrunInvocation } from "../torchrun.js";
 
 export interface JobSummary {
   id: string;
@@ -35,8 +37,12 @@ export interface JobDetail extends JobSummary {
 export function registerJobCommands(program: Command): void {
   program
     .command("run")
-    .description("submit a job spec (YAML) to the supervisor; every submission is a new run with its own checkpoints")
-    .argument("<job.yaml>", "job spec")
+    .description(
+      "submit a job: a job spec (YAML), a training script (short form), or a torchrun command after --; every " +
+        "submission is a new run with its own checkpoints",
+    )
+    .argument("[target]", "a job spec (YAML), a training script, or -- and a torchrun command line")
+    .argument("[args...]", "the script's own arguments (short form and torchrun)")
     .option("-f, --follow", "stay attached: live progress, incidents, and the final state as exit code")
     .option(
       "--resume-from <job|path>",
@@ -44,9 +50,21 @@ export function registerJobCommands(program: Command): void {
         "a folder of step-* checkpoints, or one step-* checkpoint",
     )
     .option("--cluster <file>", "cluster config for a server this command starts")
+    .option("--nproc-per-node <n>", "short form: ranks per node (as torchrun's)")
+    .option("--nnodes <n|min:max>", "short form: nodes (as torchrun's; min:max may shrink to min)")
+    .option("--pool <names>", "short form: pools in order of preference, comma-separated (default: any)")
+    .option("--name <name>", "short form: the job's name (default: from the script)")
+    .option("--print-spec", "short form: print the job spec it stands for and submit nothing")
+    .allowUnknownOption()
     .addHelpText(
       "after",
       [
+        "",
+        "Short form and torchrun (docs/torchrun.md): `switchyard run --nproc-per-node 2 train.py --epochs 3` and",
+        "`switchyard run -- torchrun --nproc_per_node=2 train.py --epochs 3` (or `python -m torch.distributed.run`)",
+        "run train.py under switchyard's launcher with the environment torchrun gives (RANK, LOCAL_RANK, WORLD_SIZE,",
+        "TORCHELASTIC_RESTART_COUNT, ...), from this folder. The script's own options go after it; one that run",
+        "itself takes (--name, --pool, -f ...) goes after `--`: `switchyard run --nproc-per-node 2 -- train.py --name x`.",
         "",
         "Checkpoints: with no checkpoint.dir in the spec, each run writes to $SWITCHYARD_HOME/checkpoints/<name>/<job id>",
         "(checkpoints/<name>/latest points at the run that verified a checkpoint last) and starts from scratch: a new",
@@ -54,34 +72,51 @@ export function registerJobCommands(program: Command): void {
         "specs share on purpose. Either way the console and the events say which checkpoint a run resumes from.",
       ].join("\n"),
     )
-    .action(async (file: string, opts: { follow?: boolean; cluster?: string; resumeFrom?: string }, cmd: Command) => {
+    .action(async (target: string | undefined, args: string[], opts: RunOptions, cmd: Command) => {
       const g = globals(cmd);
+      const submission = runSubmission(target, args, opts);
+      if (submission.kind === "print") {
+        console.log(g.json ? JSON.stringify({ spec: submission.yaml, ignored: submission.ignored }) : submission.yaml);
+        return;
+      }
       let yaml: string;
-      try {
-        yaml = readFileSync(file, "utf8");
-      } catch (err) {
-        throw new CliError(
-          `cannot read job spec ${file}: ${(err as Error).message}`,
-          ExitCode.Usage,
-          "pass the path of a job spec (YAML), e.g. examples/chargpt/job.yaml",
-        );
+      if (submission.kind === "generated") {
+        yaml = submission.yaml;
+      } else {
+        try {
+          yaml = readFileSync(submission.file, "utf8");
+        } catch (err) {
+          throw new CliError(
+            `cannot read job spec ${submission.file}: ${(err as Error).message}`,
+            ExitCode.Usage,
+            "pass the path of a job spec (YAML), e.g. examples/chargpt/job.yaml",
+          );
+        }
       }
       const client = await connect(g.home, { clusterFile: opts.cluster });
       const resume = opts.resumeFrom !== undefined ? await resolveResumeFrom(client, opts.resumeFrom) : null;
       const job = await client.post<JobSummary>("/api/jobs", {
         yaml,
-        file: path.resolve(file),
+        file: path.resolve(submission.file),
         ...(resume ? { resumeFrom: resume.path } : {}),
       });
       const detail = await client.get<JobDetail>(`/api/jobs/${enc(job.id)}`);
       const ckpt = checkpointNote(detail, resume);
       const again = `${selfCommand(g)} status ${job.id} --follow`;
+      const ignored = submission.kind === "generated" ? submission.ignored : [];
       if (g.json) {
         console.log(
-          JSON.stringify({ ...job, checkpointDir: detail.spec?.checkpoint.dir ?? null, resume, follow: again }),
+          JSON.stringify({
+            ...job,
+            checkpointDir: detail.spec?.checkpoint.dir ?? null,
+            resume,
+            follow: again,
+            ...(submission.kind === "generated" ? { ignored } : {}),
+          }),
         );
       } else {
         console.log(`submitted ${job.id}`);
+        for (const n of ignored) console.log(`ignored torchrun option ${n}`);
         for (const line of ckpt) console.log(line);
       }
       if (!opts.follow) return;
@@ -299,7 +334,91 @@ export function registerJobCommands(program: Command): void {
   }
 }
 
-/** Runs `call` for a node; a name the server does not know is a usage error listing the names it does. */
+export interface RunOptions {
+  follow?: boolean;
+  cluster?: string;
+  resumeFrom?: string;
+  nprocPerNode?: string;
+  nnodes?: string;
+  pool?: string;
+  name?: string;
+  printSpec?: boolean;
+}
+
+/** What `run` submits: a spec file as written, or one generated from a script or a torchrun command line. */
+export type RunSubmission =
+  { kind: "file"; file: string } | { kind: "generated" | "print"; file: string; yaml: string; ignored: string[] };
+
+/**
+ * `run`'s arguments -> what to submit. A lone `*.yaml`/`*.yml` is a job spec; `torchrun ...` or `python -m
+ * torch.distributed.run ...` (after `--`) is parsed as torchrun would; anything else is the short form: a script (a
+ * `.py` runs under a Python that can import torch, anything else as it is) with torchrun's options before it.
+ */
+export function runSubmission(target: string | undefined, args: string[], opts: RunOptions): RunSubmission {
+  const shortForm = (["nprocPerNode", "nnodes", "pool", "name", "printSpec"] as const).filter(
+    (k) => opts[k] !== undefined,
+  );
+  const flag = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+  if (target === undefined) {
+    throw new CliError(
+      "run needs a job spec, a training script or a torchrun command",
+      ExitCode.Usage,
+      "e.g. switchyard run job.yaml, switchyard run --nproc-per-node 2 train.py, " +
+        "or switchyard run -- torchrun --nproc_per_node=2 train.py",
+    );
+  }
+  if (/\.ya?ml$/i.test(target)) {
+    if (args.length > 0) {
+      throw new CliError(
+        `a job spec takes no arguments, got ${JSON.stringify(args[0])} after ${target}`,
+        ExitCode.Usage,
+        "put the command's arguments in the spec's command, or check the spelling of run's options (see --help)",
+      );
+    }
+    if (shortForm.length > 0) {
+      throw new CliError(
+        `${shortForm.map(flag).join(", ")} apply to the short form, not to a job spec`,
+        ExitCode.Usage,
+        `set them in ${target} (procsPerNode, nodes, pools, name), or run a script: switchyard run --nproc-per-node 2 train.py`,
+      );
+    }
+    return { kind: "file", file: target };
+  }
+  const argv = [target, ...args];
+  const invocation = torchrunInvocation(argv);
+  let plan;
+  if (invocation) {
+    const twice = (["nprocPerNode", "nnodes"] as const).filter((k) => opts[k] !== undefined);
+    if (twice.length > 0) {
+      throw new CliError(
+        `${twice.map(flag).join(", ")} given to both switchyard run and torchrun`,
+        ExitCode.Usage,
+        "give them to torchrun only, after --",
+      );
+    }
+    plan = parseTorchrunArgs(invocation.args, invocation.python);
+  } else {
+    const launcherArgs = [
+      ...(opts.nprocPerNode !== undefined ? ["--nproc-per-node", opts.nprocPerNode] : []),
+      ...(opts.nnodes !== undefined ? ["--nnodes", opts.nnodes] : []),
+      // Not a Python script and not an option: an executable, run as it is (torchrun --no-python).
+      ...(!target.startsWith("-") && !/\.py$/.test(target) ? ["--no-python"] : []),
+    ];
+    plan = parseTorchrunArgs([...launcherArgs, ...argv], pythonPlaceholder);
+  }
+  const name = opts.name ?? jobNameFor(plan.script);
+  const pools = (opts.pool ?? "")
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "");
+  const workdir = process.cwd();
+  const yaml = jobSpecYaml(plan, { name, pools, workdir });
+  // The spec exists only on the command line: its "file" names the folder it resolves paths in, and says so.
+  const file = path.join(workdir, "<command line>");
+  return { kind: opts.printSpec ? "print" : "generated", file, yaml, ignored: plan.ignored };
+}
+
+/** Runs `call` for a node;/** Runs `call` for a node; a name the server does not know is a usage error listing the names it does. */
 async function knownNode<T>(client: ApiClient, name: string, call: () => Promise<T>): Promise<T> {
   const known = await client.get<NodeRecord[]>("/api/nodes");
   if (!known.some((n) => n.name === name)) {
