@@ -283,6 +283,12 @@ function runTrial(
       }
     }
   };
+  /** A host in burn-in left the job. */
+  const dropBurn = (): void => {
+    burnEnds[Math.floor(rng.nextFloat() * burnCount)] = burnEnds[burnCount - 1] ?? 0;
+    burnCount--;
+    pruneBurn();
+  };
   /** A spare joins the job: a fresh host in burn-in, and maybe a repeat offender. */
   const takeSpare = (): void => {
     if (badSpares > 0 && rng.nextFloat() * spares < badSpares) {
@@ -409,15 +415,19 @@ function runTrial(
     let cause: number;
     if (u < nodePart) {
       cause = pick(fleet.nodeCauseCumulative, u / nodePart);
+      // Every host fails at the base rate; the one that did may have been a fresh host or a repeat offender.
+      if (fleet.causeReplacesNode[cause] === 1 && active > 0) {
+        const which = rng.nextFloat() * active;
+        if (which < burnCount) dropBurn();
+        else if (which < burnCount + badCount) badCount--;
+      }
     } else if (u < nodePart + fixedPart) {
       cause = pick(fleet.fixedCauseCumulative, (u - nodePart) / fixedPart);
     } else {
       cause = pick(fleet.hwCauseCumulative, rng.nextFloat());
       if (u < nodePart + fixedPart + burnPart && burnCount > 0) {
         // The fresh host failed: it leaves burn-in (and the job).
-        burnEnds[Math.floor(rng.nextFloat() * burnCount)] = burnEnds[burnCount - 1] ?? 0;
-        burnCount--;
-        pruneBurn();
+        dropBurn();
       } else if (badCount > 0) {
         badCount--;
       }

@@ -108,6 +108,75 @@ describe("plan files", () => {
     expect(err.issues[0]?.line).toBe(8);
   });
 
+  it("reads durations with spread, sizes and bandwidths", () => {
+    const plan = parsePlan(
+      VALID.replace("detect: 5m", "detect: { mean: 5m, cv: 0.5 }").replace(
+        "checkpoint: { interval: optimal, save: 30s }",
+        "checkpoint: { interval: optimal, size: 2.3TB, storage: { write_bandwidth: 10GB/s, read_bandwidth: 1GiB/s } }",
+      ),
+      "plans/x.yaml",
+    );
+    const s = plan.scenarios[0];
+    expect(s?.fleet.failures[0]?.detect).toEqual({ mean: 300, cv: 0.5 });
+    expect(s?.checkpoint.size).toBe(2.3e12);
+    expect(s?.checkpoint.storage?.write_bandwidth).toBe(1e10);
+    expect(s?.checkpoint.storage?.read_bandwidth).toBe(2 ** 30);
+  });
+
+  it("names the field and the fix for each new knob's bad input", () => {
+    const cases: [string, string, string | RegExp][] = [
+      [
+        "- { cause: gpu, per_device_day: 0.001, detect: 5m }",
+        "- { cause: tor, hosts: 4, per_node_day: 0.001 }",
+        /^scenarios\[0\]\.fleet\.failures\[0\]\.hosts: an event that takes 4 hosts needs a rate per domain or per fleet\. Fix: use per_domain_day/,
+      ],
+      [
+        "- { cause: gpu, per_device_day: 0.001, detect: 5m }",
+        "- { cause: tor, hosts: 9, per_domain_day: 0.001 }",
+        /^scenarios\[0\]\.fleet\.failures\[0\]\.hosts: 9 hosts per event, but the fleet has 8 nodes\. Fix:/,
+      ],
+      [
+        "- { cause: gpu, per_device_day: 0.001, detect: 5m }",
+        "- { cause: tor, hosts: most, per_day: 1 }",
+        'scenarios[0].fleet.failures[0].hosts: "most" is not valid here. Fix: use a whole number of hosts (1 or more) or "all"',
+      ],
+      [
+        "detect: 5m",
+        "detect: { mean: 5m, sd: 1m }",
+        /^scenarios\[0\]\.fleet\.failures\[0\]\.detect: not a duration with spread: .*unknown key sd.*Fix: use/,
+      ],
+      ["save: 30s", "size: 2TB", /^scenarios\[0\]\.checkpoint\.storage: size needs storage\. Fix:/],
+      [
+        "restart: 5m",
+        "restart: 5m, partial: { replicas: 3 }",
+        /^scenarios\[0\]\.recovery\.partial\.replicas: 8 nodes do not split into 3 equal replica groups\. Fix: use a divisor of 8/,
+      ],
+      [
+        "restart: 5m",
+        "restart: 5m, manual: { day_start: 18, day_end: 9 }",
+        /^scenarios\[0\]\.recovery\.manual\.day_end: working hours end \(9\) before they start \(18\)\. Fix:/,
+      ],
+      [
+        "step_time: 1.5s",
+        "step_time: 1.5s, loss_spikes: { per_day: 0.1, rollbak: 2 }",
+        /^scenarios\[0\]\.workload\.loss_spikes\.rollbak: unknown key "rollbak"\. Fix: did you mean "rollback"\?/,
+      ],
+      [
+        "save: 30s",
+        "save: 30s, storage: { write_bandwidth: fast, read_bandwidth: 1GB/s }",
+        /^scenarios\[0\]\.checkpoint\.storage\.write_bandwidth: not a bandwidth: "fast"\. Fix: use bytes per second/,
+      ],
+    ];
+    for (const [from, to, expected] of cases) {
+      const err = errorOf(VALID.replace(from, to));
+      const messages = err.issues.map((i) => `${i.yamlPath}: ${i.message}`);
+      expect(
+        messages.some((m) => (typeof expected === "string" ? m === expected : expected.test(m))),
+        messages.join("\n"),
+      ).toBe(true);
+    }
+  });
+
   it("rejects a fallback to a scenario that does not exist", () => {
     const err = errorOf(
       VALID.replace("restart: 5m }", "restart: 5m, fallback: { scenario: b, after_failures: 3, within: 1d } }"),
