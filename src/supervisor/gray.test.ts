@@ -190,6 +190,91 @@ describe("gray failures in the supervisor", () => {
     expect(report.ledger.totals.degraded).toBeLessThan(spanMs * 0.25);
   });
 
+  it("a slowdown ridden out is decided again when it worsens: probed again, and evicted once a restart pays", async () => {
+    const s = await setup();
+    const id = await s.submit("gray-worse", ["nodes: 3", "steps: 400", "detection: { slowdown: { factor: 1.1 } }"]);
+    const [first] = await s.store.listAttempts(id);
+    const culprit = first!.nodes[2]!;
+    s.executor.slow.add(culprit);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 600); // 1.2x: 270 steps left cost 27 s slow; a restart recomputes 130 steps (65 s): continue
+    await s.settle();
+    await s.run(id, 10, 600);
+    const [ridden] = await s.store.listIncidents(id);
+    expect((ridden!.evidence.decision as { sentence: string }).sentence).toMatch(/: continue$/);
+    expect(s.full()).toHaveLength(1);
+    // Slightly worse (1.3x, under 1.25 x 1.2): no new decision.
+    await s.run(id, 30, 650);
+    expect(await s.kinds(id)).not.toContain("slowdown.worsened");
+    expect(s.full()).toHaveLength(1);
+    // Then 3x: the slowdown grew past 1.25x the decided factor, the hosts are probed again, and now evicting pays.
+    await s.run(id, 20, 1500);
+    const worsened = (await s.store.listEvents({ jobId: id, limit: 10_000 })).find(
+      (e) => e.kind === "slowdown.worsened",
+    );
+    expect(worsened?.data).toMatchObject({ incident: ridden!.id });
+    expect(worsened!.data.to as number).toBeGreaterThan(2);
+    expect(s.full()).toHaveLength(2);
+    await s.settle();
+    await s.run(id, 2, 1500);
+    const events = await s.store.listEvents({ jobId: id, limit: 10_000 });
+    const escalated = events.find((e) => e.kind === "slowdown.escalated");
+    expect(escalated?.data.incident).toBe(ridden!.id);
+    const evict = events.find((e) => e.kind === "slowdown.evict");
+    expect(evict?.message).toMatch(/continuing costs .*evicting costs .*: evict$/);
+    const incidents = await s.store.listIncidents(id);
+    expect(incidents).toHaveLength(2);
+    expect(incidents[1]).toMatchObject({ cause: "network", culpritNode: culprit });
+    expect(incidents[1]!.evidence).toMatchObject({ endedAttempt: true, escalatedFrom: ridden!.id });
+    expect((incidents[1]!.evidence.slowdown as { factor: number }).factor).toBeGreaterThan(2);
+    expect((await s.store.listNodes()).find((n) => n.name === culprit)!.cordoned).toBe(true);
+    await s.tick(2000);
+    const attempts = await s.store.listAttempts(id);
+    expect(attempts).toHaveLength(2);
+    expect(attempts[1]!.nodes).not.toContain(culprit);
+    // The ridden-out incident's degraded time ends at the escalation: no span charged twice.
+    const report = (await jobReport(s.store, id, s.clock.now()))!;
+    const [c1, c2] = report.ledger.incidents;
+    expect(c1!.degradedMs).toBeGreaterThan(0);
+    expect(c1!.endedAttempt).toBe(false);
+    expect(c2!.endedAttempt).toBe(true);
+    expect(c2!.degradedMs).toBe(0);
+    const escalatedAt = escalated!.data.to as number;
+    const onset = (ridden!.evidence.degraded as { from: number }).from;
+    expect(c1!.degradedMs).toBeLessThan(escalatedAt - onset);
+  });
+
+  it("a slowdown ridden out that worsens but still does not pay a restart: decided again, the arithmetic said again", async () => {
+    const s = await setup();
+    const id = await s.submit("gray-worse-end", ["nodes: 3", "steps: 200", "detection: { slowdown: { factor: 1.1 } }"]);
+    const [first] = await s.store.listAttempts(id);
+    s.executor.slow.add(first!.nodes[0]!);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 600);
+    await s.settle();
+    await s.run(id, 10, 600);
+    expect(await s.store.listIncidents(id)).toHaveLength(1);
+    // 2x with a few dozen steps left: 60 steps x 0.5 s x 1 = 30 s slow against 65 s of recomputation: continue.
+    await s.run(id, 20, 1000);
+    await s.settle();
+    await s.run(id, 2, 1000);
+    const events = await s.store.listEvents({ jobId: id, limit: 10_000 });
+    expect(events.filter((e) => e.kind === "slowdown.worsened")).toHaveLength(1);
+    const again = events.filter((e) => e.kind === "slowdown.continue");
+    expect(again).toHaveLength(2);
+    expect(again[1]!.message).toMatch(/^still going on, now at \d+% speed: continuing costs .*: continue$/);
+    expect(again[1]!.data.factor as number).toBeGreaterThan(1.6);
+    expect(events.map((e) => e.kind)).not.toContain("slowdown.evict");
+    expect(s.executor.stops).toEqual([]);
+    expect(await s.store.listIncidents(id)).toHaveLength(1);
+    // Not decided a third time at the same pace.
+    await s.run(id, 10, 1000);
+    await s.settle();
+    expect(
+      (await s.store.listEvents({ jobId: id, limit: 10_000 })).filter((e) => e.kind === "slowdown.worsened"),
+    ).toHaveLength(1);
+  });
+
   it("a slowdown ridden out closes when the pace recovers: degraded time ends there", async () => {
     const s = await setup();
     const id = await s.submit("gray-recover", ["nodes: 3", "steps: 150", "detection: { slowdown: { factor: 1.1 } }"]);

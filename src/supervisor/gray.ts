@@ -25,6 +25,11 @@ const maxCpuSampledRanks = 512;
 const cpuForgetMs = 10 * 60_000;
 /** What a restart costs when the ledger has measured none yet (s): stop, relaunch, first step. */
 const defaultRestartS = 30;
+/**
+ * A slowdown ridden out ("not worth a restart") is decided again when its factor has grown by this much since the
+ * decision (1.25: from 1.2x to 1.5x, from 2x to 2.5x): the hosts are probed again and the arithmetic redone.
+ */
+export const redecideGrowth = 1.25;
 
 /** What the background look at a slow attempt found: the network probe's verdict and the compute outlier. */
 export interface Localization {
@@ -44,6 +49,10 @@ interface GrayState {
   localization: Localization | null;
   /** The incident the run goes on through (the decision was to continue), until the pace recovers. */
   openIncident: number | null;
+  /** The slowdown factor the last decision to continue was made at: a larger one is decided again. */
+  decidedFactor: number | null;
+  /** The slowdown grew: the hosts are being probed again for a new decision. */
+  reviewing: boolean;
 }
 
 /** What the network pre-flight left out (cordoned), and the sentence the next attempt's event carries. */
@@ -99,7 +108,15 @@ export class GrayFailures {
     }
     if (!st) {
       if (!pace.slow) return { kind: "none" };
-      st = { attempt: attempt.n, detectedAt: this.ctx.now(), slowdown: pace, localization: null, openIncident: null };
+      st = {
+        attempt: attempt.n,
+        detectedAt: this.ctx.now(),
+        slowdown: pace,
+        localization: null,
+        openIncident: null,
+        decidedFactor: null,
+        reviewing: false,
+      };
       this.states.set(job.id, st);
       await this.ctx.event(job.id, "slowdown.detected", `the run is slow: ${pace.reason}; localizing`, {
         attempt: attempt.n,
@@ -112,13 +129,30 @@ export class GrayFailures {
       return { kind: "none" };
     }
     if (st.openIncident !== null) {
-      if (pace.slow) return { kind: "none" };
-      await this.ctx.event(job.id, "slowdown.recovered", `the pace recovered: ${pace.reason}`, {
-        incident: st.openIncident,
-        attempt: attempt.n,
-        to: this.ctx.now(),
-      });
-      this.states.delete(job.id);
+      if (!pace.slow) {
+        await this.ctx.event(job.id, "slowdown.recovered", `the pace recovered: ${pace.reason}`, {
+          incident: st.openIncident,
+          attempt: attempt.n,
+          to: this.ctx.now(),
+        });
+        this.states.delete(job.id);
+        return { kind: "none" };
+      }
+      // Ridden out, and slower since: probe again, then the arithmetic again with the new factor.
+      if (st.reviewing)
+        return st.localization === null ? { kind: "none" } : this.decide(job, attempt, await ranks(), st, pace);
+      if (pace.factor !== null && st.decidedFactor !== null && pace.factor >= st.decidedFactor * redecideGrowth) {
+        await this.ctx.event(
+          job.id,
+          "slowdown.worsened",
+          `the slowdown grew from ${st.decidedFactor.toFixed(2)}x to ${pace.factor.toFixed(2)}x since the decision ` +
+            `to go on: probing the hosts again to decide again (${pace.reason})`,
+          { incident: st.openIncident, attempt: attempt.n, from: st.decidedFactor, to: pace.factor },
+        );
+        st.reviewing = true;
+        st.localization = null;
+        this.localizeInBackground(job, attempt, await ranks(), st, this.ctx.now());
+      }
       return { kind: "none" };
     }
     if (st.localization === null) return { kind: "none" };
@@ -170,7 +204,13 @@ export class GrayFailures {
   }
 
   /** Runs the network probe and the compute-outlier check; the result lands in `st` for a later tick. */
-  private localizeInBackground(job: JobRecord, attempt: AttemptRecord, ranks: RankRecord[], st: GrayState): void {
+  private localizeInBackground(
+    job: JobRecord,
+    attempt: AttemptRecord,
+    ranks: RankRecord[],
+    st: GrayState,
+    computeSince?: number,
+  ): void {
     const task = (async () => {
       const problems: string[] = [];
       let network: NetworkVerdict | null = null;
@@ -188,7 +228,7 @@ export class GrayFailures {
       }
       let straggler: StragglerVerdict | null = null;
       try {
-        straggler = await this.compute(job, attempt, ranks, st.slowdown.since ?? st.detectedAt);
+        straggler = await this.compute(job, attempt, ranks, computeSince ?? st.slowdown.since ?? st.detectedAt);
       } catch (err) {
         problems.push(`compute time: ${(err as Error).message}`);
       }
@@ -379,6 +419,8 @@ export class GrayFailures {
     const evict = decision.evict && blocked === null;
     const sentence = blocked && decision.evict ? `${decision.sentence}, but ${blocked}: continue` : decision.sentence;
     const speed = 1 / factor;
+    // A decision made again (the slowdown grew): the incident ridden out so far keeps the time up to now.
+    const escalating = st.openIncident !== null;
     const where =
       scope === "host"
         ? cause === "network"
@@ -402,7 +444,8 @@ export class GrayFailures {
         : null,
       problems: loc.problems,
       decision: { evict, sentence, continueCostS: decision.continueCostS, evictCostS: decision.evictCostS },
-      degraded: { from: since, to: evict ? now : null, speed },
+      degraded: escalating ? { from: now, to: now, speed } : { from: since, to: evict ? now : null, speed },
+      ...(escalating ? { escalatedFrom: st.openIncident } : {}),
       endedAttempt: evict,
       ...(scope === "pool" ? { poolDegraded: true } : {}),
     };
@@ -418,8 +461,28 @@ export class GrayFailures {
       lastStep,
       evidence,
     };
+    if (escalating && !evict) {
+      // Still not worth a restart at the new factor: say the arithmetic again, and decide again if it grows further.
+      st.reviewing = false;
+      st.decidedFactor = factor;
+      await this.ctx.event(
+        job.id,
+        "slowdown.continue",
+        `still going on, now at ${Math.round(speed * 100)}% speed: ${sentence}`,
+        { incident: st.openIncident, attempt: attempt.n, factor },
+      );
+      return { kind: "none" };
+    }
     if (evict) {
       this.states.delete(job.id);
+      if (escalating) {
+        await this.ctx.event(
+          job.id,
+          "slowdown.escalated",
+          `the slowdown ridden out grew to ${factor.toFixed(2)}x: restarting pays now`,
+          { incident: st.openIncident, attempt: attempt.n, to: now, factor },
+        );
+      }
       await this.ctx.event(job.id, "slowdown.evict", `evicting ${where}: ${sentence}`, { attempt: attempt.n });
       const poolNodes = nodes.filter((n) => n.pool === attempt.pool).map((n) => n.name);
       return {
@@ -449,6 +512,7 @@ export class GrayFailures {
       },
     });
     st.openIncident = id;
+    st.decidedFactor = factor;
     const number = (await store.listIncidents(job.id)).filter((i) => i.id <= id).length;
     const latencyS = ((st.detectedAt - since) / 1000).toFixed(1);
     await this.ctx.event(

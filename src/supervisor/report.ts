@@ -4,8 +4,9 @@ import {
   type IntervalAdvice,
   type Ledger,
   type LedgerCheckpoint,
+  type LedgerInput,
 } from "../core/goodput.js";
-import type { Store } from "../store/port.js";
+import type { AttemptRecord, EventRecord, IncidentRecord, JobRecord, StepSample, Store } from "../store/port.js";
 
 export interface JobReport {
   jobId: string;
@@ -24,6 +25,23 @@ export async function jobReport(store: Store, jobId: string, now: number): Promi
     store.listEvents({ jobId: job.id, limit: 1_000_000 }),
     store.listSteps(job.id, { rank: 0 }),
   ]);
+  const { input, checkpoints } = ledgerInputFromRecords(job, attempts, incidents, events, steps, now);
+  const ledger = buildLedger(input);
+  return { jobId: job.id, state: job.state, ledger, advice: adviseInterval(ledger, checkpoints) };
+}
+
+/**
+ * The ledger's input from a job's records as the store (or the API) gives them: pure, so the planner's `--from-job`
+ * builds the same ledger from the records of a job's first part.
+ */
+export function ledgerInputFromRecords(
+  job: Pick<JobRecord, "createdAt" | "endedAt">,
+  attempts: readonly AttemptRecord[],
+  incidents: readonly IncidentRecord[],
+  events: readonly EventRecord[],
+  steps: ReadonlyArray<Pick<StepSample, "attempt" | "step" | "t">>,
+  now: number,
+): { input: LedgerInput; checkpoints: LedgerCheckpoint[] } {
   const checkpoints: LedgerCheckpoint[] = events
     .filter((e) => e.kind === "checkpoint.saved" && typeof e.data.attempt === "number")
     .map((e) => ({
@@ -42,7 +60,7 @@ export async function jobReport(store: Store, jobId: string, now: number): Promi
       recovered.set(e.data.incident, typeof e.data.to === "number" ? e.data.to : e.t);
     }
   }
-  const ledger = buildLedger({
+  const input: LedgerInput = {
     createdAt: job.createdAt,
     endAt: job.endedAt ?? now,
     attempts,
@@ -62,8 +80,8 @@ export async function jobReport(store: Store, jobId: string, now: number): Promi
       ...(i.evidence.endedAttempt === false ? { endedAttempt: false } : {}),
     })),
     waits,
-  });
-  return { jobId: job.id, state: job.state, ledger, advice: adviseInterval(ledger, checkpoints) };
+  };
+  return { input, checkpoints };
 }
 
 /** An incident's degraded span from its evidence ({from, to, speed}), closed at `recoveredAt` when the pace recovered. */
