@@ -275,6 +275,54 @@ describe("gray failures in the supervisor", () => {
     ).toHaveLength(1);
   });
 
+  it("shrink: an elastic job whose culprit is evicted with no spare host goes on with one host fewer", async () => {
+    const s = await setup({ pools: [pool("p", 3, probed)] });
+    const id = await s.submit("elastic", [
+      "nodes: 3",
+      "minNodes: 2",
+      "steps: 100000",
+      "recovery: { backoffSeconds: 1 }",
+    ]);
+    const [first] = await s.store.listAttempts(id);
+    expect(first!.nodes).toHaveLength(3);
+    const culprit = first!.nodes[1]!;
+    s.executor.slow.add(culprit);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 1500);
+    await s.settle();
+    await s.run(id, 10, 1500);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "network", culpritNode: culprit });
+    // The arithmetic counts the slower pace after the shrink (3 hosts' work on 2: 50% slower).
+    const sentence = (incident!.evidence.decision as { sentence: string }).sentence;
+    expect(sentence).toMatch(/50% slower after it/);
+    expect(sentence).toMatch(/: evict$/);
+    await s.tick(2000);
+    const attempts = await s.store.listAttempts(id);
+    expect(attempts).toHaveLength(2);
+    expect(attempts[1]!.nodes).toHaveLength(2);
+    expect(attempts[1]!.nodes).not.toContain(culprit);
+    expect(s.executor.ranks(id)).toHaveLength(2);
+  });
+
+  it("no shrink: a job that cannot run on fewer hosts, with no spare and no other pool, rides the slowdown out", async () => {
+    const s = await setup({ pools: [pool("p", 3, probed)] });
+    const id = await s.submit("rigid", ["nodes: 3", "steps: 100000", "recovery: { backoffSeconds: 1 }"]);
+    const [first] = await s.store.listAttempts(id);
+    s.executor.slow.add(first!.nodes[1]!);
+    await s.run(id, 80, 500);
+    await s.run(id, 40, 1500);
+    await s.settle();
+    await s.run(id, 10, 1500);
+    const [incident] = await s.store.listIncidents(id);
+    expect(incident).toMatchObject({ cause: "network", culpritNode: first!.nodes[1] });
+    expect((incident!.evidence.decision as { sentence: string }).sentence).toMatch(
+      /no spare host in p and the job cannot shrink: continue$/,
+    );
+    expect(s.executor.stops).toEqual([]);
+    expect(await s.store.listAttempts(id)).toHaveLength(1);
+  });
+
   it("a slowdown ridden out closes when the pace recovers: degraded time ends there", async () => {
     const s = await setup();
     const id = await s.submit("gray-recover", ["nodes: 3", "steps: 150", "detection: { slowdown: { factor: 1.1 } }"]);
