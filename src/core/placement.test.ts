@@ -108,7 +108,9 @@ describe("scheduleQueue", () => {
     expect(d.get("wide")).toEqual({
       kind: "wait",
       position: 1,
-      reason: "no pool can host the job (p: 1 healthy node(s), 2 needed)",
+      reason:
+        "no pool can host the job (p: 1 healthy node(s), 2 needed, cordoned: p-1) (fix: once a cordoned node is " +
+        "repaired, `switchyard nodes uncordon p-1`; the job then starts by itself)",
       forDevices: false,
     });
     expect(d.get("narrow")).toMatchObject({ kind: "launch", nodes: ["p-0"] });

@@ -89,7 +89,17 @@ describe("placement", () => {
   it("explains why nothing fits", () => {
     expect(placeAttempt(req({ preference: ["a"], nodesNeeded: 2 }))).toEqual({
       pool: null,
-      reason: "no pool can host the job (a: 1 healthy node(s), 2 needed)",
+      reason:
+        "no pool can host the job (a: 1 healthy node(s), 2 needed, cordoned: a-0) (fix: once a cordoned node is " +
+        "repaired, `switchyard nodes uncordon a-0`; the job then starts by itself)",
+    });
+  });
+
+  it("says nothing of cordons when no node is cordoned", () => {
+    const open = nodes.map((n) => ({ ...n, cordoned: false }));
+    expect(placeAttempt(req({ preference: ["a"], nodes: open, nodesNeeded: 3 }))).toEqual({
+      pool: null,
+      reason: "no pool can host the job (a: 2 healthy node(s), 3 needed)",
     });
   });
 });

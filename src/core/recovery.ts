@@ -112,11 +112,21 @@ export function placeAttempt(req: PlacementRequest): Placement {
     const healthy = healthyIn(pool);
     if (healthy.length >= minNodes && healthy.length > 0) return { pool, nodes: healthy, shrunk: true };
   }
-  const reasons = order.map(
-    (p) =>
-      `${p}: ${healthyIn(p).length} healthy node(s), ${minNodes < req.nodesNeeded ? `${minNodes}-` : ""}${req.nodesNeeded} needed`,
-  );
-  return { pool: null, reason: `no pool can host the job (${reasons.join("; ")})` };
+  const cordonedIn = (pool: string): string[] =>
+    req.nodes.filter((n) => n.pool === pool && n.cordoned).map((n) => n.name);
+  const reasons = order.map((p) => {
+    const cordoned = cordonedIn(p);
+    const shown = cordoned.length > 4 ? [...cordoned.slice(0, 4), `${cordoned.length - 4} more`] : cordoned;
+    return (
+      `${p}: ${healthyIn(p).length} healthy node(s), ${minNodes < req.nodesNeeded ? `${minNodes}-` : ""}${req.nodesNeeded} needed` +
+      (cordoned.length > 0 ? `, cordoned: ${shown.join(", ")}` : "")
+    );
+  });
+  const firstCordoned = order.map(cordonedIn).find((c) => c.length > 0)?.[0];
+  const fix = firstCordoned
+    ? ` (fix: once a cordoned node is repaired, \`switchyard nodes uncordon ${firstCordoned}\`; the job then starts by itself)`
+    : "";
+  return { pool: null, reason: `no pool can host the job (${reasons.join("; ")})${fix}` };
 }
 
 export interface PoolFailurePolicy {

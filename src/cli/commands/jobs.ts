@@ -184,6 +184,7 @@ export function registerJobCommands(program: Command): void {
       }
       console.log(`${detail.id}  ${detail.state}${detail.reason ? ` (${detail.reason})` : ""}`);
       console.log(`progress  ${progressLine(detail)}`);
+      if (detail.waitingFor) console.log(`waiting   ${detail.waitingFor}`);
       console.log(`attempts  ${detail.attempts.length}, restarts ${detail.restarts}`);
       if (detail.spec) console.log(`checkpoints  ${detail.spec.checkpoint.dir}`);
       for (const i of detail.incidents) {
