@@ -371,6 +371,27 @@ export interface CompiledJobSpec {
   };
   /** Where the spec came from, for messages. */
   source: string;
+  /**
+   * What kind of workload: absent for a training job; a replica of a deployed service (src/supervisor/services.ts)
+   * says here what differs from training: a readiness gate instead of step reports, restart "always" (an exit 0
+   * restarts too), no gang (one rank), no crash-loop stop.
+   */
+  workload?: ReplicaWorkload;
+}
+
+/** One replica of a service, as a workload of the supervisor (src/supervisor/services.ts). */
+export interface ReplicaWorkload {
+  kind: "replica";
+  service: string;
+  /** `<pool>-<index>` within the service. */
+  slot: string;
+  engine: string;
+  /** Address the model server listens on ({host} in its command). */
+  host: string;
+  /** Preferred port ({port}); another free one when it is taken. */
+  port: number | null;
+  readiness: { path: string; timeoutSeconds: number };
+  restart: "always";
 }
 
 function knownKeysFor(root: z.ZodType): KnownKeys {

@@ -65,7 +65,14 @@ const replicasSchema = z
       .string()
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
       .optional(),
-    /** How `switchyard serve` restarts crashed replicas (defaults: see src/gateway/replicas.ts). */
+    /** What the replicas serve: `fromJob` names a training job whose newest verified checkpoint is `{checkpoint}`. */
+    model: z
+      .object({ fromJob: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "a job name (the `name` of its spec)") })
+      .strict()
+      .optional(),
+    /** How long a replica that is replaced or scaled away may finish its requests in flight (default 30). */
+    drainSeconds: z.number().min(0).max(3600).optional(),
+    /** How crashed replicas restart (the supervisor's recovery policy; see src/supervisor/services.ts). */
     recovery: z
       .object({
         maxRestarts: z.number().int().min(0).optional(),

@@ -15,6 +15,7 @@ import { newestAdoptedFile } from "../supervisor/adopt.js";
 import { chaosActions, injectChaos } from "../supervisor/chaos.js";
 import { jobReport } from "../supervisor/report.js";
 import { guard } from "./security.js";
+import { registerServiceRoutes } from "./services.js";
 
 export interface AppOptions {
   supervisor: Supervisor;
@@ -106,7 +107,8 @@ export function createApp(opts: AppOptions): Hono {
   app.get("/api/cluster", (c) => c.json(supervisor.cluster));
 
   app.get("/api/jobs", async (c) => {
-    const jobs = await store.listJobs();
+    // Services' replicas are jobs too (`services describe` lists them); `?replicas=1` includes them here.
+    const jobs = (await store.listJobs()).filter((j) => !j.spec.workload || c.req.query("replicas") === "1");
     const withProgress = await Promise.all(
       jobs.map(async (j) => ({ ...summary(j), ...supervisor.queueInfo(j.id), last: await store.lastStep(j.id) })),
     );
@@ -316,6 +318,8 @@ export function createApp(opts: AppOptions): Hono {
     await supervisor.setCordon(c.req.param("name"), c.req.param("action") === "cordon", reason);
     return c.json((await supervisor.nodes()).find((n) => n.name === c.req.param("name")));
   });
+
+  registerServiceRoutes(app, supervisor);
 
   app.get("/api/events", async (c) => {
     const after = Number(c.req.query("after") ?? 0);

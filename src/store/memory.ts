@@ -7,6 +7,8 @@ import type {
   IncidentRecord,
   JobRecord,
   NodeHealthRecord,
+  ReplicaRecord,
+  ServiceRecord,
   NodeRecord,
   RankCursor,
   RankRecord,
@@ -384,6 +386,43 @@ export class MemoryStore implements Store {
       .map((h) => json(h));
   }
 
+  async putService(r: ServiceRecord): Promise<void> {
+    this.open();
+    const prior = this.db.services.get(r.name);
+    this.db.services.set(r.name, json(prior ? { ...r, createdAt: prior.createdAt } : r));
+  }
+
+  async listServices(): Promise<ServiceRecord[]> {
+    this.open();
+    return [...this.db.services.values()]
+      .sort((a, b) => a.createdAt - b.createdAt || compare(a.name, b.name))
+      .map((r) => json(r));
+  }
+
+  async deleteService(name: string): Promise<void> {
+    this.open();
+    this.db.services.delete(name);
+  }
+
+  async putReplica(r: ReplicaRecord): Promise<void> {
+    this.open();
+    const prior = this.db.replicas.get(r.jobId);
+    this.db.replicas.set(r.jobId, json(prior ? { ...r, createdAt: prior.createdAt } : r));
+  }
+
+  async listReplicas(opts: { service?: string } = {}): Promise<ReplicaRecord[]> {
+    this.open();
+    return [...this.db.replicas.values()]
+      .filter((r) => opts.service === undefined || r.service === opts.service)
+      .sort((a, b) => a.createdAt - b.createdAt || compare(a.jobId, b.jobId))
+      .map((r) => json(r));
+  }
+
+  async deleteReplica(jobId: string): Promise<void> {
+    this.open();
+    this.db.replicas.delete(jobId);
+  }
+
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {
     this.open();
     const id = this.db.nextEvent++;
@@ -439,6 +478,8 @@ export class MemoryTables {
   readonly health = new Map<string, NodeHealthRecord>();
   readonly events: EventRecord[] = [];
   readonly keys = new Map<string, { jobId: string; requestSha256: string; createdAt: number }>();
+  readonly services = new Map<string, ServiceRecord>();
+  readonly replicas = new Map<string, ReplicaRecord>();
   nextIncident = 1;
   nextStrike = 1;
   nextEvent = 1;

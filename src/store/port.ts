@@ -147,6 +147,39 @@ export interface CheckpointRecord {
   seenAt: number;
 }
 
+/** A deployed service (`switchyard deploy`): its compiled definition, as the services controller keeps it. */
+export interface ServiceRecord {
+  name: string;
+  /** The compiled service (src/supervisor/services.ts: StoredService), stored as JSON. */
+  spec: Record<string, unknown>;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/**
+ * One replica of a service: a job of the supervisor (`jobId`, workload kind "replica") plus what only serving needs:
+ * whether its engine said ready (in which attempt, at which URL), the checkpoint it serves, and its drain.
+ */
+export interface ReplicaRecord {
+  jobId: string;
+  service: string;
+  /** Its place in the service, `<pool>-<index>`: a rolling update's new replica takes the old one's slot. */
+  slot: string;
+  /** The pool whose replicas block it was made from. */
+  pool: string;
+  /** starting (launched, not ready yet), ready (in the backend set), draining (no new requests), stopped. */
+  state: "starting" | "ready" | "draining" | "stopped";
+  /** The attempt whose engine answered its readiness probe (null: none yet, or it ended). */
+  readyAttempt: number | null;
+  url: string | null;
+  /** The checkpoint it serves (services with model.fromJob), and its step. */
+  checkpoint: string | null;
+  checkpointStep: number | null;
+  drainingSince: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
 export interface Store {
   createJob(job: Omit<JobRecord, "endedAt" | "updatedAt" | "restarts" | "reason">): Promise<void>;
   updateJob(id: string, patch: Partial<Pick<JobRecord, "state" | "reason" | "restarts" | "endedAt">>): Promise<void>;
@@ -221,6 +254,15 @@ export interface Store {
   findIdempotencyKey(key: string): Promise<{ jobId: string; requestSha256: string } | null>;
   /** Remembers a submission's key; keys older than `keepMs` are forgotten. */
   recordIdempotencyKey(key: string, jobId: string, requestSha256: string, t: number, keepMs: number): Promise<void>;
+
+  /** Services and their replicas (`switchyard deploy`). */
+  putService(service: ServiceRecord): Promise<void>;
+  listServices(): Promise<ServiceRecord[]>;
+  deleteService(name: string): Promise<void>;
+  putReplica(replica: ReplicaRecord): Promise<void>;
+  /** Replicas of one service (or all), oldest first. */
+  listReplicas(opts?: { service?: string }): Promise<ReplicaRecord[]>;
+  deleteReplica(jobId: string): Promise<void>;
 
   close(): Promise<void>;
 }

@@ -12,6 +12,8 @@ import type {
   NodeRecord,
   RankCursor,
   RankRecord,
+  ReplicaRecord,
+  ServiceRecord,
   StepSample,
   Store,
   StrikeRecord,
@@ -103,6 +105,16 @@ const migrations: readonly string[] = [
     node TEXT PRIMARY KEY, probed_at INTEGER NOT NULL, status TEXT NOT NULL, trigger TEXT NOT NULL,
     findings TEXT NOT NULL, excerpt TEXT NOT NULL
   );
+  `,
+  // Services and their replicas (switchyard deploy, issue 14): the compiled service and each replica's serving state.
+  `
+  CREATE TABLE services (
+    name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+  );
+  CREATE TABLE replicas (
+    job_id TEXT PRIMARY KEY, service TEXT NOT NULL, record TEXT NOT NULL, created_at INTEGER NOT NULL
+  );
+  CREATE INDEX replicas_service ON replicas(service, created_at);
   `,
 ];
 
@@ -611,6 +623,49 @@ export class SqliteStore implements Store {
       findings: JSON.parse(String(r.findings)) as NodeHealthRecord["findings"],
       excerpt: String(r.excerpt),
     }));
+  }
+
+  async putService(r: ServiceRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO services (name, spec, created_at, updated_at) VALUES (@name, @spec, @createdAt, @updatedAt)
+         ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at`,
+      )
+      .run({ ...r, spec: JSON.stringify(r.spec) });
+  }
+
+  async listServices(): Promise<ServiceRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM services ORDER BY created_at, name").all() as Row[];
+    return rows.map((r) => ({
+      name: String(r.name),
+      spec: JSON.parse(String(r.spec)) as Record<string, unknown>,
+      createdAt: num(r.created_at),
+      updatedAt: num(r.updated_at),
+    }));
+  }
+
+  async deleteService(name: string): Promise<void> {
+    this.db.prepare("DELETE FROM services WHERE name = ?").run(name);
+  }
+
+  async putReplica(r: ReplicaRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO replicas (job_id, service, record, created_at) VALUES (@jobId, @service, @record, @createdAt)
+         ON CONFLICT (job_id) DO UPDATE SET record = excluded.record`,
+      )
+      .run({ jobId: r.jobId, service: r.service, record: JSON.stringify(r), createdAt: r.createdAt });
+  }
+
+  async listReplicas(opts: { service?: string } = {}): Promise<ReplicaRecord[]> {
+    const rows = this.db
+      .prepare("SELECT record FROM replicas WHERE @service IS NULL OR service = @service ORDER BY created_at, job_id")
+      .all({ service: opts.service ?? null }) as Row[];
+    return rows.map((r) => JSON.parse(String(r.record)) as ReplicaRecord);
+  }
+
+  async deleteReplica(jobId: string): Promise<void> {
+    this.db.prepare("DELETE FROM replicas WHERE job_id = ?").run(jobId);
   }
 
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {

@@ -130,7 +130,9 @@ export class Incidents {
     const loop =
       incident.retryable === false
         ? `${incident.cause} error that no restart can fix: ${incident.summary}; fix it, then run the job again`
-        : await this.crashLoop(job);
+        : job.spec.workload?.restart === "always"
+          ? null // a replica restarts whatever it died of (its restart budget still counts)
+          : await this.crashLoop(job);
     if (loop) {
       await ctx.setJobState(job, JobState.Failed, loop);
       await ctx.event(job.id, "job.failed", loop);

@@ -11,6 +11,7 @@ import type { Adopter, AdoptedLaunch } from "./adopt.js";
 import { findResumePoint, verifyCheckpoint } from "./checkpoint-scan.js";
 import type { SupervisorContext } from "./context.js";
 import type { Placement, Queue } from "./queue.js";
+import { replicaLaunchArgv } from "./services.js";
 import type { Verdict } from "./verdict.js";
 
 /** A launch that cannot succeed or did not: `permanent` when no retry can help (a missing workdir or command). */
@@ -78,7 +79,7 @@ export async function launchAttempt(
     state: AttemptState.Launching,
     pool: pool.name,
     nodes: placement.nodes,
-    masterPort: await freePort(),
+    masterPort: spec.workload?.port ? await preferredPort(spec.workload.port) : await freePort(),
     dir,
     resumeFrom: chosen?.path ?? adopted?.resumeFrom ?? null,
     resumeStep: chosen?.step ?? adopted?.resumeStep ?? null,
@@ -112,7 +113,8 @@ export async function launchAttempt(
       nodes: placement.nodes,
       devices: placement.devices,
       procsPerNode: spec.procsPerNode,
-      command: spec.command,
+      // A replica's {port} is its attempt's port, {checkpoint} the verified checkpoint it serves.
+      command: spec.workload ? replicaLaunchArgv(spec.command, attempt.masterPort, chosen?.path ?? null) : spec.command,
       // What torchrun gives its workers (restart count, run id, ...), under the job's own env.
       env: { ...torchrunEnv(torchrunEnvInput(job, n)), ...spec.env },
       workdir: spec.workdir,
@@ -335,6 +337,17 @@ function torchrunEnvInput(job: JobRecord, attempt: number): TorchrunEnvInput {
     procsPerNode: spec.procsPerNode,
     inherited: { ...process.env, ...spec.env },
   };
+}
+
+/** `port` when nobody listens on it now (a replica's configured port), else a free one. */
+async function preferredPort(port: number): Promise<number> {
+  const free = await new Promise<boolean>((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", () => resolve(false));
+    srv.listen({ host: "127.0.0.1", port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+  return free ? port : freePort();
 }
 
 /** A port nobody listens on now; fresh per attempt so orphans of an old attempt can never join a new one. */

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { scheduleQueue, type DeviceNode, type QueuedJob } from "../core/placement.js";
+import { queueOrder, scheduleQueue, type DeviceNode, type QueueDecision, type QueuedJob } from "../core/placement.js";
 import { JobState } from "../core/states.js";
 import type { AttemptRecord, JobRecord } from "../store/port.js";
 import type { JobRuntime, SupervisorContext } from "./context.js";
@@ -25,6 +25,61 @@ export interface QueueInfo {
   queuePosition: number | null;
   /** Why it waits, e.g. "waiting for 2 device(s) on local-ascend: 1 free"; null when it does not. */
   waitingFor: string | null;
+}
+
+/** Training or a service's replica (core/spec.ts `workload`). */
+const kindOf = (job: JobRecord | undefined): string => job?.spec.workload?.kind ?? "training";
+
+/**
+ * One inventory, two kinds of work: a node running a service's replicas is not given to a training gang, nor the
+ * reverse (a whole node counts as busy for the other kind). Training is placed first, then replicas, each kind by
+ * core/placement.ts's rules; a node one kind was just given is closed to the other.
+ */
+function scheduleByKind(
+  queue: readonly QueuedJob[],
+  jobs: readonly JobRecord[],
+  current: ReadonlyMap<string, AttemptRecord | undefined>,
+  launching: ReadonlyMap<string, { nodes: string[] }>,
+  nodes: readonly DeviceNode[],
+  inUse: Map<string, Set<number>>,
+  poolNames: readonly string[],
+): Map<string, QueueDecision> {
+  const byId = new Map(jobs.map((j) => [j.id, j]));
+  const held = new Map<string, Set<string>>(); // node -> kinds on it
+  const hold = (node: string, kind: string) => held.set(node, (held.get(node) ?? new Set()).add(kind));
+  for (const job of jobs) {
+    const a = current.get(job.id);
+    if (a && a.endedAt === null) for (const n of a.nodes) hold(n, kindOf(job));
+  }
+  for (const [id, l] of launching) for (const n of l.nodes) hold(n, kindOf(byId.get(id)));
+  const decisions = new Map<string, QueueDecision>();
+  for (const kind of ["training", "replica"]) {
+    const mine = queue.filter((q) => kindOf(byId.get(q.id)) === kind);
+    if (mine.length === 0) continue;
+    const use = new Map<string, Set<number>>([...inUse].map(([n, d]) => [n, new Set(d)]));
+    for (const n of nodes) {
+      if ([...(held.get(n.name) ?? [])].some((k) => k !== kind)) {
+        use.set(n.name, new Set(Array.from({ length: n.devices }, (_, i) => i)));
+      }
+    }
+    for (const [id, d] of scheduleQueue(mine, nodes, use, poolNames)) {
+      decisions.set(id, d);
+      if (d.kind !== "launch") continue;
+      d.nodes.forEach((n, i) => {
+        hold(n, kind);
+        const set = inUse.get(n) ?? new Set<number>();
+        for (const dev of d.devices[i] ?? []) set.add(dev);
+        inUse.set(n, set);
+      });
+    }
+  }
+  // Positions count across kinds: renumber the waiting jobs in queue order.
+  let position = 0;
+  for (const q of [...queue].sort(queueOrder)) {
+    const d = decisions.get(q.id);
+    if (d?.kind === "wait") decisions.set(q.id, { ...d, position: ++position });
+  }
+  return decisions;
 }
 
 /**
@@ -114,7 +169,7 @@ export class Queue {
       }));
       const inUse = await this.devicesInUse(jobs, current);
       const poolNames = this.ctx.cluster.pools.map((p) => p.name);
-      const decisions = scheduleQueue(queue, nodes, inUse, poolNames);
+      const decisions = scheduleByKind(queue, jobs, current, this.launching, nodes, inUse, poolNames);
       for (const q of queue) {
         const d = decisions.get(q.id)!;
         const job = jobs.find((j) => j.id === q.id)!;

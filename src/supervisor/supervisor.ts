@@ -15,6 +15,8 @@ import { Inventory, type NodeView } from "./inventory.js";
 import { launchAttempt } from "./launch.js";
 import { PoolFaults } from "./pool-faults.js";
 import { type Placement, Queue, type QueueInfo } from "./queue.js";
+import { Services } from "./services.js";
+import { watchReplica } from "./services-watch.js";
 import { tailLines } from "./reports.js";
 import type { Verdict } from "./verdict.js";
 import { watchAttempt } from "./watch.js";
@@ -56,6 +58,8 @@ export class Supervisor {
   private readonly gray: GrayFailures;
   /** Checkpoints the scripts write themselves (`checkpoint.watch`): adopted, verified, restored (adopt.ts). */
   private readonly adopter: Adopter;
+  /** Deployed services: their replicas are jobs of this supervisor (workload kind "replica"; services.ts). */
+  readonly services: Services;
   private readonly runtimes = new Map<string, JobRuntime>();
   private timer: NodeJS.Timeout | undefined;
   /** A scheduling pass is running (passes never overlap; job tasks do, one per job at most). */
@@ -71,6 +75,7 @@ export class Supervisor {
     this.queue = new Queue(this.ctx, this.incidents, (id) => this.runtime(id));
     this.faults = new PoolFaults(this.ctx);
     this.gray = new GrayFailures(this.ctx, this.inventory);
+    this.services = new Services(this.ctx, { submit: (spec) => this.submit(spec), cancel: (id) => this.cancel(id) });
     this.adopter = new Adopter(this.ctx);
   }
 
@@ -104,6 +109,7 @@ export class Supervisor {
     await Promise.allSettled([...this.tasks]);
     await this.health.drain();
     await this.gray.drain();
+    await this.services.drain();
   }
 
   /** Where a job stands in the queue (from the last scheduling pass). */
@@ -230,6 +236,7 @@ export class Supervisor {
       const current = new Map<string, AttemptRecord | undefined>();
       for (const job of jobs) current.set(job.id, await this.ctx.currentAttempt(job.id));
       this.health.periodicIfDue(jobs);
+      this.services.reconcileSoon();
       const launches = await this.queue.schedule(jobs, current);
       for (const job of jobs) {
         const rt = this.runtime(job.id);
@@ -317,9 +324,13 @@ export class Supervisor {
     const verdict: Verdict =
       attempt.state === AttemptState.Launching
         ? { kind: "interrupted-launch" }
-        : await watchAttempt(this.ctx, job, attempt, rt, this.faults);
+        : job.spec.workload?.kind === "replica"
+          ? await watchReplica(this.ctx, this.services, job, attempt)
+          : await watchAttempt(this.ctx, job, attempt, rt, this.faults);
     // Files the script saves itself are looked at only while its gang is healthy (a dead writer's file may be torn).
-    if (verdict.kind === "healthy" && job.spec.checkpoint.watch) await this.adopter.look(job, attempt);
+    if ((verdict.kind === "healthy" || verdict.kind === "slow") && job.spec.checkpoint.watch) {
+      await this.adopter.look(job, attempt);
+    }
     await this.act(job, rt, attempt, verdict);
   }
 

@@ -1,0 +1,93 @@
+import type { Hono } from "hono";
+import { ServicesConfigError } from "../gateway/config.js";
+import { DeployError } from "../supervisor/services.js";
+import type { Supervisor } from "../supervisor/supervisor.js";
+
+/**
+ * The services API (issue 14), token-authenticated like every API call (app.ts's guard runs first):
+ *
+ *   POST /api/services                  {yaml, file}: deploy a services file (create or update its services)
+ *   GET  /api/services                  every service: desired and ready replicas per pool, state, checkpoint
+ *   GET  /api/services/backends         the live backend set; ?since=&epoch=&wait= long-polls (control-plane-source.ts)
+ *   GET  /api/services/ledger           replica-seconds by state (serving, starting, down) per pool
+ *   GET  /api/services/:name            one service with its replicas (job, pool, node, state, url, checkpoint)
+ *   POST /api/services/:name/scale      {replicas, pool?}
+ *   POST /api/services/:name/undeploy   drain and stop its replicas, then forget it
+ */
+export function registerServiceRoutes(app: Hono, supervisor: Supervisor): void {
+  const services = supervisor.services;
+  const refused = (err: unknown): { error: string } | null =>
+    err instanceof DeployError || err instanceof ServicesConfigError ? { error: err.message } : null;
+
+  app.post("/api/services", async (c) => {
+    const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown } | null;
+    if (!body || typeof body.yaml !== "string" || typeof body.file !== "string") {
+      return c.json({ error: "POST /api/services wants JSON {yaml: <services file text>, file: <its path>}" }, 400);
+    }
+    try {
+      return c.json(await services.deploy(body.yaml, body.file), 201);
+    } catch (err) {
+      const r = refused(err);
+      if (r) return c.json(r, 400);
+      throw err;
+    }
+  });
+
+  app.get("/api/services", async (c) => c.json(await services.list()));
+
+  app.get("/api/services/backends", async (c) => {
+    const sinceText = c.req.query("since");
+    const since = sinceText !== undefined && /^\d{1,16}$/.test(sinceText) ? Number(sinceText) : null;
+    if (sinceText !== undefined && since === null) {
+      return c.json(
+        { error: "GET /api/services/backends: since must be a version number (fix: the last answer's version)" },
+        400,
+      );
+    }
+    const waitText = c.req.query("wait");
+    const wait = waitText !== undefined ? Number(waitText) : 25;
+    if (!Number.isFinite(wait) || wait < 0 || wait > 60) {
+      return c.json({ error: "GET /api/services/backends: wait must be 0 to 60 seconds" }, 400);
+    }
+    const set = await services.waitForChange(since, c.req.query("epoch") ?? null, wait * 1000, c.req.raw.signal);
+    return c.json(set);
+  });
+
+  app.get("/api/services/ledger", async (c) => c.json({ pools: await services.ledger() }));
+
+  app.get("/api/services/:name", async (c) => {
+    try {
+      return c.json(await services.describe(c.req.param("name")));
+    } catch (err) {
+      const r = refused(err);
+      if (r) return c.json(r, 404);
+      throw err;
+    }
+  });
+
+  app.post("/api/services/:name/scale", async (c) => {
+    const body = (await c.req.json().catch(() => ({}))) as { replicas?: unknown; pool?: unknown };
+    if (typeof body.replicas !== "number") {
+      return c.json({ error: "POST /api/services/:name/scale wants JSON {replicas: <count>, pool?: <name>}" }, 400);
+    }
+    try {
+      return c.json(
+        await services.scale(c.req.param("name"), body.replicas, typeof body.pool === "string" ? body.pool : undefined),
+      );
+    } catch (err) {
+      const r = refused(err);
+      if (r) return c.json(r, r.error.startsWith("no service") ? 404 : 400);
+      throw err;
+    }
+  });
+
+  app.post("/api/services/:name/undeploy", async (c) => {
+    try {
+      return c.json(await services.undeploy(c.req.param("name")));
+    } catch (err) {
+      const r = refused(err);
+      if (r) return c.json(r, 404);
+      throw err;
+    }
+  });
+}
