@@ -136,7 +136,8 @@ async function refreshJob() {
   document.getElementById("job-title").textContent = job.id;
   document.getElementById("job-summary").textContent =
     `${job.state}${job.reason ? ` (${job.reason})` : ""} · ${job.attempts.length} attempt(s) · ${job.restarts} restart(s) · ` +
-    `goodput ${(report.ledger.goodput * 100).toFixed(1)}%`;
+    `goodput ${(report.ledger.goodput * 100).toFixed(1)}%` +
+    grayDegradedNote(report.ledger);
   drawLoss(steps);
   drawLedger(report.ledger);
   const a = report.advice;
@@ -149,7 +150,7 @@ async function refreshJob() {
   document
     .querySelector("#incidents tbody")
     .replaceChildren(
-      ...job.incidents.map((i) =>
+      ...job.incidents.flatMap((i) => [
         el(
           "tr",
           {},
@@ -160,13 +161,104 @@ async function refreshJob() {
           el("td", {}, costs.get(i.id)?.stepsLost ?? "-"),
           el("td", {}, i.summary),
         ),
-      ),
+        ...grayEvidenceRows(i, costs.get(i.id)),
+      ]),
     );
   document
     .getElementById("events")
     .replaceChildren(
       ...events.slice(-200).map((e) => el("li", {}, `${new Date(e.t).toLocaleTimeString()} ${e.kind}: ${e.message}`)),
     );
+}
+
+// ---- Gray failures (slow link, slow chip): the job's degraded time and each slowdown incident's measured evidence.
+
+/** " · degraded 12.3s (4.1%)" when the ledger charged degraded time to the job, else "". */
+function grayDegradedNote(ledger) {
+  const ms = ledger.totals.degraded ?? 0;
+  if (ms <= 0) return "";
+  return ` · degraded ${secs(ms)} (${((100 * ms) / Math.max(1, ledger.wallMs)).toFixed(1)}% of the wall time)`;
+}
+
+/**
+ * Under a slowdown incident, one row with what was measured: the slowdown (recent against baseline step time), the
+ * degraded time charged to it, the network probe's table (pair -> Gbit/s, the slow pairs marked, the threshold) and
+ * the compute table (rank -> compute time per step against the expected). None for other incidents.
+ */
+function grayEvidenceRows(incident, cost) {
+  const ev = incident.evidence ?? {};
+  if (!ev.slowdown && !ev.network && !ev.straggler) return [];
+  const box = el("div", { class: "gray-evidence" });
+  const s = ev.slowdown;
+  const lines = [];
+  if (s) {
+    lines.push(
+      `slowdown ${Number(s.factor).toFixed(2)}x: step ${Number(s.recentStepS).toFixed(2)}s against a baseline of ` +
+        `${Number(s.baselineStepS).toFixed(2)}s`,
+    );
+  }
+  if (cost) lines.push(`degraded time charged: ${secs(cost.degradedMs)}`);
+  if (ev.decision?.sentence) lines.push(`decision: ${ev.decision.sentence}`);
+  for (const line of lines) box.append(el("p", {}, line));
+  const net = ev.network;
+  if (net?.table?.length) {
+    const slow = new Set(
+      net.table
+        .filter((p) => net.culprits?.includes(p.from) || net.culprits?.includes(p.to))
+        .map((p) => `${p.from}->${p.to}`),
+    );
+    box.append(
+      el("p", {}, `network probe: ${net.kind}${net.culprits?.length ? ` (${net.culprits.join(", ")})` : ""}`),
+      el(
+        "table",
+        { class: "gray-network" },
+        el("thead", {}, el("tr", {}, el("th", {}, "pair"), el("th", {}, "Gbit/s"))),
+        el(
+          "tbody",
+          {},
+          ...net.table.map((p) =>
+            el(
+              "tr",
+              { class: slow.has(`${p.from}->${p.to}`) ? "gray-slow" : "" },
+              el("td", {}, `${p.from} -> ${p.to}`),
+              el("td", {}, p.gbitS == null ? (p.error ?? "failed") : Number(p.gbitS).toFixed(3)),
+            ),
+          ),
+        ),
+      ),
+    );
+    if (net.evidence) box.append(el("p", { class: "gray-expected" }, net.evidence));
+  }
+  const st = ev.straggler;
+  if (st?.table?.length) {
+    const slowRanks = new Set(st.slowRanks ?? []);
+    box.append(
+      el(
+        "p",
+        {},
+        `compute time per step (expected ${st.expectedS == null ? "-" : `${Number(st.expectedS).toFixed(3)}s`})`,
+      ),
+      el(
+        "table",
+        { class: "gray-compute" },
+        el("thead", {}, el("tr", {}, el("th", {}, "rank"), el("th", {}, "host"), el("th", {}, "compute s/step"))),
+        el(
+          "tbody",
+          {},
+          ...st.table.map((r) =>
+            el(
+              "tr",
+              { class: slowRanks.has(r.rank) ? "gray-slow" : "" },
+              el("td", {}, r.rank),
+              el("td", {}, r.node),
+              el("td", {}, Number(r.computeS).toFixed(3)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  return [el("tr", { class: "gray-evidence-row" }, el("td", { colspan: "6" }, box))];
 }
 
 function drawLoss(steps) {
