@@ -49,6 +49,29 @@ function readCa(id: string, file: string): Buffer {
   }
 }
 
+/** A passive health event a cluster worker shares with the primary (failures, and a success after failures). */
+export type HealthEvent = { kind: "failure"; reason: string; at: number } | { kind: "success" };
+
+/** The passive health of a backend, as the cluster primary decides it and tells every worker. */
+export interface HealthState {
+  consecutiveFailures: number;
+  ejected: boolean;
+  ejectedUntil: number;
+  cooldownMs: number;
+  lastError?: string | undefined;
+}
+
+/** What the active probes found (the cluster primary probes; workers mirror it). */
+export interface ProbeState {
+  activeHealthy: boolean;
+  consecutiveProbeFailures: number;
+  engineSaturated: boolean;
+  waiting: number;
+  running: number;
+  cacheUsage?: number | undefined;
+  lastError?: string | undefined;
+}
+
 export class Backend {
   readonly adapter: EngineAdapter;
   readonly origin: string;
@@ -72,6 +95,8 @@ export class Backend {
   cacheUsage: number | undefined;
   draining = false;
   lastError: string | undefined;
+  /** Set in a cluster worker: passive health events go to the primary, which decides for every worker. */
+  onHealthEvent: ((ev: HealthEvent) => void) | undefined;
 
   constructor(
     readonly id: string,
@@ -133,6 +158,11 @@ export class Backend {
   }
 
   recordSuccess(): void {
+    if (this.consecutiveFailures === 0 && !this.ejected) {
+      this.lastError = undefined;
+      return;
+    }
+    this.onHealthEvent?.({ kind: "success" });
     this.consecutiveFailures = 0;
     this.lastError = undefined;
     if (this.ejected) {
@@ -153,6 +183,47 @@ export class Backend {
       this.ejected = true;
       this.ejectedUntil = now + this.cooldownMs;
     }
+    this.onHealthEvent?.({ kind: "failure", reason, at: now });
+  }
+
+  healthState(): HealthState {
+    return {
+      consecutiveFailures: this.consecutiveFailures,
+      ejected: this.ejected,
+      ejectedUntil: this.ejectedUntil,
+      cooldownMs: this.cooldownMs,
+      lastError: this.lastError,
+    };
+  }
+
+  applyHealthState(s: HealthState): void {
+    this.consecutiveFailures = s.consecutiveFailures;
+    this.ejected = s.ejected;
+    this.ejectedUntil = s.ejectedUntil;
+    this.cooldownMs = s.cooldownMs;
+    this.lastError = s.lastError;
+  }
+
+  probeState(): ProbeState {
+    return {
+      activeHealthy: this.activeHealthy,
+      consecutiveProbeFailures: this.consecutiveProbeFailures,
+      engineSaturated: this.engineSaturated,
+      waiting: this.waiting,
+      running: this.running,
+      cacheUsage: this.cacheUsage,
+      lastError: this.lastError,
+    };
+  }
+
+  applyProbeState(s: ProbeState): void {
+    this.activeHealthy = s.activeHealthy;
+    this.consecutiveProbeFailures = s.consecutiveProbeFailures;
+    this.engineSaturated = s.engineSaturated;
+    this.waiting = s.waiting;
+    this.running = s.running;
+    this.cacheUsage = s.cacheUsage;
+    if (!s.activeHealthy && s.lastError !== undefined) this.lastError = s.lastError;
   }
 
   snapshot(now: number): BackendSnapshot {

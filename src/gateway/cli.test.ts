@@ -88,7 +88,7 @@ describe("switchyard gateway CLI", () => {
       expect(existsSync(join(home, "gateway-keys.json"))).toBe(false);
       expect(readFileSync(file, "utf8")).not.toContain(key);
       const list = await run(["gateway", "keys", "list", "--keys-file", file]);
-      expect(list.out).toMatch(/alice\s+sy-\S+…\s+30\s+\S+\s+active/);
+      expect(list.out).toMatch(/alice\s+sy-\S+…\s+30\s+-\s+\S+\s+active/);
       const json = await run(["gateway", "keys", "list", "--keys-file", file, "--json"]);
       expect((JSON.parse(json.out) as Array<{ name: string }>).map((k) => k.name)).toEqual(["alice"]);
       // The default file holds nothing.

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { badOrigin, type CorsSettings } from "./cors.js";
 
 export const EngineKind = {
   vllm: "vllm",
@@ -121,6 +122,20 @@ const settingsSchema = z
     healthTimeoutMs: z.number().int().positive().optional(),
     unhealthyAfterProbes: z.number().int().min(1).optional(),
     defaultQueueThreshold: z.number().int().min(1).optional(),
+    /** Browser clients (CORS): the origins allowed to call the API; none by default. */
+    cors: z
+      .object({
+        origins: z
+          .array(
+            z.string().refine((o) => badOrigin(o) === undefined, {
+              error: (i) => badOrigin(String(i.input)) ?? "not an origin",
+            }),
+          )
+          .max(256),
+        maxAgeS: z.number().int().min(0).max(86_400).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -200,6 +215,8 @@ export interface CompiledService {
 
 export interface CompiledServices {
   settings: GatewaySettings;
+  /** CORS origins from `gateway.cors` (absent: no browser access). */
+  cors?: CorsSettings;
   services: CompiledService[];
 }
 
@@ -268,7 +285,8 @@ export function loadServicesFile(file: string): CompiledServices {
 
 export function compileServices(data: ServicesFile, file = "<services>"): CompiledServices {
   const settings: GatewaySettings = { ...defaultGatewaySettings };
-  for (const [k, v] of Object.entries(data.gateway)) {
+  const { cors, ...numeric } = data.gateway;
+  for (const [k, v] of Object.entries(numeric)) {
     if (v !== undefined) (settings as unknown as Record<string, number>)[k] = v;
   }
   const issues: string[] = [];
@@ -321,5 +339,5 @@ export function compileServices(data: ServicesFile, file = "<services>"): Compil
     return { model: svc.model, aliases: svc.aliases, pools };
   });
   if (issues.length > 0) throw new ServicesConfigError(file, issues);
-  return { settings, services };
+  return { settings, services, ...(cors !== undefined && { cors }) };
 }

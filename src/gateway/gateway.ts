@@ -6,7 +6,17 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { pino, type Logger } from "pino";
-import { Backend, PoolTier, Service, pickBackend, type BackendRegistration, type BackendSnapshot } from "./backends.js";
+import {
+  Backend,
+  PoolTier,
+  Service,
+  pickBackend,
+  type BackendRegistration,
+  type BackendSnapshot,
+  type HealthEvent,
+  type HealthState,
+  type ProbeState,
+} from "./backends.js";
 import {
   defaultGatewaySettings,
   MissingApiKeyEnvError,
@@ -21,6 +31,8 @@ import { request as undiciRequest } from "undici";
 import { rewriteModel } from "./body.js";
 import { SseScanner } from "./sse.js";
 import { readBodyLimited, UpstreamCall, type UpstreamResponse } from "./upstream.js";
+import { estimateTokens, LocalLimiter, totalTokensIn, type KeyLimits, type Limiter } from "./limits.js";
+import { Cors, type CorsSettings } from "./cors.js";
 
 export interface GatewayOptions {
   settings?: Partial<GatewaySettings>;
@@ -29,9 +41,22 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Environment used to resolve `apiKeyEnv` of configured backends. */
   env?: NodeJS.ProcessEnv;
+  /** Per-key RPM/TPM limits; default: this process's own buckets (a cluster worker passes its primary's view). */
+  limiter?: Limiter;
+  /** GET /metrics text, when it comes from elsewhere (a cluster worker asks its primary for all workers' sum). */
+  metricsText?: () => Promise<{ contentType: string; text: string }>;
+  /** A cluster worker: passive health events of every backend, for the primary to decide on. */
+  onHealthEvent?: (backendId: string, ev: HealthEvent) => void;
+  /** The cluster primary: each probe's result, for the workers to mirror. */
+  onProbed?: (backendId: string, state: ProbeState) => void;
+  /** Browser clients: origins allowed to call the API (CORS); none by default. */
+  cors?: CorsSettings;
+  /** A cluster worker's slot, shown by /healthz with its pid. */
+  worker?: number;
 }
 
-const PROXIED_PATHS = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]);
+const PROXIED_PATHS = new Set(["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]);
+const RESPONSES_PATH = "/v1/responses";
 
 // Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway owns.
 const DROP_REQUEST_HEADERS = new Set([
@@ -59,6 +84,15 @@ const DROP_RESPONSE_HEADERS = new Set([
   "upgrade",
   "content-length",
 ]);
+/** The gateway answers CORS itself: an upstream's own access-control-* headers (vLLM sends `*`) never pass. */
+const isCorsHeader = (name: string): boolean => name.charCodeAt(0) === 0x61 && name.startsWith("access-control-");
+
+/** Tokens counted for a request of a key with a TPM limit: from the answer's usage, else estimated from bytes. */
+interface TokenMeter {
+  requestBytes: number;
+  responseBytes: number;
+  usage: number | undefined;
+}
 
 const RETRYABLE_BODY_LIMIT = 64 * 1024;
 const BUFFERED_RESPONSE_LIMIT = 64 * 1024 * 1024;
@@ -156,6 +190,12 @@ export class Gateway {
   private readonly names = new Map<string, Service>();
   private readonly backendsById = new Map<string, Backend>();
   private readonly auth: KeyAuthenticator | undefined;
+  private readonly limiter: Limiter;
+  private readonly metricsText: GatewayOptions["metricsText"];
+  private readonly onHealthEvent: GatewayOptions["onHealthEvent"];
+  private readonly onProbed: GatewayOptions["onProbed"];
+  private readonly cors: Cors | undefined;
+  private readonly worker: number | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private probing = false;
   private closed = false;
@@ -165,10 +205,19 @@ export class Gateway {
   private readonly activeCalls = new Set<UpstreamCall>();
   private onIdle: (() => void) | undefined;
   private readonly createdAt = Math.floor(Date.now() / 1000);
+  /** Backends registered by setBackends (the control plane's set), by id. */
+  private readonly managed = new Map<string, BackendRegistration & { id: string; aliases?: string[] }>();
 
   constructor(config: CompiledServices | undefined, opts: GatewayOptions = {}) {
     this.settings = { ...defaultGatewaySettings, ...config?.settings, ...opts.settings };
     this.auth = opts.auth;
+    this.limiter = opts.limiter ?? new LocalLimiter();
+    this.metricsText = opts.metricsText;
+    this.onHealthEvent = opts.onHealthEvent;
+    this.onProbed = opts.onProbed;
+    this.worker = opts.worker;
+    const cors = opts.cors ?? config?.cors;
+    this.cors = cors !== undefined && cors.origins.length > 0 ? new Cors(cors) : undefined;
     this.logger = opts.logger ?? pino({ level: "silent" });
     this.metrics = new GatewayMetrics(() => this.backendsById.values());
     const env = opts.env ?? process.env;
@@ -246,6 +295,8 @@ export class Gateway {
       reg.tls,
       reg.servedModel ?? service.model,
     );
+    const onHealthEvent = this.onHealthEvent;
+    if (onHealthEvent !== undefined) backend.onHealthEvent = (ev) => onHealthEvent(id, ev);
     tier.backends.push(backend);
     this.backendsById.set(id, backend);
     if (this.healthTimer !== undefined) void this.probe(backend);
@@ -262,6 +313,69 @@ export class Gateway {
     tier.backends = tier.backends.filter((b) => b !== backend);
     await backend.dispatcher.close();
     return true;
+  }
+
+  /**
+   * Makes the backends registered through this method exactly `list` (by id): new ones are registered (their
+   * service created when missing), gone ones unregistered (their requests in flight finish), changed ones replaced.
+   * Backends of the services file are left alone. Used for the backend set a control plane hands the data plane.
+   */
+  async setBackends(list: Array<BackendRegistration & { id: string; aliases?: string[] }>): Promise<void> {
+    const wanted = new Map(list.map((b) => [b.id, b]));
+    const stale: string[] = [];
+    for (const [id, reg] of this.managed) {
+      const next = wanted.get(id);
+      if (next === undefined || JSON.stringify(next) !== JSON.stringify(reg)) stale.push(id);
+    }
+    // Unregistering takes a backend out of routing at once; its connections close when its requests in flight end,
+    // which is not waited for here (a long stream must not hold up the new set).
+    const closing: Array<Promise<boolean>> = [];
+    for (const id of stale) {
+      this.managed.delete(id);
+      closing.push(this.unregisterBackend(id));
+    }
+    for (const [id, reg] of wanted) {
+      if (this.managed.has(id)) continue;
+      if (this.backendsById.has(id)) continue; // a services-file backend of the same id wins
+      if (!this.services.has(reg.service) && !this.names.has(reg.service)) {
+        try {
+          this.addService(
+            reg.service,
+            (reg.aliases ?? []).filter((a) => !this.names.has(a)),
+          );
+        } catch (err) {
+          this.logger.warn({ backend: id, err: errMessage(err) }, "backend from the control plane skipped");
+          continue;
+        }
+      }
+      const { aliases: _aliases, ...registration } = reg;
+      try {
+        this.registerBackend(registration);
+        this.managed.set(id, reg);
+      } catch (err) {
+        this.logger.warn({ backend: id, err: errMessage(err) }, "backend from the control plane skipped");
+      }
+    }
+    void Promise.allSettled(closing);
+  }
+
+  /** The cluster primary: applies a worker's passive health event; returns the state every worker should mirror. */
+  applyHealthEvent(id: string, ev: HealthEvent): HealthState | undefined {
+    const b = this.backendsById.get(id);
+    if (b === undefined) return undefined;
+    if (ev.kind === "success") b.recordSuccess();
+    else b.recordFailure(ev.at, ev.reason);
+    return b.healthState();
+  }
+
+  /** A cluster worker: mirrors the primary's verdict on a backend's passive health. */
+  applyHealthState(id: string, state: HealthState): void {
+    this.backendsById.get(id)?.applyHealthState(state);
+  }
+
+  /** A cluster worker: mirrors the primary's probe results. */
+  applyProbeState(id: string, state: ProbeState): void {
+    this.backendsById.get(id)?.applyProbeState(state);
   }
 
   backends(): BackendSnapshot[] {
@@ -299,6 +413,11 @@ export class Gateway {
   }
 
   private async probe(b: Backend): Promise<void> {
+    await this.probeOnce(b);
+    this.onProbed?.(b.id, b.probeState());
+  }
+
+  private async probeOnce(b: Backend): Promise<void> {
     const headers: Record<string, string> = {};
     if (b.apiKey !== undefined) headers.authorization = `Bearer ${b.apiKey}`;
     const timeout = this.settings.healthTimeoutMs;
@@ -441,10 +560,21 @@ export class Gateway {
     const q = rawUrl.indexOf("?");
     const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
     if (req.method === "GET" && path === "/metrics") {
-      const text = await this.metrics.registry.metrics();
-      res.writeHead(200, { "content-type": this.metrics.registry.contentType });
+      const { contentType, text } =
+        this.metricsText !== undefined
+          ? await this.metricsText()
+          : { contentType: this.metrics.registry.contentType, text: await this.metrics.registry.metrics() };
+      res.writeHead(200, { "content-type": contentType });
       res.end(text);
       return;
+    }
+    if (this.cors !== undefined) {
+      if (req.method === "OPTIONS") {
+        req.resume();
+        if (this.cors.preflight(req, res) === "refused") this.metrics.rejected.inc({ reason: "cors" });
+        return;
+      }
+      this.cors.decorate(req, res);
     }
     if (this.draining && path !== "/metrics") {
       req.resume();
@@ -467,7 +597,16 @@ export class Gateway {
       const now = Date.now();
       const backends = [...this.backendsById.values()];
       const routable = backends.filter((b) => b.available(now)).length;
-      sendJson(res, 200, JSON.stringify({ status: "ok", backends: backends.length, routable }));
+      sendJson(
+        res,
+        200,
+        JSON.stringify({
+          status: "ok",
+          backends: backends.length,
+          routable,
+          ...(this.worker !== undefined && { worker: this.worker, pid: process.pid }),
+        }),
+      );
       return;
     }
     if (!path.startsWith("/v1/")) {
@@ -475,27 +614,42 @@ export class Gateway {
       return;
     }
     let keyId: string | undefined;
+    let limits: KeyLimits | undefined;
     if (this.auth !== undefined) {
-      const verdict = this.auth.authenticate(req.headers.authorization);
-      if (!verdict.ok) {
+      const who = this.auth.identify(req.headers.authorization);
+      if (typeof who === "string") {
         req.resume();
-        if (verdict.reason === "rate_limited") {
-          this.reject(req, res, 429, "rate_limited", "rate limit of this API key exceeded", "rate_limit_exceeded", {
-            "retry-after": String(verdict.retryAfterS ?? 1),
-          });
-        } else {
+        this.reject(
+          req,
+          res,
+          401,
+          "unauthorized",
+          "missing or invalid API key (Authorization: Bearer <key>)",
+          "invalid_api_key",
+        );
+        return;
+      }
+      keyId = who.keyId;
+      if (who.limits.rpm !== undefined || who.limits.tpm !== undefined) {
+        limits = who.limits;
+        const admitted = this.limiter.admit(keyId, limits, Date.now());
+        const refusal = admitted instanceof Promise ? await admitted : admitted;
+        if (refusal !== undefined) {
+          req.resume();
           this.reject(
             req,
             res,
-            401,
-            "unauthorized",
-            "missing or invalid API key (Authorization: Bearer <key>)",
-            "invalid_api_key",
+            429,
+            "rate_limited",
+            refusal.limit === "tpm"
+              ? `tokens-per-minute limit of this API key (${limits.tpm}) exceeded; retry after ${refusal.retryAfterS} s`
+              : `requests-per-minute limit of this API key (${limits.rpm}) exceeded; retry after ${refusal.retryAfterS} s`,
+            refusal.limit === "tpm" ? "tokens_per_minute_exceeded" : "rate_limit_exceeded",
+            { "retry-after": String(refusal.retryAfterS) },
           );
+          return;
         }
-        return;
       }
-      keyId = verdict.keyId;
     }
     if (req.method === "GET" && path === "/v1/models") {
       const data = [...this.names.keys()].map((id) => ({
@@ -541,7 +695,16 @@ export class Gateway {
       );
       return;
     }
-    await this.proxy(req, res, { path, rawUrl, body, model, stream, service, started, keyId });
+    const meter: TokenMeter | undefined =
+      limits?.tpm !== undefined ? { requestBytes: body.length, responseBytes: 0, usage: undefined } : undefined;
+    try {
+      await this.proxy(req, res, { path, rawUrl, body, model, stream, service, started, keyId, meter });
+    } finally {
+      if (meter !== undefined && keyId !== undefined && limits !== undefined) {
+        const tokens = meter.usage ?? estimateTokens(meter.requestBytes + meter.responseBytes);
+        this.limiter.spend(keyId, limits, tokens, Date.now());
+      }
+    }
   }
 
   private reject(
@@ -713,6 +876,7 @@ export class Gateway {
       service: Service;
       started: number;
       keyId: string | undefined;
+      meter: TokenMeter | undefined;
     },
   ): Promise<void> {
     const requestId = (req.headers["x-request-id"] as string | undefined) ?? randomUUID();
@@ -843,6 +1007,7 @@ export class Gateway {
       stream: boolean;
       service: Service;
       started: number;
+      meter: TokenMeter | undefined;
     },
     requestId: string,
   ): Promise<AttemptResult> {
@@ -913,6 +1078,8 @@ export class Gateway {
         backend,
         upstream,
         sse,
+        r.path === RESPONSES_PATH,
+        r.meter,
         thisCall,
         r.started,
         () => timer,
@@ -945,7 +1112,7 @@ export class Gateway {
   ): Record<string, string | string[]> {
     const out: Record<string, string | string[]> = {};
     for (const name in src) {
-      if (DROP_RESPONSE_HEADERS.has(name)) continue;
+      if (DROP_RESPONSE_HEADERS.has(name) || isCorsHeader(name)) continue;
       const v = src[name];
       if (v !== undefined) out[name] = v;
     }
@@ -968,6 +1135,8 @@ export class Gateway {
     backend: Backend,
     upstream: UpstreamResponse,
     sse: boolean,
+    responsesApi: boolean,
+    meter: TokenMeter | undefined,
     call: UpstreamCall,
     started: number,
     getTimer: () => NodeJS.Timeout | undefined,
@@ -982,7 +1151,7 @@ export class Gateway {
       /** SSE: the bytes of an event not yet ended by its blank line (held back so an error event starts cleanly). */
       let pending: Buffer[] = [];
       let pendingBytes = 0;
-      const scanner = sse ? new SseScanner() : undefined;
+      const scanner = sse ? new SseScanner(responsesApi) : undefined;
       let buffered: Buffer[] = [];
       let bufferedBytes = 0;
       let passthrough = false;
@@ -1001,6 +1170,10 @@ export class Gateway {
         if (sse) this.metrics.ttft.observe({ backend: backend.id }, (performance.now() - started) / 1000);
       };
       const write = (chunk: Buffer): void => {
+        if (meter !== undefined) {
+          meter.responseBytes += chunk.length;
+          meter.usage = totalTokensIn(chunk) ?? meter.usage;
+        }
         if (!res.write(chunk)) {
           body.pause();
           if (stallTimer !== undefined) clearTimeout(stallTimer);
@@ -1086,7 +1259,13 @@ export class Gateway {
           } else if (!committed) {
             finish({ kind: "retry", failure: "cut", message: `${backend.id}: stream ended before any event` });
           } else {
-            this.streamError(res, "upstream stream ended without [DONE]; the answer is incomplete", "stream_truncated");
+            this.streamError(
+              res,
+              responsesApi
+                ? "upstream stream ended without response.completed (or [DONE]); the answer is incomplete"
+                : "upstream stream ended without [DONE]; the answer is incomplete",
+              "stream_truncated",
+            );
             finish({ kind: "failed-after-commit", failure: "truncated", status });
           }
           return;
@@ -1095,6 +1274,10 @@ export class Gateway {
           res.end();
         } else {
           const all = buffered.length === 1 ? buffered[0]! : Buffer.concat(buffered, bufferedBytes);
+          if (meter !== undefined) {
+            meter.responseBytes += all.length;
+            meter.usage = totalTokensIn(all) ?? meter.usage;
+          }
           res.writeHead(status, {
             ...this.clientHeaders(upstream.headers, backend, false),
             "content-length": all.length,

@@ -1,12 +1,14 @@
 /**
  * Gateway API keys: random 256-bit tokens, stored only as SHA-256 hashes (a fast hash is enough for random keys of this
- * length; scrypt matters for human passwords), each with an optional per-key rate limit (requests per minute).
+ * length; scrypt matters for human passwords), each with optional per-key limits: requests per minute (rpm) and
+ * tokens per minute (tpm), enforced by a Limiter (limits.ts).
  */
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { z } from "zod";
+import { LocalLimiter, type KeyLimits, type Limiter } from "./limits.js";
 
 const storedKeySchema = z.object({
   id: z.string(),
@@ -17,6 +19,8 @@ const storedKeySchema = z.object({
   prefix: z.string(),
   createdAt: z.string(),
   rpm: z.number().int().positive().optional(),
+  /** Tokens per minute (usage.total_tokens of the answers; estimated from bytes when absent). */
+  tpm: z.number().int().positive().optional(),
   revokedAt: z.string().optional(),
 });
 const keysFileSchema = z.object({ version: z.literal(1), keys: z.array(storedKeySchema) });
@@ -66,7 +70,10 @@ function writeKeysFile(path: string, file: KeysFile): void {
 }
 
 /** Creates a key; the plaintext is returned once and never stored. */
-export function addKey(path: string, opts: { name: string; rpm?: number }): { key: string; record: StoredKey } {
+export function addKey(
+  path: string,
+  opts: { name: string; rpm?: number; tpm?: number },
+): { key: string; record: StoredKey } {
   const file = readKeysFile(path);
   const key = `sy-${randomBytes(32).toString("base64url")}`;
   const record: StoredKey = {
@@ -76,6 +83,7 @@ export function addKey(path: string, opts: { name: string; rpm?: number }): { ke
     prefix: key.slice(0, 10),
     createdAt: new Date().toISOString(),
     ...(opts.rpm !== undefined && { rpm: opts.rpm }),
+    ...(opts.tpm !== undefined && { tpm: opts.tpm }),
   };
   file.keys.push(record);
   writeKeysFile(path, file);
@@ -91,40 +99,26 @@ export function revokeKey(path: string, idOrName: string): StoredKey | undefined
   return record;
 }
 
-/** Token bucket per key: `rpm` requests per minute, bursts up to `rpm`. */
-export class RateLimiter {
-  private buckets = new Map<string, { tokens: number; at: number }>();
-
-  /** Returns 0 when allowed, else the seconds to wait. */
-  take(id: string, rpm: number, now: number): number {
-    const perMs = rpm / 60_000;
-    let b = this.buckets.get(id);
-    if (b === undefined) {
-      b = { tokens: rpm, at: now };
-      this.buckets.set(id, b);
-    }
-    b.tokens = Math.min(rpm, b.tokens + (now - b.at) * perMs);
-    b.at = now;
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil((1 - b.tokens) / perMs / 1000);
-  }
-}
-
 export interface AuthResult {
   ok: boolean;
   keyId?: string;
   /** Seconds to wait when rate limited. */
   retryAfterS?: number;
   reason?: "missing" | "invalid" | "rate_limited";
+  /** Which limit refused (rate_limited). */
+  limit?: "rpm" | "tpm";
+}
+
+/** A key that authenticated, with its limits. */
+export interface Identified {
+  keyId: string;
+  limits: KeyLimits;
 }
 
 /** Checks bearer tokens against hashed keys; reloads the keys file when it changes (polled, at most every second). */
 export class KeyAuthenticator {
   private byHash = new Map<string, StoredKey>();
-  private limiter = new RateLimiter();
+  private limiter = new LocalLimiter();
   private mtimeMs = -1;
   private checkedAt = 0;
 
@@ -164,17 +158,32 @@ export class KeyAuthenticator {
     }
   }
 
-  authenticate(authorization: string | undefined): AuthResult {
+  /** The key behind an Authorization header, without applying limits; a reason when there is none. */
+  identify(authorization: string | undefined): Identified | "missing" | "invalid" {
     this.reload(false);
-    if (authorization === undefined) return { ok: false, reason: "missing" };
+    if (authorization === undefined) return "missing";
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (m === null) return { ok: false, reason: "invalid" };
+    if (m === null) return "invalid";
     const record = this.byHash.get(hashKey(m[1]!));
-    if (record === undefined) return { ok: false, reason: "invalid" };
-    if (record.rpm !== undefined) {
-      const wait = this.limiter.take(record.id, record.rpm, this.now());
-      if (wait > 0) return { ok: false, keyId: record.id, reason: "rate_limited", retryAfterS: wait };
+    if (record === undefined) return "invalid";
+    return { keyId: record.id, limits: { rpm: record.rpm, tpm: record.tpm } };
+  }
+
+  /** identify() plus this authenticator's own (one-process) limiter. */
+  authenticate(authorization: string | undefined, limiter: Limiter = this.limiter): AuthResult {
+    const who = this.identify(authorization);
+    if (typeof who === "string") return { ok: false, reason: who };
+    const refusal = limiter.admit(who.keyId, who.limits, this.now());
+    if (refusal instanceof Promise) throw new Error("authenticate() needs a synchronous limiter; use identify()");
+    if (refusal !== undefined) {
+      return {
+        ok: false,
+        keyId: who.keyId,
+        reason: "rate_limited",
+        retryAfterS: refusal.retryAfterS,
+        limit: refusal.limit,
+      };
     }
-    return { ok: true, keyId: record.id };
+    return { ok: true, keyId: who.keyId };
   }
 }

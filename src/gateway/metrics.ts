@@ -78,6 +78,8 @@ export class GatewayMetrics {
       help: "1 for the backend's current state (healthy, half-open, ejected, down, draining)",
       labelNames: ["backend", "service", "pool", "state"],
       registers,
+      // Gateway workers (`--workers N`) mirror one state: summed over workers it would read N.
+      aggregator: "max",
       collect() {
         this.reset();
         const now = Date.now();
@@ -103,6 +105,7 @@ export class GatewayMetrics {
       help: "Requests waiting in the engine's own queue, from its metrics (0 where the engine reports none)",
       labelNames: ["backend"],
       registers,
+      aggregator: "max",
       collect() {
         this.reset();
         for (const b of backends()) this.set({ backend: b.id }, b.waiting);

@@ -1,5 +1,6 @@
-/** Binds a gateway to a Node HTTP server (the only place that knows about sockets). */
+/** Binds a gateway to a Node HTTP or HTTPS server (the only place that knows about sockets). */
 import { createServer, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Gateway } from "./gateway.js";
 
@@ -20,12 +21,22 @@ export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
+/** TLS on the listener: PEM certificate chain and private key (see loadTlsFiles in the CLI for the checks). */
+export interface ListenerTls {
+  cert: Buffer;
+  key: Buffer;
+}
+
 export async function listenGateway(
   gateway: Gateway,
-  opts: { host?: string; port?: number } = {},
+  opts: { host?: string; port?: number; tls?: ListenerTls | undefined } = {},
 ): Promise<ListeningGateway> {
   const host = opts.host ?? "127.0.0.1";
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000 }, gateway.handle);
+  const serverOptions = { keepAliveTimeout: 65_000, requestTimeout: 120_000 };
+  const server: Server =
+    opts.tls !== undefined
+      ? createHttpsServer({ ...serverOptions, cert: opts.tls.cert, key: opts.tls.key }, gateway.handle)
+      : createServer(serverOptions, gateway.handle);
   // Long streams must not be cut by the server's idle socket timeout; the gateway enforces its own stall timeout.
   server.timeout = 0;
   // `Expect: 100-continue`: a body over the limit is refused before the client sends it.
@@ -44,7 +55,7 @@ export async function listenGateway(
   return {
     server,
     port,
-    url: `http://${urlHost}:${port}`,
+    url: `${opts.tls !== undefined ? "https" : "http"}://${urlHost}:${port}`,
     close: async () => {
       if (server.listening) server.close();
       server.closeAllConnections();

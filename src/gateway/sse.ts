@@ -11,6 +11,10 @@
  * when its data buffer is non-empty (at least one `data` field). At the end of the stream an unterminated event is
  * discarded, as the standard says: a stream whose last bytes are `data: [DONE]` without the blank line was cut.
  *
+ * The Responses API (`/v1/responses`) ends its streams with a terminal event instead of `[DONE]`: with
+ * `responsesApi`, an event whose `event:` field, or whose data's leading `{"type":...}`, is response.completed,
+ * response.failed or response.incomplete also ends the stream properly ([DONE] still does).
+ *
  * Cost: the bytes are searched with Buffer.indexOf (native); JavaScript only looks at the first bytes of each line.
  * eventsource-parser (the usual library) works on decoded strings and its current major needs Node >= 22.12.
  */
@@ -19,11 +23,14 @@ const LF = 0x0a;
 const CR = 0x0d;
 const COLON = 0x3a;
 const SPACE = 0x20;
-/** Bytes of a line kept to classify it: "data: [DONE]" is 12, plus room for a BOM. */
-const HEAD = 16;
+/** Bytes of a line kept to classify it: "data: [DONE]" is 12, `data: {"type":"response.incomplete"` 35, plus a BOM. */
+const HEAD = 40;
 const DATA = [0x64, 0x61, 0x74, 0x61]; // "data"
 const DONE = [0x5b, 0x44, 0x4f, 0x4e, 0x45, 0x5d]; // "[DONE]"
 const BOM = [0xef, 0xbb, 0xbf];
+const EVENT = [0x65, 0x76, 0x65, 0x6e, 0x74]; // "event"
+const TERMINAL_TYPES = ["response.completed", "response.failed", "response.incomplete"].map((t) => Buffer.from(t));
+const TERMINAL_DATA = TERMINAL_TYPES.map((t) => Buffer.concat([Buffer.from('{"type":"'), t, Buffer.from('"')]));
 
 export class SseScanner {
   /** Data-carrying events dispatched so far. */
@@ -42,6 +49,10 @@ export class SseScanner {
   private firstDataIsDone = false;
   /** Any line (field or comment) read since the last event boundary. */
   private linesInEvent = 0;
+  /** Responses API: the event being read is a terminal one (by its event field or its data's type). */
+  private eventIsTerminal = false;
+
+  constructor(private readonly responsesApi = false) {}
 
   /**
    * Scans a chunk. Returns the index just past the last event boundary (the end of an empty line) inside `chunk`,
@@ -121,6 +132,24 @@ export class SseScanner {
     return len === 4 || this.head[skip + 4] === COLON;
   }
 
+  /** The line in `head` is the field `name` (exactly the name, or the name and a colon). */
+  private isField(name: number[], skip: number, len: number): boolean {
+    if (len < name.length) return false;
+    for (let i = 0; i < name.length; i++) if (this.head[skip + i] !== name[i]) return false;
+    return len === name.length || this.head[skip + name.length] === COLON;
+  }
+
+  /** Where the value of a field line starts in `head` and how long it is (one space after the colon dropped). */
+  private valueOf(skip: number, len: number, nameLen: number): [number, number] {
+    let v = skip + nameLen + 1;
+    let vlen = len - nameLen - 1;
+    if (vlen > 0 && this.head[v] === SPACE) {
+      v++;
+      vlen--;
+    }
+    return [v, Math.max(0, vlen)];
+  }
+
   /** Ends the current line; returns true when it was the empty line that ends an event. */
   private endLine(): boolean {
     const skip = this.bomSkip();
@@ -130,16 +159,36 @@ export class SseScanner {
     if (len === 0) {
       if (this.dataLines > 0) {
         this.events++;
-        this.lastEventDone = this.dataLines === 1 && this.firstDataIsDone;
+        this.lastEventDone = (this.dataLines === 1 && this.firstDataIsDone) || this.eventIsTerminal;
       }
       this.dataLines = 0;
       this.firstDataIsDone = false;
+      this.eventIsTerminal = false;
       this.linesInEvent = 0;
       return true;
     }
     this.linesInEvent++;
-    if (!this.isDataLine(skip, len)) return false; // a comment or another field
+    if (!this.isDataLine(skip, len)) {
+      // A comment or another field; the Responses API names its terminal events in the `event` field.
+      if (this.responsesApi && this.isField(EVENT, skip, len)) {
+        const [v, vlen] = this.valueOf(skip, len, EVENT.length);
+        if (TERMINAL_TYPES.some((t) => t.length === vlen && this.head.compare(t, 0, vlen, v, v + vlen) === 0)) {
+          this.eventIsTerminal = true;
+        }
+      }
+      return false;
+    }
     const h = this.head;
+    if (this.responsesApi && this.dataLines === 0) {
+      const [v, vlen] = this.valueOf(skip, len, 4);
+      if (
+        TERMINAL_DATA.some(
+          (t) => vlen >= t.length && v + t.length <= HEAD && h.compare(t, 0, t.length, v, v + t.length) === 0,
+        )
+      ) {
+        this.eventIsTerminal = true;
+      }
+    }
     this.dataLines++;
     if (this.dataLines === 1) {
       let v = skip + 5;

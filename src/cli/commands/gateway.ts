@@ -1,5 +1,7 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
+import { createSecureContext } from "node:tls";
 import { Writable } from "node:stream";
 import { Command, InvalidArgumentError } from "commander";
 import { destination, pino, type Logger } from "pino";
@@ -7,11 +9,16 @@ import {
   loadServicesFile,
   MissingApiKeyEnvError,
   ServicesConfigError,
+  defaultGatewaySettings,
   type CompiledServices,
 } from "../../gateway/config.js";
-import { Gateway } from "../../gateway/gateway.js";
+import { Gateway, type GatewayOptions } from "../../gateway/gateway.js";
 import { addKey, KeyAuthenticator, readKeysFile, revokeKey } from "../../gateway/keys.js";
-import { isLoopbackHost, listenGateway, type ListeningGateway } from "../../gateway/server.js";
+import { isLoopbackHost, listenGateway, type ListenerTls, type ListeningGateway } from "../../gateway/server.js";
+import { GatewayCluster, WorkerLink, workerSlot, type ManagedBackend } from "../../gateway/cluster.js";
+import { followControlPlane } from "../../gateway/control-plane.js";
+import { badOrigin, type CorsSettings } from "../../gateway/cors.js";
+import { homePaths } from "../../server/config.js";
 import { CliError, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 
@@ -19,6 +26,20 @@ export function parsePort(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("a port number 0-65535");
   return n;
+}
+
+/** `--workers`: a count 1-64, or `auto` for one per core. */
+export function parseWorkers(value: string): number {
+  if (value === "auto") return Math.max(1, Math.min(64, availableParallelism()));
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError("a count 1-64, or auto (one per core)");
+  return n;
+}
+
+function collectOrigin(value: string, previous: string[] | undefined): string[] {
+  const why = badOrigin(value);
+  if (why !== undefined) throw new InvalidArgumentError(why);
+  return [...(previous ?? []), value];
 }
 
 function parsePositiveInt(value: string): number {
@@ -48,6 +69,14 @@ export interface GatewayRunOptions {
   drainTimeout?: number;
   /** State folder (from the root program's --home). */
   home?: string;
+  /** Gateway processes sharing the port (`gateway` only). */
+  workers?: number;
+  /** Follow this server's backend set (`gateway` only). */
+  controlPlane?: string;
+  tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  corsOrigin?: string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -90,21 +119,97 @@ export function withServicesFile<T>(file: string, build: () => T): T {
 }
 
 /** Listens, turning "port in use" and "no permission" into bad input with a fix. */
-export async function listenForCli(gateway: Gateway, host: string, port: number): Promise<ListeningGateway> {
+export async function listenForCli(
+  gateway: Gateway,
+  host: string,
+  port: number,
+  tls?: ListenerTls,
+): Promise<ListeningGateway> {
   try {
-    return await listenGateway(gateway, { host, port });
+    return await listenGateway(gateway, { host, port, tls });
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
-      const why = code === "EADDRINUSE" ? "is in use" : code === "EACCES" ? "needs privileges" : "is not on this host";
+    throw listenError(err, host, port);
+  }
+}
+
+/** "Port in use", "no permission", "not this host" as bad input with a fix; anything else unchanged. */
+function listenError(err: unknown, host: string, port: number): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+    const why = code === "EADDRINUSE" ? "is in use" : code === "EACCES" ? "needs privileges" : "is not on this host";
+    return new CliError(
+      `cannot listen on ${host}:${port}: the address ${why} (${code})`,
+      ExitCode.Usage,
+      code === "EADDRNOTAVAIL" ? "pass --host with an address of this machine" : "choose another --port",
+    );
+  }
+  return err;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// TLS on the listener
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Reads `--tls-cert` / `--tls-key` (PEM) and checks that they make a usable pair: both or neither, each readable,
+ * each PEM of the right kind, the key the certificate's. Each failure is bad input naming the file and the fix.
+ */
+export function loadTlsFiles(certFile: string | undefined, keyFile: string | undefined): ListenerTls | undefined {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) {
+    throw new CliError(
+      `${certFile === undefined ? "--tls-key" : "--tls-cert"} given without ${certFile === undefined ? "--tls-cert" : "--tls-key"}`,
+      ExitCode.Usage,
+      "pass both --tls-cert <cert.pem> and --tls-key <key.pem>",
+    );
+  }
+  const read = (file: string, flag: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? "error";
+      const why = code === "ENOENT" ? "does not exist" : code === "EACCES" ? "is not readable by this user" : code;
       throw new CliError(
-        `cannot listen on ${host}:${port}: the address ${why} (${code})`,
+        `${flag} ${file} ${why} (${code})`,
         ExitCode.Usage,
-        code === "EADDRNOTAVAIL" ? "pass --host with an address of this machine" : "choose another --port",
+        `check the path and permissions of ${file}`,
       );
     }
-    throw err;
+  };
+  const cert = read(certFile, "--tls-cert");
+  const key = read(keyFile, "--tls-key");
+  if (!cert.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new CliError(
+      `--tls-cert ${certFile} holds no PEM certificate (no -----BEGIN CERTIFICATE----- line)`,
+      ExitCode.Usage,
+      "pass the PEM certificate (chain) file; convert DER with `openssl x509 -inform der -in cert.der -out cert.pem`",
+    );
   }
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key.toString("latin1"))) {
+    throw new CliError(
+      `--tls-key ${keyFile} holds no PEM private key (no -----BEGIN ... PRIVATE KEY----- line)`,
+      ExitCode.Usage,
+      "pass the unencrypted PEM private key that belongs to the certificate",
+    );
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/key values mismatch|KEY_VALUES_MISMATCH/i.test(msg)) {
+      throw new CliError(
+        `--tls-key ${keyFile} is not the private key of --tls-cert ${certFile}`,
+        ExitCode.Usage,
+        "pass the key the certificate was issued for (compare `openssl x509 -noout -pubkey -in CERT` with `openssl pkey -pubout -in KEY`)",
+      );
+    }
+    throw new CliError(
+      `--tls-cert ${certFile} / --tls-key ${keyFile} cannot be used: ${msg}`,
+      ExitCode.Usage,
+      "pass an unencrypted PEM key and its PEM certificate",
+    );
+  }
+  return { cert, key };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -193,9 +298,15 @@ export function chooseKeys(opts: Pick<GatewayRunOptions, "host" | "keysFile" | "
 }
 
 /** The gateway for a services config, with its logger and, when keys are in use, key authentication. */
-export function createGateway(config: CompiledServices, keys: KeysChoice, logger: Logger): Gateway {
+export function createGateway(
+  config: CompiledServices,
+  keys: KeysChoice,
+  logger: Logger,
+  extra: Omit<GatewayOptions, "logger" | "auth"> = {},
+): Gateway {
   return new Gateway(config, {
     logger,
+    ...extra,
     ...(keys.keysFile !== undefined && { auth: new KeyAuthenticator({ path: keys.keysFile }) }),
   });
 }
@@ -345,54 +456,270 @@ function flush(logger: Logger): Promise<void> {
 // The command
 // ---------------------------------------------------------------------------------------------------------------
 
-async function runGateway(servicesFile: string, opts: GatewayRunOptions, cmd: Command): Promise<void> {
-  const g = globals(cmd);
-  const config = loadServicesForCli(servicesFile);
-  const keys = chooseKeys(opts, opts.home ?? g.home);
+/** The control plane to follow: its URL and the token (from --token-file or the home's token file). */
+function controlPlaneFor(opts: GatewayRunOptions, home: string): { url: string; token: string } | undefined {
+  if (opts.controlPlane === undefined) {
+    if (opts.tokenFile !== undefined) {
+      throw new CliError("--token-file is only used with --control-plane", ExitCode.Usage, "pass --control-plane URL");
+    }
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(opts.controlPlane);
+    if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("scheme");
+  } catch {
+    throw new CliError(
+      `--control-plane ${opts.controlPlane} is not an http(s) URL`,
+      ExitCode.Usage,
+      "pass the server's URL, e.g. --control-plane http://127.0.0.1:7070 (`switchyard status` shows it)",
+    );
+  }
+  const file = opts.tokenFile !== undefined ? path.resolve(opts.tokenFile) : homePaths(home).token;
+  let token: string;
+  try {
+    token = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new CliError(
+      `cannot read the control plane's API token from ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`,
+      ExitCode.Usage,
+      opts.tokenFile !== undefined
+        ? "check --token-file"
+        : "pass --token-file with the server's token file, or --home with the server's home",
+    );
+  }
+  if (token.length < 16) {
+    throw new CliError(
+      `the API token in ${file} is empty or too short`,
+      ExitCode.Usage,
+      "pass the server's token file",
+    );
+  }
+  return { url: url.toString().replace(/\/+$/, ""), token };
+}
+
+interface Prepared {
+  servicesFile: string | undefined;
+  config: CompiledServices;
+  keys: KeysChoice;
+  tls: ListenerTls | undefined;
+  cors: CorsSettings | undefined;
+  controlPlane: { url: string; token: string } | undefined;
+  home: string;
+  backends: number;
+}
+
+/** Everything a gateway process checks before it serves; the same in the primary and in each worker. */
+function prepare(servicesFile: string | undefined, opts: GatewayRunOptions, home: string): Prepared {
+  const controlPlane = controlPlaneFor(opts, home);
+  if (servicesFile === undefined && controlPlane === undefined) {
+    throw new CliError(
+      "no services file and no --control-plane: the gateway would have nothing to serve",
+      ExitCode.Usage,
+      "pass a services file (see examples/gateway/local.yaml), or --control-plane URL to serve what the server deploys",
+    );
+  }
+  const config: CompiledServices =
+    servicesFile !== undefined ? loadServicesForCli(servicesFile) : { settings: defaultGatewaySettings, services: [] };
+  const keys = chooseKeys(opts, home);
+  const tls = loadTlsFiles(opts.tlsCert, opts.tlsKey);
+  const origins = [...(config.cors?.origins ?? []), ...(opts.corsOrigin ?? [])];
+  const cors = origins.length > 0 ? { origins, maxAgeS: config.cors?.maxAgeS } : undefined;
   const backends = config.services.reduce((n, s) => n + s.pools.reduce((m, p) => m + p.backends.length, 0), 0);
+  return { servicesFile, config, keys, tls, cors, controlPlane, home, backends };
+}
+
+function buildGateway(p: Prepared, logger: Logger, extra: Omit<GatewayOptions, "logger" | "auth">): Gateway {
+  const build = (): Gateway =>
+    createGateway(p.config, p.keys, logger, { ...extra, ...(p.cors !== undefined && { cors: p.cors }) });
+  return p.servicesFile !== undefined ? withServicesFile(p.servicesFile, build) : build();
+}
+
+async function runGateway(servicesFile: string | undefined, opts: GatewayRunOptions, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const home = opts.home ?? g.home;
+  const p = prepare(servicesFile, opts, home);
   if (opts.check === true) {
     // Building the gateway also checks what YAML cannot: apiKeyEnv variables, TLS CA files.
-    await withServicesFile(servicesFile, () => new Gateway(config)).close();
+    await buildGateway(p, pino({ level: "silent" }), {}).close();
     const summary = {
-      file: servicesFile,
+      file: servicesFile ?? null,
       ok: true,
-      services: config.services.length,
-      backends,
-      apiKeys: keys.activeKeys,
+      services: p.config.services.length,
+      backends: p.backends,
+      apiKeys: p.keys.activeKeys,
     };
     process.stdout.write(
       g.json
         ? `${JSON.stringify(summary)}\n`
-        : `${servicesFile}: OK — ${config.services.length} service(s), ${backends} backend(s); ` +
-            `${keys.activeKeys > 0 ? `${keys.activeKeys} API key(s)` : "no API keys (open)"}\n`,
+        : `${servicesFile ?? "(no services file)"}: OK — ${p.config.services.length} service(s), ${p.backends} backend(s); ` +
+            `${p.keys.activeKeys > 0 ? `${p.keys.activeKeys} API key(s)` : "no API keys (open)"}\n`,
     );
     return;
   }
+  const workers = opts.workers ?? 1;
+  const slot = workerSlot();
   const logger = consoleLogger(consoleMode(g.json), opts.logLevel ?? "info");
-  const gateway = withServicesFile(servicesFile, () => createGateway(config, keys, logger));
+  if (slot !== undefined) return runWorker(p, opts, workers, slot, logger.child({ worker: slot }));
+  if (workers > 1) return runPrimary(p, opts, workers, logger);
+
+  const gateway = buildGateway(p, logger, {});
   let http: ListeningGateway;
   try {
-    http = await listenForCli(gateway, opts.host, opts.port);
+    http = await listenForCli(gateway, opts.host, opts.port, p.tls);
   } catch (err) {
     await gateway.close();
     throw err;
   }
   gateway.startHealthChecks();
-  if (keys.notice !== undefined) logger.warn({ auth: false }, keys.notice);
+  const stopWatch = new AbortController();
+  if (p.controlPlane !== undefined) {
+    followControlPlane({
+      ...p.controlPlane,
+      cacheFile: controlPlaneCache(home),
+      logger,
+      signal: stopWatch.signal,
+      apply: (list) => gateway.setBackends(list),
+    });
+  }
+  if (p.keys.notice !== undefined) logger.warn({ auth: false }, p.keys.notice);
   logger.info(
     {
       url: http.url,
-      services: config.services.map((s) => s.model),
-      backends,
-      auth: keys.keysFile !== undefined,
+      services: p.config.services.map((s) => s.model),
+      backends: p.backends,
+      auth: p.keys.keysFile !== undefined,
+      workers: 1,
+      ...(p.controlPlane !== undefined && { controlPlane: p.controlPlane.url }),
     },
     `switchyard gateway listening on ${http.url} (OpenAI API under ${http.url}/v1, metrics at /metrics); ` +
       `Ctrl-C stops it`,
   );
   const signal = await untilStopSignal();
+  stopWatch.abort();
   await drainOnStop(http, gateway, logger, signal, opts.drainTimeout ?? DEFAULT_DRAIN_SECONDS, "gateway");
   await gateway.close();
   await flush(logger);
+}
+
+/** Where a gateway following a control plane keeps the last set it got (served when the server is away at start). */
+function controlPlaneCache(home: string): string {
+  return path.join(home, "gateway", "backends-cache.json");
+}
+
+/** The primary of `--workers N`: forks the workers, probes, decides health and limits, follows the control plane. */
+async function runPrimary(p: Prepared, opts: GatewayRunOptions, workers: number, logger: Logger): Promise<void> {
+  const relay: { cluster?: GatewayCluster } = {};
+  const gateway = buildGateway(p, logger, { onProbed: (id, state) => relay.cluster?.onProbed(id, state) });
+  const cluster = new GatewayCluster({ workers, gateway, logger });
+  relay.cluster = cluster;
+  let url: string;
+  try {
+    url = await cluster.start();
+  } catch (err) {
+    await gateway.close();
+    throw listenError(err, opts.host, opts.port);
+  }
+  gateway.startHealthChecks();
+  const stopWatch = new AbortController();
+  if (p.controlPlane !== undefined) {
+    const c = cluster;
+    followControlPlane({
+      ...p.controlPlane,
+      cacheFile: controlPlaneCache(p.home),
+      logger,
+      signal: stopWatch.signal,
+      apply: (list: ManagedBackend[]) => c.setBackends(list),
+    });
+  }
+  if (p.keys.notice !== undefined) logger.warn({ auth: false }, p.keys.notice);
+  logger.info(
+    {
+      url,
+      services: p.config.services.map((s) => s.model),
+      backends: p.backends,
+      auth: p.keys.keysFile !== undefined,
+      workers,
+      pids: cluster.pids(),
+      ...(p.controlPlane !== undefined && { controlPlane: p.controlPlane.url }),
+    },
+    `switchyard gateway listening on ${url} with ${workers} worker processes (OpenAI API under ${url}/v1, ` +
+      `metrics at /metrics); Ctrl-C stops it`,
+  );
+  const signal = await untilStopSignal();
+  stopWatch.abort();
+  const drainSeconds = opts.drainTimeout ?? DEFAULT_DRAIN_SECONDS;
+  logger.info(
+    { signal, drainSeconds, workers },
+    `gateway: ${signal}: no new requests; requests in flight on ${workers} workers may finish within ${drainSeconds} s ` +
+      "(send it again to cut them now)",
+  );
+  const again = nextStopSignal();
+  try {
+    const { cut } = await cluster.stop(drainSeconds * 1000, again.signal);
+    logger.info(
+      { cut },
+      cut > 0
+        ? `gateway: drain deadline passed; ${cut} request(s) cut (streams got an in-band gateway_shutdown error)`
+        : "gateway: stopped",
+    );
+  } finally {
+    again.dispose();
+  }
+  await gateway.close();
+  await flush(logger);
+}
+
+/** One worker of `--workers N`: serves on the shared port with the primary's view of limits and health. */
+async function runWorker(
+  p: Prepared,
+  opts: GatewayRunOptions,
+  workers: number,
+  slot: number,
+  logger: Logger,
+): Promise<void> {
+  // Stop signals are the primary's to handle: it tells each worker to drain (Ctrl-C reaches the whole group).
+  const ignore = (): void => undefined;
+  process.on("SIGINT", ignore);
+  process.on("SIGTERM", ignore);
+  const link = new WorkerLink(workers);
+  const init = await link.init();
+  const gateway = buildGateway(p, logger, {
+    limiter: link.limiter,
+    metricsText: link.metricsText,
+    onHealthEvent: link.onHealthEvent,
+    worker: slot,
+  });
+  link.attach(gateway, gateway.metrics.registry);
+  if (init.backends !== null) await gateway.setBackends(init.backends);
+  for (const [id, state] of init.health) gateway.applyHealthState(id, state);
+  for (const [id, state] of init.probes) gateway.applyProbeState(id, state);
+  let http: ListeningGateway;
+  try {
+    http = await listenGateway(gateway, { host: opts.host, port: opts.port, tls: p.tls });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    link.send({ t: "listen-error", code: e.code ?? "ERROR", message: e.message });
+    await gateway.close();
+    link.close();
+    process.exit(2);
+  }
+  link.send({ t: "ready", url: http.url });
+  const drainMs = await new Promise<number>((resolve) => link.onDrain(resolve));
+  let cut = 0;
+  try {
+    cut = (await http.drain(drainMs, link.cutSignal)).cut;
+  } finally {
+    try {
+      link.send({ t: "drained", cut });
+    } catch {
+      // The primary is gone.
+    }
+    await gateway.close();
+    link.close();
+    await flush(logger);
+    process.exit(0);
+  }
 }
 
 /** The options `gateway` and `serve` share. */
@@ -424,8 +751,29 @@ export function registerGatewayCommand(program: Command): void {
         "Run the OpenAI-compatible inference gateway in front of the model servers in <services.yaml>. Prints human " +
           "lines on a terminal, JSON lines with --json or when stdout is not a terminal",
       )
-      .argument("<services.yaml>", "services file (see examples/gateway/local.yaml)"),
-  ).action(async (servicesFile: string, opts: GatewayRunOptions, cmd: Command) => runGateway(servicesFile, opts, cmd));
+      .argument("[services.yaml]", "services file (see examples/gateway/local.yaml); optional with --control-plane"),
+  )
+    .option(
+      "--workers <n>",
+      "gateway processes sharing the port (1-64, or auto: one per core); limits and backend health stay shared",
+      parseWorkers,
+      1,
+    )
+    .option(
+      "--control-plane <url>",
+      "route to the backends the switchyard server at <url> deploys (kept on disk; served while it is away)",
+    )
+    .option("--token-file <path>", "the server's API token for --control-plane (default: the home's token file)")
+    .option("--tls-cert <file>", "serve HTTPS with this PEM certificate (chain); needs --tls-key")
+    .option("--tls-key <file>", "the PEM private key of --tls-cert")
+    .option(
+      "--cors-origin <origin>",
+      "let web pages from this origin (https://app.example.com, or * for any) call the API; repeatable",
+      collectOrigin,
+    )
+    .action(async (servicesFile: string | undefined, opts: GatewayRunOptions, cmd: Command) =>
+      runGateway(servicesFile, opts, cmd),
+    );
 
   // `--keys-file` after `keys add|list|revoke` is parsed by `gateway` (it has the same option), so the subcommands
   // read it with optsWithGlobals().
@@ -439,10 +787,19 @@ export function registerGatewayCommand(program: Command): void {
     .description("Create a key (and the keys file if needed); it is printed once and cannot be shown again")
     .argument("<name>", "who or what the key is for")
     .option("--rpm <n>", "rate limit in requests per minute", parsePositiveInt)
+    .option(
+      "--tpm <n>",
+      "limit in tokens per minute (usage of the answers; estimated from bytes without)",
+      parsePositiveInt,
+    )
     .option("--keys-file <path>", "API keys file (default: $SWITCHYARD_HOME/gateway-keys.json)")
-    .action((name: string, opts: { rpm?: number }, cmd: Command) => {
+    .action((name: string, opts: { rpm?: number; tpm?: number }, cmd: Command) => {
       const file = keysFileOf(cmd);
-      const { key, record } = addKey(file, { name, ...(opts.rpm !== undefined && { rpm: opts.rpm }) });
+      const { key, record } = addKey(file, {
+        name,
+        ...(opts.rpm !== undefined && { rpm: opts.rpm }),
+        ...(opts.tpm !== undefined && { tpm: opts.tpm }),
+      });
       if (globals(cmd).json) {
         process.stdout.write(`${JSON.stringify({ key, id: record.id, name, keysFile: file })}\n`);
         return;
@@ -469,13 +826,14 @@ export function registerGatewayCommand(program: Command): void {
         process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
         return;
       }
-      const rows = [["ID", "NAME", "PREFIX", "RPM", "CREATED", "STATE"]];
+      const rows = [["ID", "NAME", "PREFIX", "RPM", "TPM", "CREATED", "STATE"]];
       for (const k of list) {
         rows.push([
           k.id,
           k.name,
           `${k.prefix}…`,
           k.rpm?.toString() ?? "-",
+          k.tpm?.toString() ?? "-",
           k.createdAt,
           k.revokedAt ? "revoked" : "active",
         ]);
