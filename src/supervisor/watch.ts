@@ -6,6 +6,8 @@ import { crashed, exitFields, judgeCrash, toRankExits } from "./detectors/crash.
 import { hangWithStacks, judgeHangVerdict } from "./detectors/hang.js";
 import { judgeNan } from "./detectors/nan.js";
 import { judgeSlowdownVerdict, slowdownLookMs, slowdownSampleLimit } from "./detectors/slowdown.js";
+import { suggestProgressRegex } from "../core/progress-suggest.js";
+import { ActivityWatch } from "./activity.js";
 import { ingest } from "./ingest.js";
 import type { PoolFaults } from "./pool-faults.js";
 import { tailLines, unreadActivity } from "./reports.js";
@@ -58,19 +60,34 @@ export async function watchAttempt(
   }
   const nan = judgeNan(seen.nan, ranks, job.spec.detection.nanIsFailure, ctx.now());
   if (nan) return { kind: "failed", facts: nan };
+  const progress = await ctx.store.rankProgress(job.id, attempt.n);
+  const unread = new Map(
+    await Promise.all(
+      ranks.map(async (r) => [r.rank, await unreadActivity(r, job.spec.progress.regex !== null)] as const),
+    ),
+  );
+  // No progress source matched in this attempt (no step reported, no line matched): any output or CPU activity is
+  // the gang's progress (activity.ts), and describe says so with a suggested progress.regex.
+  const fallback = progress.length === 0 ? await activity.look(job.id, attempt, ranks, ctx.now()) : null;
+  if (fallback) {
+    for (const [rank, t] of fallback.lastActiveAt) {
+      const u = unread.get(rank) ?? null;
+      unread.set(rank, u === null ? t : t === null ? u : Math.max(u, t));
+    }
+    await noteProgressFallback(ctx, job, attempt, ranks);
+  }
   const hung = judgeHangVerdict({
     now: ctx.now(),
     attempt,
     ranks,
     detection: job.spec.detection,
-    progress: await ctx.store.rankProgress(job.id, attempt.n),
+    progress,
     recent: await ctx.store.recentSteps(job.id, attempt.n, 0, 50),
-    unread: new Map(
-      await Promise.all(
-        ranks.map(async (r) => [r.rank, await unreadActivity(r, job.spec.progress.regex !== null)] as const),
-      ),
-    ),
+    unread,
     processState: (r) => ctx.executor.processState(r),
+    ...(fallback
+      ? { fallback: { gapsMs: fallback.gapsMs, active: [...fallback.lastActiveAt.values()].some((t) => t !== null) } }
+      : {}),
   });
   if (hung) return hung;
   // The slowdown detector reads thousands of samples: it looks about once a second, not every tick.
@@ -87,6 +104,39 @@ export async function watchAttempt(
     checkpointSteps: (await ctx.store.listCheckpoints(job.id)).map((c) => c.step),
   });
   return pace.slow ? { kind: "slow", pace } : { kind: "healthy", pace };
+}
+
+/** Output and CPU activity of jobs whose progress source matched nothing (see activity.ts). */
+const activity = new ActivityWatch();
+/** Attempts whose fallback was said (job id -> attempt number): one progress.fallback event per attempt. */
+const fallbackNoted = new Map<string, number>();
+
+/**
+ * Once per attempt, after min(startupSeconds, 30 s) without a matched step: the progress.fallback event, with a
+ * progress.regex suggested from rank 0's recent lines (core/progress-suggest.ts).
+ */
+async function noteProgressFallback(
+  ctx: SupervisorContext,
+  job: JobRecord,
+  attempt: AttemptRecord,
+  ranks: RankRecord[],
+): Promise<void> {
+  const ageS = (ctx.now() - attempt.startedAt) / 1000;
+  if (fallbackNoted.get(job.id) === attempt.n || ageS < Math.min(job.spec.detection.startupSeconds, 30)) return;
+  if (fallbackNoted.size > 10_000) fallbackNoted.clear();
+  fallbackNoted.set(job.id, attempt.n);
+  const rank0 = ranks.find((r) => r.rank === 0) ?? ranks[0];
+  const suggestion = rank0 ? suggestProgressRegex(await tailLines(rank0.logPath, 200)) : null;
+  const why = job.spec.progress.regex ? "progress.regex matched no line" : "no SDK step report and no progress.regex";
+  const advice = suggestion
+    ? `suggest progress.regex: '${suggestion.regex}' (from lines like ${JSON.stringify(suggestion.example.slice(0, 120))})`
+    : "no counter seen in its output yet to suggest a progress.regex from";
+  await ctx.event(
+    job.id,
+    "progress.fallback",
+    `progress: none matched after ${Math.round(ageS)}s (${why}); watching output and CPU for hangs — ${advice}`,
+    { attempt: attempt.n, regex: suggestion?.regex ?? null, example: suggestion?.example ?? null },
+  );
 }
 
 /** When the slowdown detector last looked at a job's attempt (kept beside the runtime, lost with it). */

@@ -165,6 +165,7 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command("status")
+    .alias("describe")
     .description("one job in detail: state, progress, attempts, incidents")
     .argument("<job>", "job id or name")
     .option("-f, --follow", "stay attached: live progress and incidents until the job ends; exit code = final state")
@@ -184,6 +185,8 @@ export function registerJobCommands(program: Command): void {
       }
       console.log(`${detail.id}  ${detail.state}${detail.reason ? ` (${detail.reason})` : ""}`);
       console.log(`progress  ${progressLine(detail)}`);
+      const fallback = await progressFallbackNote(client, detail);
+      if (fallback) console.log(`progress  ${fallback}`);
       if (detail.waitingFor) console.log(`waiting   ${detail.waitingFor}`);
       console.log(`attempts  ${detail.attempts.length}, restarts ${detail.restarts}`);
       if (detail.spec) console.log(`checkpoints  ${detail.spec.checkpoint.dir}`);
@@ -333,6 +336,28 @@ export function registerJobCommands(program: Command): void {
         console.log(g.json ? JSON.stringify(result) : `${result.name} ${result.cordoned ? "cordoned" : "ready"}`);
       });
   }
+}
+
+/**
+ * For a job whose progress source matched nothing in its current attempt: what hang detection watches instead and the
+ * progress.regex suggested from its output (the supervisor's progress.fallback event); null otherwise.
+ */
+async function progressFallbackNote(
+  client: ApiClient,
+  detail: JobDetail & { attempts: AttemptRecord[] },
+): Promise<string | null> {
+  const current = detail.attempts[detail.attempts.length - 1]?.n;
+  if (detail.last && detail.last.attempt === current) return null;
+  const events = await client.get<EventRecord[]>(`/api/jobs/${enc(detail.id)}/events`);
+  const note = events.findLast((e) => e.kind === "progress.fallback" && e.data.attempt === current);
+  if (!note) return null;
+  const regex = typeof note.data.regex === "string" ? note.data.regex : null;
+  return (
+    "none matched; watching output and CPU — " +
+    (regex
+      ? `suggest regex: '${regex}' (progress.regex in the job spec)`
+      : "no counter in its output to suggest a regex from")
+  );
 }
 
 export interface RunOptions {

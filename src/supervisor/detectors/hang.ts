@@ -1,5 +1,5 @@
 import type { CompiledJobSpec } from "../../core/spec.js";
-import { hangCulprit, hangTimeoutMs, judgeHang, type RankProgress } from "../../core/hang.js";
+import { hangCulprit, hangTimeoutMs, judgeHang, percentile, type RankProgress } from "../../core/hang.js";
 import type { AttemptRecord, RankRecord, StepSample } from "../../store/port.js";
 import type { HangDump } from "../context.js";
 import type { IncidentFacts, Verdict } from "../verdict.js";
@@ -17,6 +17,25 @@ export interface HangInput {
   unread: ReadonlyMap<number, number | null>;
   /** The rank process's state letter (R, S, D, T...), or null when unknown. */
   processState: (rank: RankRecord) => string | null;
+  /**
+   * Set when no progress source matched in this attempt (no step reported, no log line matched the regex): `unread`
+   * then holds each rank's last output or CPU activity (supervisor/activity.ts), and the timeout follows the gaps
+   * between the gang's moments of activity, after the startup window.
+   */
+  fallback?: { gapsMs: readonly number[]; active: boolean };
+}
+
+/** The timeout of the output-or-CPU fallback: none within the startup window, then the job's own rhythm of activity. */
+export function fallbackTimeoutMs(
+  d: CompiledJobSpec["detection"],
+  ageMs: number,
+  gapsMs: readonly number[],
+  active: boolean,
+): number {
+  const startup = d.startupSeconds * 1000;
+  // Within the startup window, or never seen active at all (silent since launch): the startup timeout, as before.
+  if (ageMs <= startup || !active) return startup;
+  return Math.max(d.hangMinSeconds * 1000, d.hangMultiple * percentile(gapsMs, 0.95));
 }
 
 const latest = (a: number | null, b: number | null): number | null =>
@@ -40,7 +59,9 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
     multiple: d.hangMultiple,
     percentile: 0.95,
   };
-  const timeoutMs = hangTimeoutMs(policy, intervals);
+  const timeoutMs = input.fallback
+    ? fallbackTimeoutMs(d, now - attempt.startedAt, input.fallback.gapsMs, input.fallback.active)
+    : hangTimeoutMs(policy, intervals);
   // A rank whose report file (or log, in regex mode) holds bytes not read yet is alive as of the file's mtime:
   // ingestion lagging behind a flood must never look like a hang.
   const lastBy = new Map(progress.map((p) => [p.rank, p.lastT]));
@@ -74,11 +95,19 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
     culpritNode: rank.node,
     faultAt: view.find((v) => v.rank === culprit.rank)?.lastReportAt ?? attempt.startedAt,
     detectedAt: now,
-    summary: `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
+    summary: input.fallback
+      ? `no output or CPU activity for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s; no progress ` +
+        `source matched, so output and CPU were watched); ${culprit.reason}`
+      : `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
     hard: false,
     signature: "",
     lastStep,
-    evidence: { silentMs: verdict.silentMs, timeoutMs: verdict.timeoutMs, processStates: view },
+    evidence: {
+      silentMs: verdict.silentMs,
+      timeoutMs: verdict.timeoutMs,
+      processStates: view,
+      ...(input.fallback ? { progressSource: "output-or-cpu" } : {}),
+    },
   };
   // The stacks take a while to be written: the incident is recorded on a later tick (no job waits for this one).
   const dump: HangDump = {

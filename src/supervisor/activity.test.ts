@@ -1,0 +1,149 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { appendFileSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import type { CompiledJobSpec } from "../core/spec.js";
+import type { AttemptRecord, RankRecord } from "../store/port.js";
+import { ActivityWatch } from "./activity.js";
+import { fallbackTimeoutMs, judgeHangVerdict } from "./detectors/hang.js";
+
+const root = mkdtempSync(path.join(os.tmpdir(), "sy-activity-"));
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) c.kill("SIGKILL");
+});
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function attempt(startedAt: number): AttemptRecord {
+  return {
+    jobId: "j",
+    n: 1,
+    state: "RUNNING",
+    pool: "p",
+    nodes: ["p-0"],
+    masterPort: 1,
+    dir: root,
+    resumeFrom: null,
+    resumeStep: null,
+    startedAt,
+    endedAt: null,
+    reason: null,
+  } as AttemptRecord;
+}
+
+function rank(n: number, pid: number | null): RankRecord {
+  const logPath = path.join(root, `rank-${n}.log`);
+  const reportPath = path.join(root, `rank-${n}.jsonl`);
+  writeFileSync(logPath, "");
+  writeFileSync(reportPath, "");
+  return {
+    jobId: "j",
+    attempt: 1,
+    rank: n,
+    node: "p-0",
+    pid,
+    rankPid: pid,
+    startTicks: null,
+    logPath,
+    reportPath,
+    reportOffset: 0,
+    exitCode: null,
+    exitSignal: null,
+    exitedAt: null,
+  } as RankRecord;
+}
+
+const detection: CompiledJobSpec["detection"] = {
+  startupSeconds: 20,
+  hangMinSeconds: 10,
+  hangMultiple: 3,
+  stackDumpSeconds: 2,
+  nanIsFailure: true,
+};
+
+describe("output-or-CPU activity (progress fallback)", () => {
+  it("a rank that computes is active; one blocked (sleeping, or stopped) is not; output counts from its write time", async () => {
+    const busy = spawn("/usr/bin/python3", ["-c", "while True: sum(range(10000))"]);
+    const idle = spawn("sleep", ["30"]);
+    children.push(busy, idle);
+    const ranks = [rank(0, busy.pid!), rank(1, idle.pid!), rank(2, null)];
+    const watch = new ActivityWatch();
+    const t0 = Date.now();
+    const start = attempt(t0 - 1000);
+    let look = await watch.look("j", start, ranks, Date.now());
+    for (let i = 0; i < 20 && look.lastActiveAt.get(0) === null; i++) {
+      await sleep(200);
+      look = await watch.look("j", start, ranks, Date.now());
+    }
+    expect(look.lastActiveAt.get(0)).toBeGreaterThanOrEqual(t0);
+    expect(look.lastActiveAt.get(1)).toBeNull();
+    expect(look.lastActiveAt.get(2)).toBeNull();
+    // Output: the log's write time, not the time it was looked at.
+    appendFileSync(ranks[2]!.logPath, "Epoch 1 | Batchsize: 32\n");
+    const written = new Date(t0 - 200);
+    utimesSync(ranks[2]!.logPath, written, written);
+    look = await watch.look("j", start, ranks, Date.now());
+    expect(look.lastActiveAt.get(2)).toBeCloseTo(t0 - 200, -1);
+    // A busy gang's moments of activity come close together: its pace is short gaps.
+    for (let i = 0; i < 5; i++) {
+      await sleep(250);
+      look = await watch.look("j", start, ranks, Date.now());
+    }
+    expect(look.gapsMs.length).toBeGreaterThan(0);
+    expect(Math.max(...look.gapsMs)).toBeLessThan(5000);
+    // A stopped rank uses no CPU: no longer active.
+    busy.kill("SIGSTOP");
+    await sleep(300);
+    const stoppedAt = (await watch.look("j", start, ranks, Date.now())).lastActiveAt.get(0)!;
+    await sleep(1000);
+    expect((await watch.look("j", start, ranks, Date.now())).lastActiveAt.get(0)).toBe(stoppedAt);
+  });
+
+  it("the fallback's timeout: the startup window first, then the gang's own rhythm, never below hangMinSeconds", () => {
+    expect(fallbackTimeoutMs(detection, 5_000, [], true)).toBe(20_000);
+    expect(fallbackTimeoutMs(detection, 25_000, [200, 300, 250], true)).toBe(10_000);
+    // A script that prints every 30 s and idles in between: 3 x its gap.
+    expect(fallbackTimeoutMs(detection, 200_000, [30_000, 30_500, 29_800], true)).toBe(91_500);
+    // Never seen active: silent since launch, judged by the startup timeout as before.
+    expect(fallbackTimeoutMs(detection, 60_000, [], false)).toBe(20_000);
+  });
+
+  it("a gang silent past the timeout is hung, and the incident says output and CPU were watched", () => {
+    const now = 100_000;
+    const ranks = [rank(0, null), rank(1, null)];
+    const base = {
+      now,
+      attempt: attempt(0),
+      ranks,
+      detection,
+      progress: [],
+      recent: [],
+      processState: (r: RankRecord) => (r.rank === 1 ? "T" : "S"),
+      fallback: { gapsMs: [200, 250], active: true },
+    };
+    const alive = judgeHangVerdict({
+      ...base,
+      unread: new Map([
+        [0, now - 3_000],
+        [1, now - 50_000],
+      ]),
+    });
+    expect(alive).toBeNull();
+    const hung = judgeHangVerdict({
+      ...base,
+      unread: new Map([
+        [0, now - 12_000],
+        [1, now - 50_000],
+      ]),
+    })!;
+    expect(hung.kind).toBe("hung");
+    expect(hung.dump.facts.culpritRank).toBe(1);
+    expect(hung.dump.facts.summary).toMatch(
+      /^no output or CPU activity for 12s \(timeout 10s; no progress source matched/,
+    );
+    expect(hung.dump.facts.evidence).toMatchObject({ progressSource: "output-or-cpu" });
+    expect(hung.signals.map((s) => s.signal)).toEqual(["SIGUSR1", "SIGUSR1", "SIGCONT"]);
+  });
+});
