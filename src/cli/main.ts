@@ -9,6 +9,7 @@ import { registerPlanCommand } from "./commands/plan.js";
 import { registerReportCommand } from "./commands/report.js";
 import { registerServeCommand } from "./commands/serve.js";
 import { registerServerCommands } from "./commands/server.js";
+import { registerServicesCommands } from "./commands/services.js";
 
 export function buildProgram(opts: { json?: boolean } = {}): Command {
   const program = new Command("switchyard")
@@ -33,6 +34,7 @@ export function buildProgram(opts: { json?: boolean } = {}): Command {
   registerPlanCommand(program);
   registerGatewayCommand(program);
   registerServeCommand(program);
+  registerServicesCommands(program);
   return program;
 }
 

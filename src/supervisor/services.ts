@@ -339,8 +339,7 @@ export class Services {
         note = `waiting for a verified checkpoint of job ${fromJob}`;
       } else if (rolling) state = "rolling";
       else if (ready >= desired) state = "ready";
-      else if (mine.length === 0 && failed.length > 0) state = "degraded";
-      else state = ready === 0 ? "deploying" : "degraded";
+      else state = failed.some((r) => r.updatedAt >= rec.updatedAt) ? "degraded" : "deploying";
       const lastFailed = failed[failed.length - 1];
       if (note === null && lastFailed && ready < desired)
         note = `replica ${lastFailed.slot} failed: ${lastFailed.reason ?? "?"}`;
