@@ -220,8 +220,9 @@ function runTrial(
 
   let collapsing = false;
   let toggleAt = fleet.collapses ? rng.nextExponential(fleet.collapses.ratePerS) : Infinity;
-  let nextSpikeAt = Infinity;
-  let spikeStale = true;
+  // Loss spikes come per second of compute: the compute time left until the next one (a clock that only runs while
+  // the job computes; re-drawing it at a save chosen with knowledge of it would bias the count).
+  let spikeLeft = rng.nextExponential(fleet.lossSpikes?.ratePerS ?? 0);
 
   let phase = PHASE_COMPUTE;
   let phaseEnd = 0;
@@ -404,7 +405,6 @@ function runTrial(
     phase = PHASE_DETECT;
     phaseEnd = t + detectS;
     nextFailureAt = Infinity;
-    spikeStale = true;
   };
   const fail = (): void => {
     // Which part of the rate fired: a host's own fault, a domain or the cluster, a fresh host, a repeat offender.
@@ -531,7 +531,6 @@ function runTrial(
     phase = PHASE_SAVE;
     const memory = fleet.memory;
     phaseEnd = t + sample(rng, persistent || memory === undefined ? fleet.save : memory.save);
-    spikeStale = true;
   };
 
   for (;;) {
@@ -545,10 +544,6 @@ function runTrial(
         redrawFailure();
       }
       if (toggleAt <= t) advanceCollapses();
-      if (spikeStale) {
-        nextSpikeAt = t + rng.nextExponential(fleet.lossSpikes?.ratePerS ?? 0);
-        spikeStale = false;
-      }
       const speed =
         (active / fleet.nodes) *
         (straggling ? 1 / (1 + fleet.stragglerSlowdown) : 1) *
@@ -556,7 +551,7 @@ function runTrial(
         (collapsing ? (fleet.collapses?.factor ?? 1) : 1);
       const workRate = speed * fleet.workPerS;
       const stragglerEventAt = Math.max(t, straggling ? stragglerDetectAt : nextStragglerAt);
-      const stateEventAt = Math.min(rejoinNext, burnNext, toggleAt, nextSpikeAt);
+      const stateEventAt = Math.min(rejoinNext, burnNext, toggleAt);
       const tau = fleet.segmentS;
 
       // Skip whole cycles (snapshots up to and including a persistent save) that end before the next event: the
@@ -572,6 +567,7 @@ function runTrial(
         if (savesSd > 0 && cycles > 0) cycles -= Math.ceil((4 * Math.sqrt(cycles) * savesSd) / cycle) + 1;
         if (totalWork !== Infinity)
           cycles = Math.min(cycles, Math.floor((totalWork - committedWork) / (k * tau * workRate)) - 1);
+        cycles = Math.min(cycles, Math.floor(spikeLeft / (k * tau)) - 1);
         if (cycles > 0) {
           const saves =
             savesSd > 0
@@ -580,6 +576,7 @@ function runTrial(
           const span = cycles * k * tau + saves;
           if (t + span <= nextEvent) {
             t += span;
+            spikeLeft -= cycles * k * tau;
             committedWork += cycles * k * tau * workRate;
             time[PRODUCTIVE] = (time[PRODUCTIVE] ?? 0) + cycles * k * tau * speed;
             time[DEGRADED] = (time[DEGRADED] ?? 0) + cycles * k * tau * (1 - speed);
@@ -589,10 +586,15 @@ function runTrial(
       }
 
       const segmentEnd = t + (tau - sinceCompute);
+      const nextSpikeAt = t + spikeLeft;
       const doneAt =
         totalWork === Infinity ? Infinity : t + (totalWork - committedWork - memWork - sinceWork) / workRate;
-      const next = Math.max(t, Math.min(segmentEnd, doneAt, nextFailureAt, stragglerEventAt, stateEventAt, endS));
+      const next = Math.max(
+        t,
+        Math.min(segmentEnd, doneAt, nextFailureAt, stragglerEventAt, stateEventAt, nextSpikeAt, endS),
+      );
       const dt = next - t;
+      spikeLeft -= dt;
       sinceCompute += dt;
       sinceWork += dt * workRate;
       sinceProductive += dt * speed;
@@ -631,6 +633,7 @@ function runTrial(
       } else if (next === segmentEnd) {
         startSave(memSegments + 1 >= fleet.persistEvery);
       } else if (next === nextSpikeAt) {
+        spikeLeft = rng.nextExponential(fleet.lossSpikes?.ratePerS ?? 0);
         lossSpike();
       }
       // Otherwise a rejoin, the end of a burn-in or a collapse episode: handled at the top of the next round.
@@ -728,6 +731,7 @@ function runTrial(
         restoreFromMemory = false;
         collapsing = false;
         toggleAt = fleet.collapses ? t + rng.nextExponential(fleet.collapses.ratePerS) : Infinity;
+        spikeLeft = rng.nextExponential(fleet.lossSpikes?.ratePerS ?? 0);
         straggling = false;
         stragglerDetected = false;
         stragglerDetectAt = Infinity;

@@ -308,4 +308,18 @@ describe("loss spikes: rollbacks further than the last checkpoint", () => {
     const expected = (0.5 * 365) / (1 + 0.5 * (2 / 24));
     expect(Math.abs(summary.interruptions.mean - expected) / expected).toBeLessThan(0.03);
   });
+
+  it("the spike clock runs in compute time only, so saves with spread do not thin out the spikes", () => {
+    const { summary } = simulate(
+      plan({
+        workload: { window: "60d", loss_spikes: { per_day: 0.14, rollback: 2, detect: "2h" } },
+        checkpoint: { interval: "2h", save: { mean: "15m", cv: 0.3 } },
+      }),
+      { trials: 400, seed: 13 },
+    );
+    // Compute time: productive plus the work recomputed (lost), all of it in compute phases here.
+    const computeDays = (summary.timeS.productive + summary.timeS.lost) / DAY;
+    const expected = 0.14 * computeDays;
+    expect(Math.abs(summary.interruptions.mean - expected) / expected).toBeLessThan(0.06);
+  });
 });

@@ -32,7 +32,7 @@ describe("planner output", () => {
     const table = renderTable(result);
     const header = table.split("\n")[0] ?? "";
     expect(header).toMatch(/flaky\s+steady$/);
-    expect(table).toMatch(/^P\(meet deadline\)\s+\d+% by 40\.00 h\s+\d+% by 40\.00 h$/m);
+    expect(table).toMatch(/^P\(meet deadline\)\s+\d+(\.\d+)?% by 40\.00 h\s+\d+(\.\d+)?% by 40\.00 h$/m);
     expect(table).toContain("Young / Daly optimum");
   });
 
