@@ -57,6 +57,26 @@ describe("compute outlier (slow chip)", () => {
     expect(all.evidence).toMatch(/no rank 1\.5x slower/);
   });
 
+  it("peers that wait asleep use no measurable CPU: a rank burning CPU is named against the measurable floor", () => {
+    const v = findStraggler([
+      { rank: 0, node: "a1", computeS: [0, 0, 0.01, 0, 0, 0] },
+      { rank: 1, node: "a2", computeS: [0.7, 0.72, 0.69, 0.7, 0.71, 0.7] },
+      { rank: 2, node: "a3", computeS: [0, 0, 0, 0, 0.01, 0] },
+    ]);
+    expect(v).toMatchObject({ slowRanks: [1], culpritNode: "a2", expectedS: 0 });
+    expect(v.ratio).toBeCloseTo(70, 0);
+    expect(v.evidence).toMatch(
+      /expected 0\.000 s \(the faster half's median; at least 0\.010 s, what can be measured\): rank 1 70\.0x slower/,
+    );
+    // Every rank below the floor: nothing to say.
+    const idle = findStraggler([
+      { rank: 0, node: "a1", computeS: [0, 0, 0, 0, 0] },
+      { rank: 1, node: "a2", computeS: [0.005, 0.004, 0.006, 0.005, 0.005] },
+    ]);
+    expect(idle.slowRanks).toEqual([]);
+    expect(idle.evidence).toMatch(/no rank computes measurably$/);
+  });
+
   it("says so when it has too little to go on", () => {
     const v = findStraggler([
       { rank: 0, node: "a1", computeS: [0.1, 0.1] },

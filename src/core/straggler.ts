@@ -28,6 +28,13 @@ export interface StragglerPolicy {
 
 export const defaultStragglerPolicy: StragglerPolicy = { factor: 1.5, minSamples: 5 };
 
+/**
+ * Compute time below this (s per step) is not measured, only noise: one tick of the 100 Hz CPU clock the heartbeats
+ * count in. Ranks that wait asleep use (next to) none, so the expected time is at least this when a rank is judged:
+ * a rank burning 0.7 s of CPU per step while its peers use 0.000 s is the outlier, not "nothing measurable".
+ */
+export const minMeasurableComputeS = 0.01;
+
 export interface StragglerVerdict {
   /** The slow rank(s), slowest first; empty when no rank stands out (or every rank is slow alike). */
   slowRanks: number[];
@@ -72,8 +79,11 @@ export function findStraggler(
   // slower of two ranks can be named against the other.
   const expectedS = median(table.slice(table.length - Math.ceil(table.length / 2)).map((r) => r.computeS));
   const rows = table.map((r) => `rank ${r.rank} on ${r.node} ${r.computeS.toFixed(3)} s`).join(", ");
-  if (!(expectedS > 0)) return empty(`compute time per step: ${rows}; no rank computes measurably`, expectedS);
-  const slow = table.filter((r) => r.computeS >= policy.factor * expectedS);
+  if (!(table[0]!.computeS > minMeasurableComputeS)) {
+    return empty(`compute time per step: ${rows}; no rank computes measurably`, expectedS);
+  }
+  const reference = Math.max(expectedS, minMeasurableComputeS);
+  const slow = table.filter((r) => r.computeS >= policy.factor * reference);
   if (slow.length === 0 || slow.length * 2 > table.length) {
     return empty(
       `compute time per step: ${rows}; expected ${expectedS.toFixed(3)} s` +
@@ -92,11 +102,12 @@ export function findStraggler(
     slowNodes,
     table,
     expectedS,
-    ratio: top.computeS / expectedS,
+    ratio: top.computeS / reference,
     evidence:
-      `compute time per step: ${rows}; expected ${expectedS.toFixed(3)} s (the faster half's median): ` +
-      `rank${slow.length > 1 ? "s" : ""} ${slow.map((r) => r.rank).join(", ")} ` +
-      `${(top.computeS / expectedS).toFixed(1)}x slower while the others wait` +
+      `compute time per step: ${rows}; expected ${expectedS.toFixed(3)} s (the faster half's median` +
+      (reference > expectedS ? `; at least ${reference.toFixed(3)} s, what can be measured` : "") +
+      `): rank${slow.length > 1 ? "s" : ""} ${slow.map((r) => r.rank).join(", ")} ` +
+      `${(top.computeS / reference).toFixed(1)}x slower while the others wait` +
       (culpritNode ? `: host ${culpritNode}` : `: on several hosts (${slowNodes.join(", ")})`),
   };
 }
