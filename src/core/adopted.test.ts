@@ -84,10 +84,22 @@ describe("settling", () => {
       settle(states, [{ path: "snapshot.pt", size, mtimeMs }], manifest, t, 2000);
     expect(look(0, 10, 1)).toEqual([]); // first seen: the write may go on
     expect(look(500, 20, 2)).toEqual([]); // still growing
-    expect(look(2000, 30, 3)).toEqual([]); // still growing
-    expect(look(3900, 30, 3)).toEqual([]); // stable for 1.9 s
-    const ready = look(4000, 30, 3);
+    expect(look(1000, 30, 3)).toEqual([]); // still growing
+    expect(look(2900, 30, 3)).toEqual([]); // stable for 1.9 s
+    const ready = look(3000, 30, 3);
     expect(ready).toEqual([{ path: "snapshot.pt", size: 30, mtimeMs: 3, changedAt: 0 }]);
+  });
+
+  it("starts a new write when a file that held still for a while changes again before it settled", () => {
+    const states = new Map<string, SettleState>();
+    const look = (t: number, size: number, mtimeMs: number) =>
+      settle(states, [{ path: "snapshot.pt", size, mtimeMs }], manifest, t, 5000);
+    look(0, 10, 1);
+    look(200, 10, 1);
+    look(1500, 10, 2); // held 1.5 s, then saved again: the write of this version began here
+    expect(states.get("snapshot.pt")!.changedAt).toBe(1500);
+    look(1700, 20, 3); // a write in progress changes at every look: the same write
+    expect(look(6700, 20, 3)).toEqual([{ path: "snapshot.pt", size: 20, mtimeMs: 3, changedAt: 1500 }]);
   });
 
   it("leaves a file that equals its newest generation, and files in flight", () => {

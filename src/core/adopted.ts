@@ -208,9 +208,15 @@ export interface SettleState {
   mtimeMs: number;
   /** When this size and mtime were first seen. */
   since: number;
-  /** When the file was first seen to differ from its newest generation (the write's start, to a look's precision). */
+  /**
+   * When the write that made this version began, to a look's precision: the first change seen after the file had
+   * held still for a while (a script that saves again before its last save settled starts a new write here).
+   */
   changedAt: number;
 }
+
+/** A file that held still this long and then changed is being written anew (see SettleState.changedAt). */
+const newWriteGapMs = 1000;
 
 /** Two mtimes within a millisecond are the same (utimes and stat round differently on some filesystems). */
 export function sameVersion(a: { size: number; mtimeMs: number }, b: { size: number; mtimeMs: number }): boolean {
@@ -246,6 +252,8 @@ export function settle(
       continue;
     }
     if (!sameVersion(s, f)) {
+      // Held still for a while, then changed: a new write (a write in progress changes at every look).
+      if (now - s.since > Math.min(settleMs / 2, newWriteGapMs)) s.changedAt = now;
       s.size = f.size;
       s.mtimeMs = f.mtimeMs;
       s.since = now;

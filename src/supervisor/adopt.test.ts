@@ -31,10 +31,17 @@ function setup(opts: { pattern?: string; keep?: number; settleSeconds?: number; 
   const workdir = path.join(root, "work");
   mkdirSync(workdir);
   const events: Array<Omit<EventRecord, "id">> = [];
-  const step = { value: 4 as number | null };
+  /** What rank 0 reported: `value` at time 0 unless `samples` are given. */
+  const step = { value: 4 as number | null, samples: null as Array<{ step: number; t: number }> | null };
   const store = {
     addEvent: async (e: Omit<EventRecord, "id">) => void events.push(e),
-    lastStep: async () => (step.value === null ? null : { jobId: "j", attempt: 1, rank: 0, step: step.value, t: 0 }),
+    recentSteps: async () =>
+      (step.samples ?? (step.value === null ? [] : [{ step: step.value, t: 0 }])).map((s) => ({
+        jobId: "j",
+        attempt: 1,
+        rank: 0,
+        ...s,
+      })),
   } as unknown as Store;
   const clock = new FakeClock(Date.now());
   const ctx = new SupervisorContext({
@@ -65,13 +72,13 @@ function setup(opts: { pattern?: string; keep?: number; settleSeconds?: number; 
     } as unknown as CompiledJobSpec,
   });
   const job = jobFor(opts.jobId ?? "train-aaaaaa");
-  const attempt = { n: 1 } as AttemptRecord;
+  const attempt = { n: 1, resumeStep: null } as AttemptRecord;
   const adopter = new Adopter(ctx);
   /** Looks until the file settles (the clock moves past the settle time) and waits for the adoption. */
-  const adoptNow = async (a = adopter, j = job) => {
-    await a.look(j, attempt);
+  const adoptNow = async (a = adopter, j = job, at = attempt) => {
+    await a.look(j, at);
     clock.advance(((opts.settleSeconds ?? 2) + 0.1) * 1000);
-    await a.look(j, attempt);
+    await a.look(j, at);
     await a.settled(j.id);
   };
   const manifest = (j = job) =>
@@ -120,6 +127,28 @@ describe("adopting the files a script saves", () => {
     const saved = t.events.find((e) => e.kind === "checkpoint.saved")!;
     expect(saved.data.saveMs).toBeCloseTo(800, -1);
     expect(saved.data.t).toBeCloseTo(end, -1);
+  });
+
+  it("records the step the job had reported before the file's last write, not the next one", async () => {
+    const t = setup();
+    writeFileSync(t.live(), "epoch 6 weights");
+    const mtime = statSync(t.live()).mtimeMs;
+    // Epoch 6 began before the save; epoch 7 was printed right after it returned.
+    t.step.samples = [
+      { step: 5, t: mtime - 2000 },
+      { step: 6, t: mtime - 1000 },
+      { step: 7, t: mtime + 5 },
+    ];
+    await t.adoptNow();
+    expect(t.manifest().generations[0]!.step).toBe(6);
+  });
+
+  it("records the step the attempt resumed from when the script saves before it reports", async () => {
+    const t = setup();
+    t.step.value = null;
+    writeFileSync(t.live(), "weights as loaded");
+    await t.adoptNow(t.adopter, t.job, { n: 2, resumeStep: 12 } as AttemptRecord);
+    expect(t.manifest().generations[0]!.step).toBe(12);
   });
 
   it("keeps the newest `keep` generations, deleting the older copies", async () => {
@@ -279,7 +308,7 @@ describe("before a restart", () => {
     expect(kinds.map((e) => e.kind)).toEqual(["checkpoint.skipped", "checkpoint.restored"]);
     expect(kinds[0]!.message).toMatch(/skipping snapshot\.pt's generation 3 .*: its stored copy sha mismatch/);
     expect(kinds[1]!.message).toMatch(
-      /^snapshot\.pt failed verification \(5 B, generation 3 has 22 B: torn write\?\); restored generation 2 \(step\/epoch 10/,
+      /^snapshot\.pt failed verification \(changed after generation 3 was adopted and never settled: 5 B, generation 3 has 22 B; torn write\?\); restored generation 2 \(step\/epoch 10/,
     );
   });
 

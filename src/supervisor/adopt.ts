@@ -331,11 +331,12 @@ export class Adopter {
       const refused = w.refused.get(f.path);
       return !refused || !sameVersion(refused, f);
     });
+    const now = this.ctx.now();
     const ready = settle(
       w.states,
       live,
       w.manifest,
-      this.ctx.now(),
+      now,
       settleMs ?? (job.spec.checkpoint.watch?.settleSeconds ?? 2) * 1000,
       w.busy,
     );
@@ -357,6 +358,16 @@ export class Adopter {
   /** Jobs that are over lose their watch state (their manifests stay on disk); adoptions in flight finish. */
   retain(active: ReadonlySet<string>): void {
     for (const [id, w] of this.jobs) if (!active.has(id) && w.busy.size === 0) this.jobs.delete(id);
+  }
+
+  /**
+   * The step (or epoch) a save holds: the last one rank 0 reported before the file's last write (a script reports the
+   * next step only after its save returns); before any report of this attempt, the step it resumed from.
+   */
+  private async stepBefore(job: JobRecord, attempt: AttemptRecord, writtenAt: number): Promise<number | null> {
+    const recent = await this.ctx.store.recentSteps(job.id, attempt.n, 0, 256);
+    const before = recent.filter((s) => s.t <= writtenAt);
+    return before.length > 0 ? Math.max(...before.map((s) => s.step)) : (attempt.resumeStep ?? null);
   }
 
   /** Copies a settled file in as a generation (or notes it is the same bytes as the newest one). */
@@ -405,7 +416,7 @@ export class Adopter {
     const stored = storedName(generation);
     await rename(tmp, path.join(w.dir, stored));
     await fsyncDir(w.dir);
-    const step = (await this.ctx.store.lastStep(job.id))?.step ?? null;
+    const step = await this.stepBefore(job, attempt, f.mtimeMs);
     const gen: AdoptedGeneration = {
       generation,
       path: f.path,
@@ -475,17 +486,26 @@ export class Adopter {
       if (!liveFile && !w.pattern.single) continue; // the script rotated it away: not ours to bring back
       let problem: string | null = null;
       if (!liveFile) problem = "is missing";
-      else if (liveFile.size !== newest.size) {
-        problem = `failed verification (${formatBytes(liveFile.size)}, generation ${newest.generation} has ${formatBytes(newest.size)}: torn write?)`;
-      } else {
+      else {
         const hashed = await slots
           .run(() => copyHashed(path.join(job.spec.workdir, p), null))
           .catch((err: Error) => err);
         if (hashed instanceof Error) problem = `cannot be read (${hashed.message})`;
-        else if (hashed.sha256 !== newest.sha256) problem = "failed verification (sha mismatch)";
-        else if (!sameVersion(newest, liveFile)) {
-          newest.mtimeMs = liveFile.mtimeMs;
-          await writeManifest(w.dir, w.manifest);
+        else if (hashed.sha256 === newest.sha256) {
+          if (!sameVersion(newest, liveFile)) {
+            newest.mtimeMs = liveFile.mtimeMs; // the same bytes, touched
+            await writeManifest(w.dir, w.manifest);
+          }
+        } else if (sameVersion(newest, liveFile)) problem = "failed verification (sha mismatch)";
+        else {
+          // Written after the last adoption, and the writer is gone: complete or torn, nothing can tell.
+          const sizes =
+            liveFile.size !== newest.size
+              ? `${formatBytes(liveFile.size)}, generation ${newest.generation} has ${formatBytes(newest.size)}`
+              : "same size, rewritten";
+          problem =
+            `failed verification (changed after generation ${newest.generation} was adopted and never settled: ` +
+            `${sizes}; torn write?)`;
         }
       }
       if (problem === null) {
