@@ -6,7 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { CompiledJobSpec } from "../core/spec.js";
 import type { AttemptRecord, RankRecord } from "../store/port.js";
 import { ActivityWatch } from "./activity.js";
-import { fallbackTimeoutMs, judgeHangVerdict } from "./detectors/hang.js";
+import { fallbackTimeoutMs, judgeHangVerdict, stackExcerpt } from "./detectors/hang.js";
 
 const root = mkdtempSync(path.join(os.tmpdir(), "sy-activity-"));
 const children: ChildProcess[] = [];
@@ -145,5 +145,17 @@ describe("output-or-CPU activity (progress fallback)", () => {
     );
     expect(hung.dump.facts.evidence).toMatchObject({ progressSource: "output-or-cpu" });
     expect(hung.signals.map((s) => s.signal)).toEqual(["SIGUSR1", "SIGUSR1", "SIGCONT"]);
+  });
+
+  it("finds the stack dump after a \\r-redrawn progress bar that left no newline before it", () => {
+    const tail = [
+      "Epoch 0: 100%|██████████| 10/10 [00:00<00:00, 30.34it/s, loss=0.113]",
+      "\rEpoch 1:  40%|████      | 4/10 [00:00<00:00, 30.1it/s, loss=0.1]Thread 0x00007f0b (most recent call first):",
+      '  File "/w/tqdm_bar.py", line 52 in <module>',
+    ];
+    expect(stackExcerpt(tail)).toEqual([
+      "Thread 0x00007f0b (most recent call first):",
+      '  File "/w/tqdm_bar.py", line 52 in <module>',
+    ]);
   });
 });

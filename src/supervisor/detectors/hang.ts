@@ -121,8 +121,12 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
 
 /** The faulthandler dump in a log tail ("Thread 0x... (most recent call first):" and its frames). */
 export function stackExcerpt(tail: readonly string[]): string[] {
-  const start = tail.findIndex((l) => /^(Thread|Current thread) 0x[0-9a-f]+ \(most recent call first\):/.test(l));
-  return start < 0 ? [] : tail.slice(start, start + 40);
+  // A progress bar redrawn with \r leaves no newline before the dump: its header may follow the bar on one line.
+  const header = /(Thread|Current thread) 0x[0-9a-f]+ \(most recent call first\):/;
+  const start = tail.findIndex((l) => header.test(l));
+  if (start < 0) return [];
+  const first = tail[start]!;
+  return [first.slice(first.search(header)), ...tail.slice(start + 1, start + 40)];
 }
 
 /** The hang incident once the dump deadline has passed: the culprit's stacks (from its log's tail) go in. */
