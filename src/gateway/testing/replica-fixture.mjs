@@ -4,6 +4,8 @@
 // GET /argv echoes process.argv (tests check that arguments arrive as given, never through a shell);
 // POST /v1/completions answers a short SSE stream. --crash-after-ms makes it exit(3) that long after it is ready.
 // --warn TEXT prints `WARNING: TEXT` on stderr at start (as serve.py does when it serves random weights).
+// --checkpoint PATH: the streamed text is the checkpoint's folder name (which weights answered) instead of the port;
+// --tokens N --token-delay-ms D: the stream has N chunks, D ms apart; /metrics counts the streams in flight.
 import { createServer } from "node:http";
 import process from "node:process";
 import { setTimeout } from "node:timers";
@@ -21,13 +23,18 @@ const started = Date.now();
 const warn = opt("--warn", undefined);
 if (warn !== undefined) process.stderr.write(`fixture replica: WARNING: ${warn}\n`);
 const ready = () => Date.now() - started >= readyAfterMs;
+const checkpoint = opt("--checkpoint", undefined);
+const label = checkpoint !== undefined ? (checkpoint.split("/").pop() ?? checkpoint) : String(port);
+const tokens = Number(opt("--tokens", "1"));
+const tokenDelayMs = Number(opt("--token-delay-ms", "0"));
+let running = 0;
 
 const server = createServer((req, res) => {
   if (req.url === "/health") {
     res.writeHead(ready() ? 200 : 503).end(ready() ? "" : "loading");
   } else if (req.url === "/metrics") {
     res.writeHead(200, { "content-type": "text/plain" });
-    res.end("vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n");
+    res.end(`vllm:num_requests_running ${running}\nvllm:num_requests_waiting 0\n`);
   } else if (req.url === "/argv") {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(
@@ -37,8 +44,15 @@ const server = createServer((req, res) => {
     req.resume();
     req.on("end", () => {
       res.writeHead(200, { "content-type": "text/event-stream" });
-      res.write(`data: ${JSON.stringify({ choices: [{ index: 0, text: String(port) }] })}\n\n`);
-      res.end("data: [DONE]\n\n");
+      running++;
+      let sent = 0;
+      const next = () => {
+        res.write(`data: ${JSON.stringify({ choices: [{ index: 0, text: sent === 0 ? label : "." }] })}\n\n`);
+        if (++sent < tokens) return void setTimeout(next, tokenDelayMs);
+        running--;
+        res.end("data: [DONE]\n\n");
+      };
+      next();
     });
   } else {
     res.writeHead(404).end();
