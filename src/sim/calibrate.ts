@@ -214,10 +214,19 @@ export function calibrate(
   const startup = firstAttempt && firstReport ? Math.max(0, (firstReport.t - firstAttempt.startedAt) / 1000) : 0;
   const restart = restarts.length > 0 ? meanAndCv(restarts) : { mean: startup, cv: 0 };
   const saveS = advice.saveMs !== null ? advice.saveMs / 1000 : 0;
+  // The interval in use: the job's checkpoint spacing in steps (across attempts: a restart may leave one save per
+  // attempt) at the measured pace; else the advisor's mean time between saves within an attempt.
+  const savedSteps = [...new Set(saves.map((e) => e.data.step).filter((x): x is number => typeof x === "number"))].sort(
+    (a, b) => a - b,
+  );
+  const gaps = savedSteps.slice(1).map((step, i) => step - (savedSteps[i] ?? step));
+  const medianGap = gaps.length > 0 ? [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 2)] : undefined;
   const intervalS =
-    advice.intervalInUseMs !== null
-      ? Math.max(stepTimeS, (advice.intervalInUseMs - (advice.saveMs ?? 0)) / 1000)
-      : null;
+    medianGap !== undefined && medianGap > 0
+      ? medianGap * stepTimeS
+      : advice.intervalInUseMs !== null
+        ? Math.max(stepTimeS, (advice.intervalInUseMs - (advice.saveMs ?? 0)) / 1000)
+        : null;
 
   return {
     jobId: job.id,

@@ -6,12 +6,12 @@ import type { ScenarioSummary } from "./summary.js";
 
 export const CATEGORY_LABELS: Record<TimeCategory, string> = {
   productive: "productive",
-  degraded: "degraded (stragglers, shrunk)",
+  degraded: "degraded (slow, shrunk, replicas)",
   checkpoint: "checkpoint saves",
   lost: "recomputed (lost work)",
   detection: "failure detection",
   restart: "restart + load",
-  waiting: "waiting for spares",
+  waiting: "waiting (spares, outages)",
   fallback: "fallback migration",
 };
 
@@ -85,8 +85,10 @@ export function renderTable(result: PlanResult): string {
   return [line(header), rule, ...body.map(line), "", footer].join("\n");
 }
 
+/** Days for runs of days (the usual case), seconds to hours for a short run (a calibrated rest of a small job). */
 function days(seconds: number): string {
-  return Number.isFinite(seconds) ? `${(seconds / 86_400).toFixed(1)} d` : "never";
+  if (!Number.isFinite(seconds)) return "never";
+  return seconds < 2 * 86_400 ? formatDuration(seconds) : `${(seconds / 86_400).toFixed(1)} d`;
 }
 
 function percent(p: number): string {
