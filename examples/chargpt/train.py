@@ -184,6 +184,13 @@ def parse_args():
         help="test hook: on attempt 1, rank 0 dies (os._exit) halfway through writing the checkpoint of STEP",
     )
     p.add_argument("--eval-final", action="store_true", help="print final_loss on a fixed held-out batch")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every N steps, every rank evaluates 8 held-out batches of 4x the batch (a long step, as real evals are)",
+    )
     return p.parse_args()
 
 
@@ -192,6 +199,8 @@ def main():
     backend, device = setup_device()
     dist.init_process_group(backend=backend, init_method="env://")
     rank, world = dist.get_rank(), dist.get_world_size()
+    if rank == 0:
+        print(f"world {world}, backend {backend}, device {device.type}, torch {torch.__version__}", flush=True)
 
     text = make_text()
     chars = sorted(set(text))
@@ -236,6 +245,10 @@ def main():
             if rank == 0:
                 save_checkpoint(model, optimizer, step, args, chars, dying)
             dist.barrier()
+        if args.eval_every and step % args.eval_every == 0:
+            val = evaluate(model, val_data, step, rank, args, device)
+            dist.all_reduce(val)
+            print("eval at step %d: val_loss %.4f" % (step, val.item() / world), flush=True)
         if args.step_sleep:
             time.sleep(args.step_sleep)
 
@@ -254,6 +267,18 @@ def main():
         print("final loss %.4f after step %d" % (mean_loss, step), flush=True)
     dist.destroy_process_group()
     return 0
+
+
+def evaluate(model, val_data, step, rank, args, device):
+    """Mean loss over 8 held-out batches (no gradients, no change to training): the tensor, for an all-reduce."""
+    model.eval()
+    with torch.no_grad():
+        losses = [
+            model(*batch_for(val_data, step * 8 + k, rank, args.seed + 2, args.batch * 4, args.block, device)).item()
+            for k in range(8)
+        ]
+    model.train()
+    return torch.tensor(sum(losses) / len(losses))
 
 
 def save_checkpoint(model, optimizer, step, args, chars, dying):
