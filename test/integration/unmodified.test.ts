@@ -84,7 +84,7 @@ function spec(f: Fixture, workdir: string): string {
     `workdir: ${JSON.stringify(workdir)}`,
     ...(f.regex ? [`progress: { regex: ${JSON.stringify(f.regex)} }`] : []),
     // Past the startup window, a silent gang is hung after 10 s (the fallback: no output and no CPU for 10 s).
-    "detection: { startupSeconds: 15, hangMinSeconds: 10, stackDumpSeconds: 3 }",
+    "detection: { startupSeconds: 15, hangMinSeconds: 10, stackDumpSeconds: 5 }",
     // Several incidents on one node are the test's doing, not the node's: no cordon.
     "recovery: { maxRestarts: 6, backoffSeconds: 0.5, strikesBeforeCordon: 100, graceSeconds: 3 }",
   ].join("\n");
@@ -107,10 +107,6 @@ function cli(home: string, cwd: string, args: string[]): Promise<{ code: number;
 const logOf = (home: string, id: string, attempt: number, rank: number): string => {
   const file = path.join(home, "jobs", id, `attempt-${attempt}`, `rank-${rank}.log`);
   return existsSync(file) ? readFileSync(file, "utf8") : "";
-};
-const exitOf = (home: string, id: string, attempt: number, rank: number): { code: number; t: number } | null => {
-  const file = path.join(home, "jobs", id, `attempt-${attempt}`, `rank-${rank}.exit`);
-  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as { code: number; t: number }) : null;
 };
 const pidAlive = (pid: number): boolean => {
   try {
@@ -230,7 +226,22 @@ describe.skipIf(!hasTorch)("unmodified scripts: kill, hang and server kill", () 
           async () => Date.now() > started + 16_000,
           60_000,
         );
+        const pids = await waitFor(`${f.name}'s rank pids`, async () => {
+          const rs = await ranks(client, id);
+          const known = rs.filter((r) => r.attempt === 2 && r.rankPid != null).map((r) => r.rankPid!);
+          return known.length === 2 ? known : null;
+        });
         await client.post(`/api/jobs/${id}/chaos`, { action: "hang-rank", rank: f.hangRank });
+        // The stack dump (SIGUSR1) does not end the ranks: alive when their stacks are in the log, and a second
+        // later, well before the dump deadline (5 s after detection) at which the supervisor stops the gang.
+        await waitFor(
+          `${f.name}'s stack dump`,
+          async () => logOf(home, id, 2, f.hangRank).includes("(most recent call first):"),
+          90_000,
+        );
+        for (const pid of pids) expect(pidAlive(pid), `${f.name} pid ${pid} after the dump`).toBe(true);
+        await sleep(1000);
+        for (const pid of pids) expect(pidAlive(pid), `${f.name} pid ${pid} 1 s after the dump`).toBe(true);
         const d = await waitFor(
           `${f.name}'s hang incident`,
           async () => {
@@ -246,15 +257,8 @@ describe.skipIf(!hasTorch)("unmodified scripts: kill, hang and server kill", () 
         const stack = (hang.evidence.stack ?? []) as string[];
         expect(stack[0], f.name).toMatch(/(Thread|Current thread) 0x[0-9a-f]+ \(most recent call first\):/);
         expect(stack.join("\n"), f.name).toContain(`${f.name}.py`);
-        // Alive after the dump (SIGUSR1 at detection) until the supervisor stopped the gang at the dump deadline
-        // (3 s later): never ended by SIGUSR1 (exit 138).
-        for (const rank of [0, 1]) {
-          const exit = await waitFor(`${f.name} rank ${rank}'s exit record`, async () => exitOf(home, id, 2, rank));
-          expect(exit.code, `${f.name} rank ${rank}`).not.toBe(138);
-          expect(exit.t, `${f.name} rank ${rank} ended before the dump deadline`).toBeGreaterThan(
-            hang.detectedAt + 2500,
-          );
-        }
+        // The stacks of the other rank are in its log too.
+        expect(logOf(home, id, 2, 1 - f.hangRank), f.name).toContain("(most recent call first):");
       }),
     );
 
