@@ -352,6 +352,11 @@ describe("a new run", () => {
     const second = t.jobFor("train-222222", t.job.spec.checkpoint.dir);
     const launch = await t.adopter.prepareLaunch(second, 1);
     expect(readFileSync(t.live(), "utf8")).toBe("run 1's weights");
+    // The file that was there is kept beside, not overwritten.
+    expect(readFileSync(t.live("snapshot.pt.switchyard-prev-train-222222"), "utf8")).toBe("run 1's torn write");
+    expect(t.events.find((e) => e.kind === "checkpoint.restored")!.message).toMatch(
+      /^snapshot\.pt was set aside; restored run train-111111's \(--resume-from\) generation 1 \(step\/epoch 8/,
+    );
     expect(launch.summary).toMatch(/snapshot\.pt \(run train-111111's generation 1 \(step\/epoch 8/);
     expect(launch.resumeStep).toBe(8);
     const own = t.manifest(second);

@@ -563,17 +563,19 @@ export class Adopter {
         const hashed = await slots.run(() => copyHashed(path.join(job.spec.workdir, p), null)).catch(() => null);
         if (hashed?.sha256 === newest.sha256) taken = newest;
       }
+      if (!taken && liveFile) {
+        // Not the named run's file (another run's, or a save it never adopted): kept beside, not overwritten.
+        await this.setAside(job, p, "prev", `is not run ${other.jobId}'s ${describeGeneration(newest)}`);
+      }
       taken ??= await this.restoreNewest(
         job,
         otherDir,
         gens,
         p,
-        liveFile ? `differs from run ${other.jobId}'s ${describeGeneration(newest)}` : "is missing",
+        liveFile ? "was set aside" : "is missing",
+        `run ${other.jobId}'s (--resume-from) `,
       );
-      if (!taken) {
-        if (liveFile) await this.setAside(job, p, "prev", `is none of run ${other.jobId}'s verified generations`);
-        continue;
-      }
+      if (!taken) continue; // none of its generations verifies: the run starts fresh, and the events said why
       // This run's own first generation of the file: a restart of this run can verify and restore it.
       const own = await this.importGeneration(job, w, p, { jobId: other.jobId, generation: taken.generation }, taken);
       loads.push(`${p} (run ${other.jobId}'s ${describeGeneration(taken)})`);
@@ -635,6 +637,7 @@ export class Adopter {
     gens: AdoptedGeneration[],
     p: string,
     problem: string,
+    whose = "",
   ): Promise<AdoptedGeneration | null> {
     const live = path.join(job.spec.workdir, p);
     for (const g of gens) {
@@ -663,13 +666,18 @@ export class Adopter {
       await fsyncDir(path.dirname(live));
       const st = await lstat(live).catch(() => null);
       if (st && dir === adoptedDir(job.spec, job.id)) g.mtimeMs = st.mtimeMs;
-      await this.ctx.event(job.id, "checkpoint.restored", `${p} ${problem}; restored ${describeGeneration(g)}`, {
-        path: p,
-        generation: g.generation,
-        step: g.step,
-        savedAt: g.savedAt,
-        problem,
-      });
+      await this.ctx.event(
+        job.id,
+        "checkpoint.restored",
+        `${p} ${problem}; restored ${whose}${describeGeneration(g)}`,
+        {
+          path: p,
+          generation: g.generation,
+          step: g.step,
+          savedAt: g.savedAt,
+          problem,
+        },
+      );
       const w = this.jobs.get(job.id);
       if (w && dir === w.dir) await writeManifest(w.dir, w.manifest);
       return g;

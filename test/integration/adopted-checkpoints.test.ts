@@ -71,9 +71,11 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
   const workdir = path.join(ctx.home, "work");
   mkdirSync(workdir, { recursive: true });
   const live = path.join(workdir, "snapshot.pt");
+  let firstId = "";
 
   it("resumes from the adopted snapshot after a kill; never loads a corrupted or torn one; survives a server kill", async () => {
     const id = await submit(ctx.client, ctx.home, "snap", spec("snap", workdir, 200));
+    firstId = id;
     try {
       await firstJob(id);
     } finally {
@@ -154,6 +156,10 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
       expect(statSync(stored).mode & 0o777).toBe(0o600);
     }
     expect(statSync(dir).mode & 0o777).toBe(0o700);
+
+    // The interval advisor has the saves, timed from the file's writes.
+    const report = await ctx.client.get<{ advice: { saveMs: number | null } }>(`/api/jobs/${id}/report`);
+    expect(report.advice.saveMs).not.toBeNull();
     await ctx.client.post(`/api/jobs/${id}/cancel`, {});
     await waitForEnd(ctx.client, id);
   }
@@ -180,7 +186,35 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
     const log = await rankLog(ctx.client, id, 1);
     expect(log).not.toMatch(/Loading snapshot|Resuming training/);
     expect(log).toMatch(/\[GPU0\] Epoch 0 /);
+    await nextAdoption(ctx.client, id, 1); // this run's own snapshot, for the third run to set aside
     await ctx.client.post(`/api/jobs/${id}/cancel`, {});
     await waitForEnd(ctx.client, id);
+
+    // A third run that names the first with --resume-from continues from its newest verified generation; the second
+    // run's snapshot is kept beside.
+    const first = await ctx.client.get<{ spec: { checkpoint: { dir: string } } }>(`/api/jobs/${firstId}`);
+    const firstManifest = JSON.parse(
+      readFileSync(path.join(first.spec.checkpoint.dir, "adopted", "manifest.json"), "utf8"),
+    ) as { generations: Array<{ generation: number; sha256: string }> };
+    const newest = firstManifest.generations.at(-1)!;
+    const yaml = spec("snap3", workdir, 200);
+    const file = path.join(ctx.home, "snap3.yaml");
+    const third = (
+      await ctx.client.post<{ id: string }>("/api/jobs", { yaml, file, resumeFrom: first.spec.checkpoint.dir })
+    ).id;
+    try {
+      await attemptRunning(ctx.client, third, 1);
+      const evs3 = await events(ctx.client, third);
+      expect(launched(evs3, 1).message).toMatch(
+        new RegExp(`the script will load snapshot\\.pt \\(run ${firstId}'s generation ${newest.generation} `),
+      );
+      expect(evs3.find((e) => e.kind === "checkpoint.set-aside")?.message).toMatch(
+        new RegExp(`^snapshot\\.pt is not run ${firstId}'s generation`),
+      );
+      expect(await rankLog(ctx.client, third, 1)).toMatch(/Resuming training from snapshot at Epoch \d+/);
+    } finally {
+      await ctx.client.post(`/api/jobs/${third}/cancel`, {}).catch(() => undefined);
+    }
+    await waitForEnd(ctx.client, third);
   }, 300_000);
 });
