@@ -42,6 +42,10 @@ export interface FixtureBehaviour {
    * ends. Replaces the generated events, so tests can send any byte sequence (line ends, splits, odd [DONE] forms).
    */
   rawStream?: string[];
+  /** usage.total_tokens reported by answers (default: chunks + 1). */
+  usageTotal?: number;
+  /** Streaming chat/completions: a final usage chunk before [DONE] (as with stream_options.include_usage). */
+  streamUsage?: boolean;
 }
 
 export interface FixtureRequestRecord {
@@ -196,7 +200,10 @@ export class FixtureBackend {
       json(200, { object: "list", data: [{ id: "fixture", object: "model", owned_by: this.name }] });
       return;
     }
-    if (req.method !== "POST" || !["/v1/chat/completions", "/v1/completions", "/v1/embeddings"].includes(path)) {
+    if (
+      req.method !== "POST" ||
+      !["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"].includes(path)
+    ) {
       json(404, { error: { message: `no route ${path}` } });
       return;
     }
@@ -265,20 +272,24 @@ export class FixtureBackend {
     const b = this.behaviour;
     const content = Array.from({ length: b.chunks }, (_, i) => this.text(i)).join("");
     const chat = path === "/v1/chat/completions";
-    const value = {
-      id: `cmpl-${this.name}`,
-      object: chat ? "chat.completion" : "text_completion",
-      created: 1,
-      model,
-      choices: [
-        chat
-          ? { index: 0, message: { role: "assistant", content }, finish_reason: "stop" }
-          : { index: 0, text: content, finish_reason: "stop" },
-      ],
-      usage: { prompt_tokens: 1, completion_tokens: b.chunks, total_tokens: b.chunks + 1 },
-      fixture_backend: this.name,
-      unknown_field_kept: { nested: [1, 2, 3] },
-    };
+    const total = b.usageTotal ?? b.chunks + 1;
+    const value =
+      path === "/v1/responses"
+        ? this.responseObject(model, content, "completed")
+        : {
+            id: `cmpl-${this.name}`,
+            object: chat ? "chat.completion" : "text_completion",
+            created: 1,
+            model,
+            choices: [
+              chat
+                ? { index: 0, message: { role: "assistant", content }, finish_reason: "stop" }
+                : { index: 0, text: content, finish_reason: "stop" },
+            ],
+            usage: { prompt_tokens: 1, completion_tokens: total - 1, total_tokens: total },
+            fixture_backend: this.name,
+            unknown_field_kept: { nested: [1, 2, 3] },
+          };
     const text = JSON.stringify(value);
     if (b.fault === "cutMidBody") {
       res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
@@ -318,7 +329,18 @@ export class FixtureBackend {
       nextRaw();
       return;
     }
+    const responsesApi = path === "/v1/responses";
     const event = (i: number): string => {
+      if (responsesApi) {
+        return `event: response.output_text.delta\ndata: ${JSON.stringify({
+          type: "response.output_text.delta",
+          sequence_number: i + 1,
+          item_id: "msg_1",
+          output_index: 0,
+          content_index: 0,
+          delta: this.text(i),
+        })}\n\n`;
+      }
       const choice = chat ? { index: 0, delta: { content: this.text(i) } } : { index: 0, text: this.text(i) };
       return `data: ${JSON.stringify({
         id: `cmpl-${this.name}`,
@@ -331,6 +353,11 @@ export class FixtureBackend {
       })}\n\n`;
     };
     let i = 0;
+    if (responsesApi) {
+      res.write(
+        `event: response.created\ndata: ${JSON.stringify({ type: "response.created", sequence_number: 0, response: this.responseObject(model, "", "in_progress") })}\n\n`,
+      );
+    }
     const next = (): void => {
       if (res.destroyed) return;
       if (i < b.chunks) {
@@ -351,8 +378,48 @@ export class FixtureBackend {
         res.end();
         return;
       }
+      if (responsesApi) {
+        // The Responses API ends with a terminal event, not [DONE].
+        const content = Array.from({ length: b.chunks }, (_, k) => this.text(k)).join("");
+        res.end(
+          `event: response.completed\ndata: ${JSON.stringify({ type: "response.completed", sequence_number: b.chunks + 1, response: this.responseObject(model, content, "completed") })}\n\n`,
+        );
+        return;
+      }
+      if (b.streamUsage === true) {
+        const total = b.usageTotal ?? b.chunks + 1;
+        res.write(
+          `data: ${JSON.stringify({ id: `cmpl-${this.name}`, object: chat ? "chat.completion.chunk" : "text_completion", created: 1, model, choices: [], usage: { prompt_tokens: 1, completion_tokens: total - 1, total_tokens: total } })}\n\n`,
+        );
+      }
       res.end("data: [DONE]\n\n");
     };
     next();
+  }
+
+  /** A Responses API object (POST /v1/responses). */
+  private responseObject(model: string, text: string, status: "in_progress" | "completed"): Record<string, unknown> {
+    const total = this.behaviour.usageTotal ?? this.behaviour.chunks + 1;
+    return {
+      id: `resp_${this.name}`,
+      object: "response",
+      created_at: 1,
+      status,
+      model,
+      output:
+        status === "completed"
+          ? [
+              {
+                type: "message",
+                id: "msg_1",
+                status: "completed",
+                role: "assistant",
+                content: [{ type: "output_text", text, annotations: [] }],
+              },
+            ]
+          : [],
+      usage: status === "completed" ? { input_tokens: 1, output_tokens: total - 1, total_tokens: total } : null,
+      fixture_backend: this.name,
+    };
   }
 }
