@@ -1,13 +1,16 @@
 /**
- * Gateway benchmark: direct to a fast fixture backend, through switchyard, and through nginx (plain reverse proxy),
- * side by side in one run on this machine, 127.0.0.1 only.
+ * Gateway benchmark: direct to a fast fixture backend, through switchyard (`switchyard gateway`, the built CLI) at 1
+ * and 2 worker processes, and through nginx (plain reverse proxy) at 1 and 2 worker_processes, side by side in one
+ * run on this machine, 127.0.0.1 only.
  *
- *   npx vite-node bench/gateway/run.ts [-- --seconds 10 --rates 500,1000,2000 --streams 5000 --soak-seconds 60]
+ *   npx vite-node bench/gateway/run.ts [-- --seconds 10 --rates 500,1000,2000 --workers 1,2 --streams 5000 --soak-seconds 60]
  *
- * Reports added latency p50/p99 at fixed request rates, max throughput (wrk), RSS of the gateway with N concurrent
- * slow streams, and RSS over a soak at a fixed rate. Installs nginx and wrk with apt-get when absent (bench only).
- * Targets (issue 4): added p50 <= 0.5 ms and p99 <= 2 ms at 1,000 req/s; throughput >= half of nginx's;
- * 5,000 concurrent streams < 300 MB RSS; memory flat over the soak (10 minutes: --soak-seconds 600).
+ * Reports added latency p50/p99 at fixed request rates, max throughput (wrk) and the switchyard/nginx ratio at each
+ * worker count, RSS of the 1-worker gateway with N concurrent slow streams, and RSS over a soak at a fixed rate
+ * (`--streams 0` / `--soak-seconds 0` skip those). Writes bench/gateway/last-results.json. Installs nginx and wrk
+ * with apt-get when absent (bench only).
+ * Targets (issues 4 and 14): added p50 <= 0.5 ms and p99 <= 2 ms at 1,000 req/s; throughput >= 0.8x nginx's at the
+ * same worker count; 5,000 concurrent streams < 300 MB RSS; memory flat over the soak (10 minutes: --soak-seconds 600).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -28,6 +31,8 @@ const { values: argv } = parseArgs({
     "soak-rate": { type: "string", default: "500" },
     "wrk-seconds": { type: "string", default: "5" },
     "wrk-connections": { type: "string", default: "64" },
+    "wrk-threads": { type: "string", default: "1" },
+    workers: { type: "string", default: "1,2" },
   },
   allowPositionals: true,
 });
@@ -35,6 +40,7 @@ const { values: argv } = parseArgs({
 const root = resolve(import.meta.dirname, "../..");
 const build = join(root, "dist", "bench-gateway");
 const children: ChildProcess[] = [];
+const nginxPids: string[] = [];
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -51,6 +57,10 @@ function ensureTools(): void {
 }
 
 function compile(): void {
+  log("building the CLI (dist/) ...");
+  execFileSync(join(root, "node_modules", ".bin", "tsc"), ["-p", join(root, "tsconfig.build.json")], {
+    stdio: "inherit",
+  });
   log("compiling gateway + bench to dist/bench-gateway ...");
   execFileSync(
     join(root, "node_modules", ".bin", "tsc"),
@@ -128,17 +138,51 @@ function freePort(): Promise<number> {
   });
 }
 
-function startNginx(dir: string, port: number, upstreamPort: number): ChildProcess {
-  const conf = join(dir, "nginx.conf");
+/** `switchyard gateway --workers N` (the built CLI; its JSON access log to /dev/null, like nginx's to a file). */
+function startSwitchyard(dir: string, port: number, workers: number, fastPort: number, slowPort: number): ChildProcess {
+  const services = join(dir, "services.yaml");
+  writeFileSync(
+    services,
+    `gateway: { stallTimeoutMs: 30000, ttftTimeoutMs: 60000, connectTimeoutMs: 10000 }
+services:
+  - model: m
+    pools: [{ name: main, backends: [{ id: fast, url: "http://127.0.0.1:${fastPort}", engine: vllm }] }]
+  - model: slow
+    pools: [{ name: main, backends: [{ id: slow, url: "http://127.0.0.1:${slowPort}", engine: vllm }] }]
+`,
+  );
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, "bin", "switchyard.js"),
+      "--json",
+      "gateway",
+      services,
+      "--port",
+      String(port),
+      "--workers",
+      String(workers),
+      "--no-auth",
+    ],
+    { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, SWITCHYARD_HOME: join(dir, `home-${workers}`) } },
+  );
+  children.push(child);
+  return child;
+}
+
+function startNginx(dir: string, port: number, upstreamPort: number, workers = 1): ChildProcess {
+  const conf = join(dir, `nginx-${workers}.conf`);
+  const pidFile = join(dir, `nginx-${workers}.pid`);
+  nginxPids.push(pidFile);
   writeFileSync(
     conf,
-    `worker_processes 1;
+    `worker_processes ${workers};
 daemon off;
-pid ${dir}/nginx.pid;
+pid ${pidFile};
 error_log ${dir}/error.log warn;
 events { worker_connections 16384; }
 http {
-  access_log ${dir}/access.log combined buffer=64k flush=1s;
+  access_log ${dir}/access-${workers}.log combined buffer=64k flush=1s;
   client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
   uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
   upstream backend { server 127.0.0.1:${upstreamPort}; keepalive 256; }
@@ -179,9 +223,13 @@ function wrk(url: string, seconds: number, connections: number, dir: string): nu
     script,
     `wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = '{"model":"m","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":16}'\n`,
   );
-  const out = execFileSync("wrk", ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, url], {
-    encoding: "utf8",
-  });
+  const out = execFileSync(
+    "wrk",
+    [`-t${argv["wrk-threads"]}`, `-c${connections}`, `-d${seconds}s`, "-s", script, url],
+    {
+      encoding: "utf8",
+    },
+  );
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
   if (non2xx) log(`wrk ${url}: ${non2xx[1]} non-2xx responses`);
@@ -223,16 +271,21 @@ async function main(): Promise<void> {
     const slow = proc("backend", "slow");
     const fastPort = await readyPort(fast);
     const slowPort = await readyPort(slow);
-    const gw = proc("gateway", `http://127.0.0.1:${fastPort}`, `http://127.0.0.1:${slowPort}`);
-    const gwPort = await readyPort(gw);
-    const nginxPort = await freePort();
-    startNginx(dir, nginxPort, fastPort);
-    await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
-    const targets = {
-      direct: `http://127.0.0.1:${fastPort}/v1/chat/completions`,
-      switchyard: `http://127.0.0.1:${gwPort}/v1/chat/completions`,
-      nginx: `http://127.0.0.1:${nginxPort}/v1/chat/completions`,
-    };
+    const workerCounts = argv.workers.split(",").map(Number);
+    const targets: Record<string, string> = { direct: `http://127.0.0.1:${fastPort}/v1/chat/completions` };
+    const syChildren = new Map<number, ChildProcess>();
+    for (const n of workerCounts) {
+      const syPort = await freePort();
+      syChildren.set(n, startSwitchyard(dir, syPort, n, fastPort, slowPort));
+      await waitHttp(`http://127.0.0.1:${syPort}/healthz`);
+      targets[`switchyard-${n}w`] = `http://127.0.0.1:${syPort}/v1/chat/completions`;
+      const ngPort = await freePort();
+      startNginx(dir, ngPort, fastPort, n);
+      await waitHttp(`http://127.0.0.1:${ngPort}/health`);
+      targets[`nginx-${n}w`] = `http://127.0.0.1:${ngPort}/v1/chat/completions`;
+    }
+    const gw = syChildren.get(1) ?? [...syChildren.values()][0]!;
+    const gwPort = Number(new URL(targets[`switchyard-${syChildren.has(1) ? 1 : workerCounts[0]}w`]!).port);
     const seconds = Number(argv.seconds);
     const rates = argv.rates.split(",").map(Number);
     const machine = `${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
@@ -246,7 +299,7 @@ async function main(): Promise<void> {
     // the report takes the median over rounds.
     const rounds = Number(argv.rounds);
     const runs: Record<string, Record<string, RateResult[]>> = {};
-    const tput: Record<string, number[]> = { direct: [], switchyard: [], nginx: [] };
+    const tput: Record<string, number[]> = Object.fromEntries(Object.keys(targets).map((k) => [k, []]));
     for (let round = 0; round < rounds; round++) {
       for (const rps of rates) {
         runs[rps] ??= {};
@@ -278,9 +331,13 @@ async function main(): Promise<void> {
     }
     const throughput: Record<string, number> = {};
     for (const name of Object.keys(targets)) throughput[name] = median(tput[name]!);
-    const ratioRounds = tput.switchyard!.map((s, i) => s / tput.nginx![i]!);
+    const ratios: Record<string, { median: number; rounds: number[] }> = {};
+    for (const n of workerCounts) {
+      const rounds = tput[`switchyard-${n}w`]!.map((s, i) => s / tput[`nginx-${n}w`]![i]!);
+      ratios[`${n}w`] = { median: median(rounds), rounds };
+    }
 
-    // Concurrent slow streams through the gateway.
+    // Concurrent slow streams through the gateway (1 worker, so that its RSS is one process's).
     const nStreams = Number(argv.streams);
     const rssIdle = rssMiB(gw.pid!);
     let peakOpen = 0;
@@ -288,20 +345,24 @@ async function main(): Promise<void> {
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, rssMiB(gw.pid!));
     }, 250);
-    const streamResult = await runJson<{
+    type StreamResult = {
       requested: number;
       complete: number;
       failed: number;
       late: number;
       statuses: Record<string, number>;
-    }>(
-      "streams",
-      [`http://127.0.0.1:${gwPort}/v1/chat/completions`, String(nStreams), argv["stream-seconds"]],
-      (line) => {
-        const m = /^OPEN (\d+)$/.exec(line);
-        if (m) peakOpen = Math.max(peakOpen, Number(m[1]));
-      },
-    );
+    };
+    const streamResult: StreamResult =
+      nStreams > 0
+        ? await runJson<StreamResult>(
+            "streams",
+            [`http://127.0.0.1:${gwPort}/v1/chat/completions`, String(nStreams), argv["stream-seconds"]],
+            (line) => {
+              const m = /^OPEN (\d+)$/.exec(line);
+              if (m) peakOpen = Math.max(peakOpen, Number(m[1]));
+            },
+          )
+        : { requested: 0, complete: 0, failed: 0, late: 0, statuses: {} };
     clearInterval(sampler);
     log(
       `streams: ${JSON.stringify(streamResult)}, peak open ${peakOpen}, gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
@@ -311,59 +372,98 @@ async function main(): Promise<void> {
     const soakSeconds = Number(argv["soak-seconds"]);
     const samples: number[] = [];
     const soakSampler = setInterval(() => samples.push(rssMiB(gw.pid!)), 5000);
-    const soak = await runJson<RateResult>("rate", [targets.switchyard, argv["soak-rate"], String(soakSeconds)]);
+    const soak: RateResult =
+      soakSeconds > 0
+        ? await runJson<RateResult>("rate", [
+            `http://127.0.0.1:${gwPort}/v1/chat/completions`,
+            argv["soak-rate"],
+            String(soakSeconds),
+          ])
+        : { sent: 0, ok: 0, errors: 0, achievedRps: 0, p50: NaN, p90: NaN, p99: NaN, max: NaN };
     clearInterval(soakSampler);
     samples.push(rssMiB(gw.pid!));
     log(`soak: ${JSON.stringify(soak)}; RSS samples ${samples.map((s) => s.toFixed(0)).join(" ")}`);
 
     // Report
+    const loadAfter = loadAverage();
+    const names = Object.keys(targets);
     const lines: string[] = [];
     lines.push(
-      `machine: ${machine}; load average before ${loadBefore}, after ${loadAverage()}; ${rounds} rounds x ${seconds} s per rate and target ` +
-        `(medians over rounds), warm; access log on for both proxies; nginx 1 worker`,
+      `machine: ${machine}; load average before ${loadBefore}, after ${loadAfter}; ${rounds} rounds x ${seconds} s per rate and target ` +
+        `(medians over rounds), warm; access log on for both proxies; worker counts ${workerCounts.join(", ")}`,
     );
     lines.push("");
-    lines.push(
-      "| rate (req/s) | direct p50 / p99 (ms) | switchyard p50 / p99 | nginx p50 / p99 | switchyard added p50 / p99 | nginx added p50 / p99 |",
-    );
-    lines.push("|---|---|---|---|---|---|");
+    lines.push(`| rate (req/s) | ${names.map((n) => `${n} p50 / p99 (ms)`).join(" | ")} |`);
+    lines.push(`|---|${names.map(() => "---").join("|")}|`);
     for (const rps of rates) {
       const d = latency[rps]!.direct!;
-      const errs = latency[rps]!.switchyard!.errors + latency[rps]!.nginx!.errors + d.errors;
+      const cells = names.map((n) => {
+        const l = latency[rps]![n]!;
+        return n === "direct"
+          ? `${fmt(l.p50)} / ${fmt(l.p99)}`
+          : `${fmt(l.p50)} / ${fmt(l.p99)} (+${fmt(l.p50 - d.p50)} / +${fmt(l.p99 - d.p99)})`;
+      });
+      const errs = names.reduce((a, n) => a + latency[rps]![n]!.errors, 0);
       if (errs > 0) log(`${rps} req/s: ${errs} errors in total`);
-      const s = latency[rps]!.switchyard!;
-      const n = latency[rps]!.nginx!;
-      lines.push(
-        `| ${rps} | ${fmt(d.p50)} / ${fmt(d.p99)} | ${fmt(s.p50)} / ${fmt(s.p99)} | ${fmt(n.p50)} / ${fmt(n.p99)} | ` +
-          `${fmt(s.p50 - d.p50)} / ${fmt(s.p99 - d.p99)} | ${fmt(n.p50 - d.p50)} / ${fmt(n.p99 - d.p99)} |`,
-      );
+      lines.push(`| ${rps} | ${cells.join(" | ")} |`);
     }
     lines.push("");
     lines.push(
-      `max throughput (wrk -t1 -c${argv["wrk-connections"]}, ${argv["wrk-seconds"]} s, median of ${rounds}): direct ${fmt(throughput.direct!, 0)} req/s, ` +
-        `switchyard ${fmt(throughput.switchyard!, 0)}, nginx ${fmt(throughput.nginx!, 0)}; ` +
-        `switchyard/nginx = ${fmt(throughput.switchyard! / throughput.nginx!, 2)} (per round: ${ratioRounds.map((r) => fmt(r, 2)).join(", ")})`,
+      `max throughput (wrk -t${argv["wrk-threads"]} -c${argv["wrk-connections"]}, ${argv["wrk-seconds"]} s, median of ${rounds}): ` +
+        names.map((n) => `${n} ${fmt(throughput[n]!, 0)} req/s`).join(", "),
     );
-    lines.push(
-      `${nStreams} concurrent slow streams (30 chunks, 1/s): peak open ${peakOpen}, completed with [DONE] ${streamResult.complete}, ` +
-        `failed ${streamResult.failed} (still open at the ${argv["stream-seconds"]} s deadline: ${streamResult.late}; statuses ${JSON.stringify(streamResult.statuses)}); gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
+    for (const n of workerCounts) {
+      const r = ratios[`${n}w`]!;
+      lines.push(
+        `switchyard/nginx at ${n} worker(s) = ${fmt(r.median, 2)} (per round: ${r.rounds.map((x) => fmt(x, 2)).join(", ")})`,
+      );
+    }
+    if (nStreams > 0) {
+      lines.push(
+        `${nStreams} concurrent slow streams (30 chunks, 1/s): peak open ${peakOpen}, completed with [DONE] ${streamResult.complete}, ` +
+          `failed ${streamResult.failed} (still open at the ${argv["stream-seconds"]} s deadline: ${streamResult.late}; statuses ${JSON.stringify(streamResult.statuses)}); gateway RSS idle ${fmt(rssIdle, 0)} MiB, peak ${fmt(peakRss, 0)} MiB`,
+      );
+    }
+    writeFileSync(
+      join(root, "bench", "gateway", "last-results.json"),
+      `${JSON.stringify(
+        {
+          at: new Date().toISOString(),
+          machine,
+          loadAverage: { before: loadBefore, after: loadAfter },
+          rounds,
+          secondsPerRate: seconds,
+          workers: workerCounts,
+          latencyMs: latency,
+          throughputRps: throughput,
+          throughputRounds: tput,
+          switchyardOverNginx: ratios,
+          ...(nStreams > 0 && { streams: { ...streamResult, peakOpen, rssIdleMiB: rssIdle, rssPeakMiB: peakRss } }),
+          ...(soakSeconds > 0 && { soak: { ...soak, rssMiB: samples } }),
+        },
+        null,
+        2,
+      )}\n`,
     );
     const firstHalf = samples.slice(0, Math.ceil(samples.length / 2));
     const secondHalf = samples.slice(Math.ceil(samples.length / 2));
     const avg = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-    lines.push(
-      `soak ${soakSeconds} s at ${argv["soak-rate"]} req/s: ${soak.ok} ok, ${soak.errors} errors; RSS ${fmt(samples[0] ?? NaN, 0)} -> ` +
-        `${fmt(samples.at(-1) ?? NaN, 0)} MiB (max ${fmt(Math.max(...samples), 0)}; mean of 2nd half minus 1st half ` +
-        `${fmt(avg(secondHalf) - avg(firstHalf), 1)} MiB)`,
-    );
+    if (soakSeconds > 0)
+      lines.push(
+        `soak ${soakSeconds} s at ${argv["soak-rate"]} req/s: ${soak.ok} ok, ${soak.errors} errors; RSS ${fmt(samples[0] ?? NaN, 0)} -> ` +
+          `${fmt(samples.at(-1) ?? NaN, 0)} MiB (max ${fmt(Math.max(...samples), 0)}; mean of 2nd half minus 1st half ` +
+          `${fmt(avg(secondHalf) - avg(firstHalf), 1)} MiB)`,
+      );
     process.stdout.write(`${lines.join("\n")}\n`);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
-    try {
-      const pid = Number(readFileSync(join(dir, "nginx.pid"), "utf8"));
-      if (pid > 0) process.kill(pid, "SIGQUIT");
-    } catch {
-      // nginx already gone
+    for (const file of nginxPids) {
+      try {
+        const pid = Number(readFileSync(file, "utf8"));
+        if (pid > 0) process.kill(pid, "SIGQUIT");
+      } catch {
+        // nginx already gone
+      }
     }
     await new Promise((r) => setTimeout(r, 300));
     rmSync(dir, { recursive: true, force: true });
