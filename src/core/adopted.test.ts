@@ -155,7 +155,7 @@ describe("retention and the manifest", () => {
 
   it("says a generation with its step and time", () => {
     expect(describeGeneration(gen(4, "snapshot.pt", { step: 10, savedAt: Date.UTC(2026, 0, 2, 3, 4, 5) }))).toBe(
-      "generation 4 (step/epoch 10, saved 2026-01-02T03:04:05.000Z)",
+      "generation 4 (step/epoch ~10, saved 2026-01-02T03:04:05.000Z)",
     );
     expect(describeGeneration(gen(1, "s.pt", { step: null, savedAt: 0 }))).toBe(
       "generation 1 (saved 1970-01-01T00:00:00.000Z)",

@@ -267,7 +267,8 @@ export function settle(
 
 /** "generation 4 (step 10, saved 2026-11-27T04:40:12.000Z)" */
 export function describeGeneration(g: AdoptedGeneration): string {
-  const step = g.step !== null ? `step/epoch ${g.step}, ` : "";
+  // About: the last step the job reported before the file was written (reports and saves interleave).
+  const step = g.step !== null ? `step/epoch ~${g.step}, ` : "";
   return `generation ${g.generation} (${step}saved ${new Date(g.savedAt).toISOString()})`;
 }
 

@@ -106,7 +106,7 @@ describe("adopting the files a script saves", () => {
     expect(readFileSync(path.join(dir, g.stored), "utf8")).toBe("epoch 4 weights");
     const saved = t.events.filter((e) => e.kind === "checkpoint.saved");
     expect(saved).toHaveLength(1);
-    expect(saved[0]!.message).toMatch(/^snapshot\.pt adopted as generation 1 \(step\/epoch 4, saved .*\): 15 B/);
+    expect(saved[0]!.message).toMatch(/^snapshot\.pt adopted as generation 1 \(step\/epoch ~4, saved .*\): 15 B/);
     expect(saved[0]!.data).toMatchObject({ adopted: true, generation: 1, attempt: 1, step: 4 });
     expect(typeof saved[0]!.data.saveMs).toBe("number");
     // Unchanged: never adopted again.
@@ -253,7 +253,7 @@ describe("before a restart", () => {
     await threeGenerations(t);
     const launch = await t.adopter.prepareLaunch(t.job, 2);
     expect(launch.summary).toMatch(
-      /^the script will load snapshot\.pt \(generation 3 \(step\/epoch 15, saved .*\), verified\)$/,
+      /^the script will load snapshot\.pt \(generation 3 \(step\/epoch ~15, saved .*\), verified\)$/,
     );
     expect(launch.resumeFrom).toBe(t.live());
     expect(launch.resumeStep).toBe(15);
@@ -287,7 +287,7 @@ describe("before a restart", () => {
     expect(readFileSync(t.live(), "utf8")).toBe("weights after epoch 15");
     const restored = t.events.find((e) => e.kind === "checkpoint.restored")!;
     expect(restored.message).toMatch(
-      /^snapshot\.pt failed verification \(sha mismatch\); restored generation 3 \(step\/epoch 15, saved .*\)$/,
+      /^snapshot\.pt failed verification \(sha mismatch\); restored generation 3 \(step\/epoch ~15, saved .*\)$/,
     );
     expect(launch.summary).toMatch(/snapshot\.pt \(generation 3 .*, restored\)/);
     // The restored file is generation 3 again: not adopted as a new one.
@@ -308,7 +308,7 @@ describe("before a restart", () => {
     expect(kinds.map((e) => e.kind)).toEqual(["checkpoint.skipped", "checkpoint.restored"]);
     expect(kinds[0]!.message).toMatch(/skipping snapshot\.pt's generation 3 .*: its stored copy sha mismatch/);
     expect(kinds[1]!.message).toMatch(
-      /^snapshot\.pt failed verification \(changed after generation 3 was adopted and never settled: 5 B, generation 3 has 22 B; torn write\?\); restored generation 2 \(step\/epoch 10/,
+      /^snapshot\.pt failed verification \(changed after generation 3 was adopted and never settled: 5 B, generation 3 has 22 B; torn write\?\); restored generation 2 \(step\/epoch ~10/,
     );
   });
 
@@ -326,6 +326,28 @@ describe("before a restart", () => {
       /^ckpt\/e10\.pt was written but never settled .*; moved aside to ckpt\/e10\.pt\.switchyard-torn-train-aaaaaa$/,
     );
     expect(launch.summary).toMatch(/ckpt\/e5\.pt \(generation 1/);
+  });
+});
+
+describe("restoring safely", () => {
+  it("never writes through a folder that became a symlink; recreates a missing folder", async () => {
+    const t = setup({ pattern: "ckpt/snap.pt" });
+    mkdirSync(path.join(t.workdir, "ckpt"));
+    writeFileSync(t.live("ckpt/snap.pt"), "weights");
+    await t.adoptNow();
+    const { renameSync, rmSync, symlinkSync } = await import("node:fs");
+    const elsewhere = mkdtempSync(path.join(os.tmpdir(), "sy-adopt-elsewhere-"));
+    renameSync(path.join(t.workdir, "ckpt"), path.join(t.workdir, "ckpt-moved"));
+    symlinkSync(elsewhere, path.join(t.workdir, "ckpt"));
+    await t.adopter.prepareLaunch(t.job, 2);
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(t.events.at(-1)!.message).toBe(
+      "not restoring ckpt/snap.pt: folder ckpt is a symlink (switchyard writes only under real folders)",
+    );
+    rmSync(path.join(t.workdir, "ckpt"));
+    await t.adopter.prepareLaunch(t.job, 3);
+    expect(readFileSync(t.live("ckpt/snap.pt"), "utf8")).toBe("weights");
+    expect(t.events.at(-1)!.message).toMatch(/^ckpt\/snap\.pt is missing; restored generation 1/);
   });
 });
 
@@ -355,9 +377,9 @@ describe("a new run", () => {
     // The file that was there is kept beside, not overwritten.
     expect(readFileSync(t.live("snapshot.pt.switchyard-prev-train-222222"), "utf8")).toBe("run 1's torn write");
     expect(t.events.find((e) => e.kind === "checkpoint.restored")!.message).toMatch(
-      /^snapshot\.pt was set aside; restored run train-111111's \(--resume-from\) generation 1 \(step\/epoch 8/,
+      /^snapshot\.pt was set aside; restored run train-111111's \(--resume-from\) generation 1 \(step\/epoch ~8/,
     );
-    expect(launch.summary).toMatch(/snapshot\.pt \(run train-111111's generation 1 \(step\/epoch 8/);
+    expect(launch.summary).toMatch(/snapshot\.pt \(run train-111111's generation 1 \(step\/epoch ~8/);
     expect(launch.resumeStep).toBe(8);
     const own = t.manifest(second);
     expect(own.generations).toHaveLength(1);

@@ -254,7 +254,12 @@ interface JobWatch {
   /** The job's adoptions, one after another. */
   chain: Promise<void>;
   truncatedSaid: boolean;
+  /** A pattern with wildcards reads folders: looked at no sooner than this (a literal one costs one lstat). */
+  nextLookAt: number;
 }
+
+/** Looks at a wildcard pattern's folders at most this often (and at most twice per settle time). */
+const globLookMs = 1000;
 
 export interface AdoptedLaunch {
   /** What the script will load, for the attempt's event; null when nothing. */
@@ -299,6 +304,7 @@ export class Adopter {
       refused: new Map(),
       chain: Promise.resolve(),
       truncatedSaid: false,
+      nextLookAt: 0,
     };
     this.jobs.set(job.id, w);
     return w;
@@ -316,6 +322,10 @@ export class Adopter {
   async look(job: JobRecord, attempt: AttemptRecord, settleMs?: number): Promise<void> {
     const w = await this.watchOf(job);
     if (!w) return;
+    const settleFor = settleMs ?? (job.spec.checkpoint.watch?.settleSeconds ?? 2) * 1000;
+    const now = this.ctx.now();
+    if (settleMs === undefined && now < w.nextLookAt) return;
+    if (!w.pattern.single) w.nextLookAt = now + Math.min(globLookMs, settleFor / 2);
     const { files, truncated } = await listLive(job.spec.workdir, w.pattern);
     if (truncated && !w.truncatedSaid) {
       w.truncatedSaid = true;
@@ -331,15 +341,7 @@ export class Adopter {
       const refused = w.refused.get(f.path);
       return !refused || !sameVersion(refused, f);
     });
-    const now = this.ctx.now();
-    const ready = settle(
-      w.states,
-      live,
-      w.manifest,
-      now,
-      settleMs ?? (job.spec.checkpoint.watch?.settleSeconds ?? 2) * 1000,
-      w.busy,
-    );
+    const ready = settle(w.states, live, w.manifest, now, settleFor, w.busy);
     for (const f of ready) {
       w.busy.add(f.path);
       w.chain = w.chain
@@ -640,6 +642,12 @@ export class Adopter {
     whose = "",
   ): Promise<AdoptedGeneration | null> {
     const live = path.join(job.spec.workdir, p);
+    const unsafe = await symlinkedParent(job.spec.workdir, p);
+    if (unsafe) {
+      await this.ctx.event(job.id, "checkpoint.skipped", `not restoring ${p}: ${unsafe}`, { path: p, reason: unsafe });
+      return null;
+    }
+    await mkdir(path.dirname(live), { recursive: true, mode: 0o700 });
     for (const g of gens) {
       const tmp = `${live}${reservedInfix}restore-${randomBytes(3).toString("hex")}`;
       const copied = await slots
@@ -661,7 +669,6 @@ export class Adopter {
       } finally {
         await h.close();
       }
-      await mkdir(path.dirname(live), { recursive: true });
       await rename(tmp, live);
       await fsyncDir(path.dirname(live));
       const st = await lstat(live).catch(() => null);
@@ -699,6 +706,19 @@ export class Adopter {
       { path: p, to: target, why },
     );
   }
+}
+
+/** Why a live path's folders are unsafe to write through (one is a symlink or not a folder), or null. */
+async function symlinkedParent(workdir: string, rel: string): Promise<string | null> {
+  let current = workdir;
+  for (const part of rel.split("/").slice(0, -1)) {
+    current = path.join(current, part);
+    const st = await lstat(current).catch(() => null);
+    if (!st) return null; // created by the restore
+    if (st.isSymbolicLink()) return `folder ${part} is a symlink (switchyard writes only under real folders)`;
+    if (!st.isDirectory()) return `${part} is not a folder`;
+  }
+  return null;
 }
 
 /**

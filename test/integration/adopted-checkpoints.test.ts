@@ -87,7 +87,7 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
     // 1. Killed mid-run: the next attempt loads the snapshot switchyard adopted, and the event says so.
     await attemptRunning(ctx.client, id, 1);
     const first = await nextAdoption(ctx.client, id, 1);
-    expect(first.message).toMatch(/^snapshot\.pt adopted as generation 1 \(step\/epoch \d+, saved .*\): .*sha256/);
+    expect(first.message).toMatch(/^snapshot\.pt adopted as generation 1 \(step\/epoch ~\d+, saved .*\): .*sha256/);
     await chaos(ctx.client, id, "kill-rank", 1);
     await attemptRunning(ctx.client, id, 2);
     let evs = await events(ctx.client, id);
@@ -108,7 +108,7 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
     const restored = evs.filter((e) => e.kind === "checkpoint.restored");
     expect(restored).toHaveLength(1);
     expect(restored[0]!.message).toMatch(
-      /^snapshot\.pt failed verification \(sha mismatch\); restored generation \d+ \(step\/epoch \d+, saved .*\)$/,
+      /^snapshot\.pt failed verification \(sha mismatch\); restored generation \d+ \(step\/epoch ~\d+, saved .*\)$/,
     );
     expect(launched(evs, 3).message).toMatch(/snapshot\.pt \(generation \d+ .*restored\)/);
     const log3 = await rankLog(ctx.client, id, 3);
