@@ -391,3 +391,24 @@ describe("a new run", () => {
     expect(readFileSync(t.live(), "utf8")).toBe("run 1's weights");
   });
 });
+
+describe("run --resume-from names a run whose script saved its own checkpoints", () => {
+  it("is taken (by job or by folder) when the run has adopted files and no step-* folder", async () => {
+    const { resolveResumeFrom } = await import("../cli/commands/jobs.js");
+    const t = setup({ jobId: "train-111111" });
+    writeFileSync(t.live(), "run 1's weights");
+    await t.adoptNow();
+    const dir = t.job.spec.checkpoint.dir;
+    const client = {
+      get: async () => ({ id: "train-111111", state: "FAILED", spec: { checkpoint: { dir } } }),
+    } as unknown as import("../cli/client.js").ApiClient;
+    expect(await resolveResumeFrom(client, "train")).toMatchObject({
+      path: dir,
+      newest: "newest there: the files its script saved (adopted)",
+    });
+    expect(await resolveResumeFrom(client, dir)).toMatchObject({ path: dir });
+    // A run with neither is still an error that says what to pass.
+    const empty = mkdtempSync(path.join(os.tmpdir(), "sy-adopt-empty-"));
+    await expect(resolveResumeFrom(client, empty)).rejects.toThrow(/no step-\* checkpoint/);
+  });
+});
