@@ -258,6 +258,9 @@ interface JobWatch {
   nextLookAt: number;
 }
 
+/** Reports this close before a file's last write count as after it (see stepBefore). */
+const stepMarginMs = 20;
+
 /** Looks at a wildcard pattern's folders at most this often (and at most twice per settle time). */
 const globLookMs = 1000;
 
@@ -368,7 +371,8 @@ export class Adopter {
    */
   private async stepBefore(job: JobRecord, attempt: AttemptRecord, writtenAt: number): Promise<number | null> {
     const recent = await this.ctx.store.recentSteps(job.id, attempt.n, 0, 256);
-    const before = recent.filter((s) => s.t <= writtenAt);
+    // A line printed right after the save returns can carry the save's own millisecond: a margin keeps it out.
+    const before = recent.filter((s) => s.t <= writtenAt - stepMarginMs);
     return before.length > 0 ? Math.max(...before.map((s) => s.step)) : (attempt.resumeStep ?? null);
   }
 
