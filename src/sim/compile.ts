@@ -12,6 +12,8 @@ const SECONDS_PER_DAY = 86_400;
  * 0 s makes Young/Daly's interval tend to 0, which no real job can do; with a step time the floor is one step.
  */
 export const MIN_CHECKPOINT_INTERVAL_S = 1;
+/** causeReplicasHit of a cause that stops the whole job (it must fit an Int32Array: no MAX_SAFE_INTEGER). */
+export const WHOLE_JOB = 2 ** 30;
 
 /** A duration drawn from a lognormal with this mean; sigma 0 is a constant. */
 export interface CompiledSpread {
@@ -268,7 +270,7 @@ function compileFleet(
           rejoin: compileSpread(partialConfig.rejoin),
         };
   const replicasHit = failures.map((f, i) => {
-    if (partial === undefined || !f.replaces_node || hostsOf(i) === 0) return Number.MAX_SAFE_INTEGER;
+    if (partial === undefined || !f.replaces_node || hostsOf(i) === 0) return WHOLE_JOB;
     return Math.min(partial.replicas, Math.ceil(hostsOf(i) / partial.nodesPerReplica));
   });
 

@@ -17,7 +17,13 @@
  * repeat offenders, manual handling with working hours, and loss spikes that roll back several checkpoints.
  * docs/planner.md describes each.
  */
-import type { CompiledFleet, CompiledPlan, CompiledScenario, CompiledSpread } from "./compile.js";
+import {
+  WHOLE_JOB,
+  type CompiledFleet,
+  type CompiledPlan,
+  type CompiledScenario,
+  type CompiledSpread,
+} from "./compile.js";
 import { Rng } from "./rng.js";
 
 /** Where each second of wall time went. The categories sum to the wall time of the trial. */
@@ -442,7 +448,7 @@ function runTrial(
     const replaces = fleet.causeReplacesNode[cause] === 1;
 
     const partial = fleet.partial;
-    const hit = fleet.causeReplicasHit[cause] ?? Number.MAX_SAFE_INTEGER;
+    const hit = fleet.causeReplicasHit[cause] ?? WHOLE_JOB;
     if (partial !== undefined && partial.replicas - dropped - hit >= partial.minReplicas) {
       // The failed hosts' replicas drop out; the others go on from where they are once the failure is noticed.
       pendingPartial = true;
