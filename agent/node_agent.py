@@ -120,6 +120,29 @@ def request_targets(pid, sig):
     return found
 
 
+def start_native_stacks(pid, out_path, timeout_s):
+    """gdb's backtraces of every thread of pid into out_path (0600), in the background; (process, deadline) or None."""
+    import shutil
+
+    gdb = shutil.which("gdb")
+    if not gdb:
+        return None
+    try:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return None
+    try:
+        proc = subprocess.Popen(
+            [gdb, "--batch", "--nx", "-p", str(pid), "-ex", "set pagination off", "-ex", "thread apply all bt"],
+            stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+        )
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return proc, time.monotonic() + timeout_s
+
+
 def signal_group(pgid, sig):
     try:
         os.killpg(pgid, sig)
@@ -223,6 +246,7 @@ def main(argv):
     signal.signal(signal.SIGINT, on_term)
 
     done_ctl = set()
+    natives = []  # gdb runs for native stacks: (process, deadline)
     next_hb = 0.0
     while True:
         code = child.poll()
@@ -260,6 +284,19 @@ def main(argv):
                 signal_group(pgid, signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
                 signal_group(pgid, signal.SIGTERM)
                 stopping["deadline"] = time.monotonic() + grace_ms / 1000.0
+            elif name.startswith("rank-%d." % rank) and name.endswith(".NATIVE"):
+                done_ctl.add(name)
+                try:
+                    with open(os.path.join(ctl_dir, name)) as f:
+                        req = json.load(f)
+                    out_name = str(req.get("file", ""))
+                    timeout_s = min(600.0, max(1.0, float(req.get("timeoutMs", 10000)) / 1000.0))
+                except (OSError, ValueError, AttributeError, TypeError):
+                    out_name, timeout_s = "", 0.0
+                if out_name == "rank-%d.native.txt" % rank:
+                    started = start_native_stacks(child.pid, os.path.join(attempt_dir, out_name), timeout_s)
+                    if started:
+                        natives.append(started)
             elif name.startswith("rank-%d." % rank):
                 done_ctl.add(name)
                 signame = name.rsplit(".", 1)[-1]
@@ -271,6 +308,11 @@ def main(argv):
                             os.kill(target, sig)
                         except OSError:
                             pass
+        for proc, deadline in list(natives):
+            if proc.poll() is not None:
+                natives.remove((proc, deadline))
+            elif time.monotonic() > deadline:
+                signal_group(proc.pid, signal.SIGKILL)  # a killed tracer detaches: the rank goes on
         if stopping["deadline"] is not None and time.monotonic() > stopping["deadline"]:
             signal_group(pgid, signal.SIGKILL)
             stopping["deadline"] = time.monotonic() + 3600

@@ -47,6 +47,12 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# gdb gives the native (C/C++) stacks of hung ranks (detection.nativeStacks) and is what its tests use.
+if ! command -v gdb >/dev/null; then
+  echo "bootstrap: installing Debian's gdb (native stacks of hung ranks)"
+  apt_install gdb
+fi
+
 # Slurm and munge run the multi-host testbed (scripts/testbed.sh) on which the cluster tests run.
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v srun >/dev/null; then
   echo "bootstrap: installing Debian's slurm-wlm and munge (for the multi-host Slurm testbed)"

@@ -48,6 +48,7 @@ describe("job spec", () => {
         hangMinSeconds: 10,
         hangMultiple: 3,
         stackDumpSeconds: 2,
+        nativeStacks: false,
         nanIsFailure: true,
         slowdown: { factor: 2, windowSeconds: 20, sustainSeconds: 15, warmupSteps: 10 },
       },

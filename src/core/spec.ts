@@ -189,6 +189,11 @@ const detectionSchema = z.strictObject({
   hangMultiple: z.number().min(1).max(1000).default(3),
   /** How long hung ranks get to write their stacks (SIGUSR1) before the gang is stopped. */
   stackDumpSeconds: seconds().min(0).default(2),
+  /**
+   * Native (C/C++) stacks of the hung culprit too, from gdb where it is installed (src/executors/native-stacks.ts):
+   * about 10 s with PyTorch loaded, so give stackDumpSeconds that long.
+   */
+  nativeStacks: z.boolean().default(false),
   /** Treat a NaN or infinite loss as an incident and roll back to the last checkpoint. */
   nanIsFailure: z.boolean().default(true),
   slowdown: slowdownSchema.default({ ...slowdownDefaults }),
@@ -305,6 +310,7 @@ export const jobSchema = z.strictObject({
     hangMinSeconds: 10,
     hangMultiple: 3,
     stackDumpSeconds: 2,
+    nativeStacks: false,
     nanIsFailure: true,
     slowdown: { ...slowdownDefaults },
   }),
@@ -355,6 +361,8 @@ export interface CompiledJobSpec {
     hangMinSeconds: number;
     hangMultiple: number;
     stackDumpSeconds: number;
+    /** gdb's backtraces of the hung culprit too (absent in specs stored before it existed: off). */
+    nativeStacks?: boolean;
     nanIsFailure: boolean;
     /** Absent in specs stored before it existed: `slowdownDefaults` apply. */
     slowdown?: SlowdownPolicy;

@@ -67,6 +67,11 @@ export interface Executor {
   signalRank(rank: RankHandle, signal: NodeJS.Signals): boolean;
   /** The job is over: give back what it holds beyond its attempts (a Slurm allocation). `jobDir` holds its attempts. */
   release?(jobDir: string): Promise<void>;
+  /**
+   * Starts writing the native stacks of the rank's process (every thread, gdb) to `outFile` on the rank's host, in the
+   * background, given up after `timeoutMs`. False when it cannot (no gdb there, the rank gone).
+   */
+  nativeStacks?(rank: RankHandle, outFile: string, timeoutMs: number): boolean;
   /** The rank process's state letter (R, S, D, T, Z...), or null when it is gone or unknown. */
   processState(rank: RankHandle): string | null;
   /**

@@ -78,6 +78,10 @@ export class PoolExecutors implements Executor {
     return this.forRank(rank).processState(rank);
   }
 
+  nativeStacks(rank: RankHandle, outFile: string, timeoutMs: number): boolean {
+    return this.forRank(rank).nativeStacks?.(rank, outFile, timeoutMs) ?? false;
+  }
+
   rankPid(rank: RankHandle): number | null {
     return this.forRank(rank).rankPid?.(rank) ?? null;
   }

@@ -44,6 +44,8 @@ export interface HangDump {
   facts: IncidentFacts;
   /** The culprit's log, where its stacks land. */
   logPath: string;
+  /** Where gdb writes the culprit's native stacks (`detection.nativeStacks`), or absent. */
+  nativePath?: string;
 }
 
 /**

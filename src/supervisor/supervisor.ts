@@ -6,7 +6,7 @@ import { findPython, pythonPlaceholder } from "../executors/python.js";
 import type { AttemptRecord, JobRecord, NodeHealthRecord, RankRecord, Store } from "../store/port.js";
 import { Adopter } from "./adopt.js";
 import { pruneCheckpoints } from "./checkpoint-scan.js";
-import { type JobRuntime, SupervisorContext, type SupervisorOptions } from "./context.js";
+import { type HangDump, type JobRuntime, SupervisorContext, type SupervisorOptions } from "./context.js";
 import { hangWithStacks } from "./detectors/hang.js";
 import { GrayFailures } from "./gray.js";
 import { NodeHealth, type NodeHealthSummary, type ProbeResult } from "./health.js";
@@ -356,6 +356,7 @@ export class Supervisor {
       case "hung": {
         // Ask for the stacks now; the incident waits for the deadline (a later tick, so no other job waits for it).
         for (const { rank, signal } of verdict.signals) this.opts.executor.signalRank(rank, signal);
+        if (verdict.dump.nativePath) this.startNativeStacks(verdict.dump, verdict.signals);
         rt.hangDump = verdict.dump;
         if (verdict.dump.deadline > this.ctx.now()) return;
         rt.hangDump = null;
@@ -379,6 +380,22 @@ export class Supervisor {
         await this.ctx.setJobState(job, JobState.Recovering, "relaunching after an interrupted launch");
         return;
     }
+  }
+
+  /**
+   * gdb's backtraces of the hung culprit (`detection.nativeStacks`), started half a second after the stack-dump
+   * signals (so that faulthandler writes the Python stacks before gdb stops the process) and given up at the deadline.
+   */
+  private startNativeStacks(dump: HangDump, signals: ReadonlyArray<{ rank: RankRecord }>): void {
+    const culprit = signals.find((s) => s.rank.rank === dump.facts.culpritRank)?.rank;
+    const executor = this.opts.executor;
+    if (!culprit || !executor.nativeStacks || !dump.nativePath) return;
+    const timeoutMs = Math.max(1000, dump.deadline - this.ctx.now() - 700);
+    const file = dump.nativePath;
+    setTimeout(() => {
+      if (!executor.nativeStacks!(culprit, file, timeoutMs))
+        this.ctx.log(`native stacks: no gdb for rank ${culprit.rank}`);
+    }, 500).unref();
   }
 
   /** An incident: recorded and handled (incidents.ts); a restart waits out its backoff, away from the culprit. */

@@ -3,8 +3,10 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiClient } from "../../src/cli/client.js";
+import { findGdb } from "../../src/executors/native-stacks.js";
 import { packageRoot } from "../../src/paths.js";
 import type { EventRecord } from "../../src/store/port.js";
+import { missing } from "../requirements.js";
 import {
   events,
   hasTorch,
@@ -152,6 +154,8 @@ async function waitTraining(client: () => ApiClient, home: string, id: string, f
   );
 }
 
+const noGdb = hasTorch && missing("gdb", findGdb() !== null, "apt-get install gdb (scripts/bootstrap.sh does)");
+
 describe.skipIf(!hasTorch)("unmodified scripts: kill, hang and server kill", () => {
   const home = tempHome("unmodified");
   const server = new ServerProcess(home, writeCluster(home, cluster));
@@ -294,6 +298,37 @@ describe.skipIf(!hasTorch)("unmodified scripts: kill, hang and server kill", () 
     const ddp = idOf(scripts[0]!);
     expect(logOf(home, ddp, 3, 0)).toMatch(/Resuming training from snapshot at Epoch \d+/);
   }, 900_000);
+
+  it.skipIf(noGdb)(
+    "with detection.nativeStacks, a hung rank's incident also has gdb's backtraces (the gloo wait below Python)",
+    async () => {
+      const workdir = path.join(home, "work", "native");
+      mkdirSync(workdir, { recursive: true });
+      const f = scripts[2]!;
+      const yaml = spec(f, workdir)
+        .replace(/^name: .*$/m, "name: native")
+        .replace("stackDumpSeconds: 5 }", "stackDumpSeconds: 30, nativeStacks: true }");
+      const id = await submit(client, workdir, "native", yaml);
+      await waitTraining(() => client, home, id, f, 1);
+      await client.post(`/api/jobs/${id}/chaos`, { action: "hang-rank", rank: 1 });
+      const d = await waitFor(
+        "the hang incident",
+        async () => {
+          const v = await detail(client, id);
+          return v.incidents.length >= 1 ? v : null;
+        },
+        150_000,
+      );
+      const hang = d.incidents[0]!;
+      expect(hang).toMatchObject({ cause: "hang", culpritRank: 1 });
+      expect(String((hang.evidence.stack as string[])[0])).toMatch(/most recent call first/);
+      const native = (hang.evidence.nativeStack ?? []) as string[];
+      expect(native[0], JSON.stringify(native)).toMatch(/^Thread \d+ /);
+      expect(native.filter((l) => /^#\d+ /.test(l)).length).toBeGreaterThan(3);
+      await client.post(`/api/jobs/${id}/cancel`);
+    },
+    240_000,
+  );
 
   it("describe says what hang detection watches when nothing matched, and suggests a regex", async () => {
     const workdir = path.join(home, "work", "describe");

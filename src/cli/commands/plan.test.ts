@@ -79,4 +79,18 @@ describe("switchyard plan", () => {
     expect(missing.code).toBe(2);
     expect(JSON.parse(missing.err)).toMatchObject({ exitCode: 2, fix: expect.any(String) });
   });
+
+  it("--from-job options are checked before any server is asked", async () => {
+    const both = await runCli([file, "--from-job", "j"]);
+    expect(both.code).toBe(2);
+    expect(both.err).toBe(`switchyard: both a plan file (${file}) and --from-job j given (fix: give one of them)`);
+    const stray = await runCli([file, "--as-of", "60"]);
+    expect(stray.code).toBe(2);
+    expect(stray.err).toBe("switchyard: --as-of needs --from-job (fix: drop --as-of, or add --from-job JOB)");
+    const none = await runCli([]);
+    expect(none.code).toBe(2);
+    expect(none.err).toMatch(/no plan file given \(fix: switchyard plan <plan.yaml>, or --from-job JOB\)/);
+    // commander prints its own message for a bad option value ("--as-of takes seconds above 0, got ...").
+    expect((await runCli(["--from-job", "j", "--as-of", "soon"])).code).toBe(2);
+  });
 });

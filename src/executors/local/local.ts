@@ -15,6 +15,7 @@ import type {
 } from "../port.js";
 import { exitedStatus, readExitRecord } from "../exit-record.js";
 import { checkRunOnNodes, visibilityEnv } from "../port.js";
+import { startNativeStacks } from "../native-stacks.js";
 import { catchesSignal, requestSignals } from "../signals.js";
 import { childPids, groupAlive, isSameProcessAlive, readProcStat } from "./procfs.js";
 
@@ -172,6 +173,12 @@ export class LocalExecutor implements Executor {
     if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return null;
     const target = rankProcess(rank.pid, rank) ?? rank.pid;
     return readProcStat(target)?.state ?? null;
+  }
+
+  /** gdb's backtraces of the rank's own process, in the background (native-stacks.ts). */
+  nativeStacks(rank: RankHandle, outFile: string, timeoutMs: number): boolean {
+    if (rank.pid === null || !isSameProcessAlive(rank.pid, rank.startTicks)) return false;
+    return startNativeStacks(rankProcess(rank.pid, rank) ?? rank.pid, outFile, timeoutMs);
   }
 
   /** The pid the wrapper recorded for the rank process (`rank-N.pid` beside its log), or null before it has. */

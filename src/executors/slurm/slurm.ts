@@ -469,6 +469,17 @@ export class SlurmExecutor implements Executor {
     return true;
   }
 
+  /** Asks the rank's node agent for gdb's backtraces (`ctl/rank-N.<seq>.NATIVE`); it writes them to `outFile`. */
+  nativeStacks(rank: RankHandle, outFile: string, timeoutMs: number): boolean {
+    const dir = path.dirname(rank.logPath);
+    const hb = readJson<Heartbeat>(path.join(dir, `rank-${rank.rank}.hb`));
+    if (!hb || this.now() - hb.t > (this.opts.lostAfterSeconds ?? 5) * 1000) return false;
+    mkdirSync(path.join(dir, "ctl"), { recursive: true });
+    const name = `rank-${rank.rank}.${String(this.now()).padStart(15, "0")}-${this.controlSeq++}.NATIVE`;
+    writeJson(path.join(dir, "ctl", name), { file: path.basename(outFile), timeoutMs, t: this.now() });
+    return true;
+  }
+
   processState(rank: RankHandle): string | null {
     const dir = path.dirname(rank.logPath);
     if (readExitRecord(path.join(dir, `rank-${rank.rank}.exit`))) return null;

@@ -1,5 +1,6 @@
 import type { CompiledJobSpec } from "../../core/spec.js";
 import { hangCulprit, hangTimeoutMs, judgeHang, percentile, type RankProgress } from "../../core/hang.js";
+import { nativeStacksExcerpt, nativeStacksPath } from "../../executors/native-stacks.js";
 import type { AttemptRecord, RankRecord, StepSample } from "../../store/port.js";
 import type { HangDump } from "../context.js";
 import type { IncidentFacts, Verdict } from "../verdict.js";
@@ -115,6 +116,7 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
     deadline: now + d.stackDumpSeconds * 1000,
     logPath: rank.logPath,
     facts,
+    ...(d.nativeStacks ? { nativePath: nativeStacksPath(rank.logPath, rank.rank) } : {}),
   };
   return { kind: "hung", dump, signals };
 }
@@ -131,5 +133,13 @@ export function stackExcerpt(tail: readonly string[]): string[] {
 
 /** The hang incident once the dump deadline has passed: the culprit's stacks (from its log's tail) go in. */
 export function hangWithStacks(dump: HangDump, culpritTail: readonly string[]): IncidentFacts {
-  return { ...dump.facts, evidence: { stack: stackExcerpt(culpritTail), ...dump.facts.evidence } };
+  const native = dump.nativePath ? nativeStacksExcerpt(dump.nativePath) : [];
+  return {
+    ...dump.facts,
+    evidence: {
+      stack: stackExcerpt(culpritTail),
+      ...(native.length > 0 ? { nativeStack: native } : {}),
+      ...dump.facts.evidence,
+    },
+  };
 }
