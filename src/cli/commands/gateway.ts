@@ -371,7 +371,12 @@ export function humanLine(json: string): string {
  */
 export function consoleLogger(mode: ConsoleMode, level: string, out?: NodeJS.WritableStream): Logger {
   if (mode === "json") {
-    return out === undefined ? pino({ level }, destination({ sync: false })) : pino({ level }, out);
+    // One access-log line per request: written in batches (8 KiB, or every 100 ms at the latest) rather than one
+    // write per line, which cost about a tenth of the gateway's CPU at a few thousand requests per second (nginx's
+    // access_log buffer=... flush=... does the same). Lines still pending are written when the process exits.
+    return out === undefined
+      ? pino({ level }, destination({ sync: false, minLength: 8 * 1024, periodicFlush: 100 }))
+      : pino({ level }, out);
   }
   const sink = out ?? process.stdout;
   const human = new Writable({
