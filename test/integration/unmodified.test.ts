@@ -7,6 +7,7 @@ import { findGdb } from "../../src/executors/native-stacks.js";
 import { packageRoot } from "../../src/paths.js";
 import type { EventRecord } from "../../src/store/port.js";
 import { missing } from "../requirements.js";
+import { noTestbed, slurmConf, useTestbed } from "./testbed.js";
 import {
   events,
   hasTorch,
@@ -436,5 +437,70 @@ describe.skipIf(!hasTorch)("torchrun command lines, run by switchyard's launcher
       expect(j.incidents.map((i) => i.cause)).toEqual(["killed"]);
       await client.post(`/api/jobs/${id}/cancel`);
     }
+  }, 400_000);
+});
+
+const slurmCluster = `
+pools:
+  - name: nvidia
+    executor: slurm
+    accelerator: { vendor: nvidia, model: H20 }
+    devicesPerNode: 1
+    slurm: { partition: nvidia, agentPython: /usr/bin/python3, env: { GLOO_SOCKET_IFNAME: eth0 } }
+`;
+
+describe.skipIf(noTestbed || !hasTorch)("an unmodified script on the Slurm testbed", () => {
+  const home = tempHome("unmodified-slurm");
+  let server: ServerProcess;
+  let client: ApiClient;
+  let down: () => void = () => {};
+  beforeAll(async () => {
+    process.env.SLURM_CONF = slurmConf;
+    down = useTestbed();
+    server = new ServerProcess(home, writeCluster(home, slurmCluster));
+    client = await server.start();
+  }, 120_000);
+  afterAll(async () => {
+    await server.stop();
+    down();
+  });
+
+  it("a hang across two hosts is found from the node agents' CPU records and the output; stacks from the remote rank, which the dump does not end", async () => {
+    const f = scripts[2]!;
+    const workdir = path.join(home, "work");
+    mkdirSync(workdir, { recursive: true });
+    const yaml = spec({ ...f, regex: undefined }, workdir)
+      .replace("nodes: 1", "nodes: 2")
+      .replace("procsPerNode: 2", "procsPerNode: 1");
+    const id = await submit(client, workdir, "epoch-prints", yaml);
+    await waitFor("two epochs", async () => /^epoch 2\//m.test(logOf(home, id, 1, 0)), 150_000);
+    const started = (await detail(client, id)).attempts[0]!.startedAt;
+    await waitFor("the startup window to pass", async () => Date.now() > started + 16_000, 60_000);
+    await client.post(`/api/jobs/${id}/chaos`, { action: "hang-rank", rank: 1 });
+    await waitFor(
+      "rank 1's stack dump",
+      async () => logOf(home, id, 1, 1).includes("(most recent call first):"),
+      90_000,
+    );
+    // The dump did not end the rank: its node agent has written no exit record, and still beats a second later.
+    const hb = path.join(home, "jobs", id, "attempt-1", "rank-1.hb");
+    const exit = path.join(home, "jobs", id, "attempt-1", "rank-1.exit");
+    expect(existsSync(exit)).toBe(false);
+    const beat = JSON.parse(readFileSync(hb, "utf8")) as { t: number };
+    await sleep(1500);
+    expect(existsSync(exit)).toBe(false);
+    expect((JSON.parse(readFileSync(hb, "utf8")) as { t: number }).t).toBeGreaterThan(beat.t);
+    const d = await waitFor(
+      "the hang incident",
+      async () => {
+        const v = await detail(client, id);
+        return v.incidents.length >= 1 ? v : null;
+      },
+      60_000,
+    );
+    expect(d.incidents[0]).toMatchObject({ cause: "hang", culpritRank: 1 });
+    expect(d.incidents[0]!.summary).toMatch(/^no output or CPU activity for/);
+    expect(((d.incidents[0]!.evidence.stack ?? []) as string[]).join("\n")).toContain("epoch_prints.py");
+    await client.post(`/api/jobs/${id}/cancel`);
   }, 400_000);
 });
