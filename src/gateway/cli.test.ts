@@ -195,6 +195,28 @@ describe("switchyard gateway CLI", () => {
       blocker.close();
     }
   });
+
+  it("bad --workers, --cors-origin and TLS flags are bad input naming the flag and the fix, before serving", async () => {
+    const workers = await run(["gateway", local, "--workers", "0"]);
+    expect(workers.code).toBe(2);
+    expect(workers.err).toMatch(/--workers.*a count 1-64, or auto/);
+    const origin = await run(["gateway", local, "--cors-origin", "https://app.example.com/"]);
+    expect(origin.code).toBe(2);
+    expect(origin.err).toMatch(/is not an origin: write scheme:\/\/host\[:port\]/);
+    const tls = await run(["gateway", local, "--tls-key", local]);
+    expect(tls.code).toBe(2);
+    expect(tls.err).toMatch(/--tls-key given without --tls-cert \(fix: pass both --tls-cert <cert.pem> and --tls-key/);
+    const notPem = await run(["gateway", local, "--tls-cert", local, "--tls-key", local, "--check"]);
+    expect(notPem.code).toBe(2);
+    expect(notPem.err).toMatch(/--tls-cert .*local\.yaml holds no PEM certificate/);
+  });
+
+  it("keys add --tpm stores a tokens-per-minute limit that keys list shows", async () => {
+    const file = join(home, "tpm-keys.json");
+    expect((await run(["gateway", "keys", "add", "bulk", "--tpm", "50000", "--keys-file", file])).code).toBe(0);
+    const list = await run(["gateway", "keys", "list", "--keys-file", file]);
+    expect(list.out).toMatch(/bulk\s+sy-\S+…\s+-\s+50000\s+\S+\s+active/);
+  });
 });
 
 describe("console output of gateway and serve", () => {
