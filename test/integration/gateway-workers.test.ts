@@ -7,7 +7,7 @@
  * learning the worker of each from GET /healthz on that same keep-alive connection.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Client } from "undici";
@@ -216,6 +216,73 @@ describe("switchyard gateway --workers 2", () => {
     }
     expect(replaced).toBe(true);
     expect(gw.out()).toMatch(/gateway worker 0 \(pid \d+\) exited \(SIGKILL\); restarting it/);
+  }, 60_000);
+
+  it("HTTPS (--tls-cert/--tls-key) and CORS (--cors-origin) on every worker", async () => {
+    const cert = path.join(dir, "cert.pem");
+    const key = path.join(dir, "key.pem");
+    const made = spawnSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+      ],
+      { stdio: "ignore" },
+    );
+    expect(made.status).toBe(0);
+    gw = startGateway(
+      [
+        "--json",
+        "gateway",
+        services(fast),
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--cors-origin",
+        "https://app.example.com",
+      ],
+      env,
+    );
+    const url = await listeningUrl(gw);
+    expect(url).toMatch(/^https:/);
+    const ca = readFileSync(cert);
+    const seen = new Set<number>();
+    for (let i = 0; i < 40 && seen.size < 2; i++) {
+      const c = new Client(url, { connect: { ca } });
+      const h = (await (await c.request({ path: "/healthz", method: "GET" })).body.json()) as { worker: number };
+      seen.add(h.worker);
+      const res = await c.request({
+        path: "/v1/chat/completions",
+        method: "POST",
+        headers: { "content-type": "application/json", origin: "https://app.example.com" },
+        body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] }),
+      });
+      await res.body.dump();
+      expect(res.statusCode).toBe(200);
+      expect(res.headers["access-control-allow-origin"]).toBe("https://app.example.com");
+      await c.close();
+    }
+    expect([...seen].sort()).toEqual([0, 1]);
   }, 60_000);
 
   it("SIGTERM drains both workers: their streams finish, then the gateway exits 0", async () => {
