@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import { JobState } from "../core/states.js";
 import type { RankStatus } from "../executors/port.js";
 import type { AttemptRecord, JobRecord, RankRecord } from "../store/port.js";
@@ -68,7 +69,10 @@ export async function watchAttempt(
   );
   // No progress source matched in this attempt (no step reported, no line matched): any output or CPU activity is
   // the gang's progress (activity.ts), and describe says so with a suggested progress.regex.
-  const fallback = progress.length === 0 ? await activity.look(job.id, attempt, ranks, ctx.now()) : null;
+  const fallback =
+    progress.length === 0 && !(await hasProgressSource(ctx, job, ranks))
+      ? await activity.look(job.id, attempt, ranks, ctx.now())
+      : null;
   if (fallback) {
     for (const [rank, t] of fallback.lastActiveAt) {
       const u = unread.get(rank) ?? null;
@@ -104,6 +108,20 @@ export async function watchAttempt(
     checkpointSteps: (await ctx.store.listCheckpoints(job.id)).map((c) => c.step),
   });
   return pace.slow ? { kind: "slow", pace } : { kind: "healthy", pace };
+}
+
+/**
+ * Whether the job has a progress source that works, so that a silent start is judged by the startup timeout as
+ * before: a rank of this attempt wrote to its report file (the SDK writes a start report at import), or an earlier
+ * attempt reported steps (its regex or its SDK matched).
+ */
+async function hasProgressSource(ctx: SupervisorContext, job: JobRecord, ranks: RankRecord[]): Promise<boolean> {
+  if (ranks.some((r) => r.reportOffset > 0)) return true;
+  for (const r of ranks) {
+    const st = await stat(r.reportPath).catch(() => null);
+    if (st && st.size > 0) return true;
+  }
+  return (await ctx.store.lastStep(job.id)) !== null;
 }
 
 /** Output and CPU activity of jobs whose progress source matched nothing (see activity.ts). */
