@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { compileJobSpec, parseClusterSpec } from "../core/spec.js";
 import { packageRoot, pythonSdkDir } from "../paths.js";
 import { loadServicesFile } from "./config.js";
-import { replicaArgv } from "./replicas.js";
+import { deployArgv, replicaLaunchArgv } from "../supervisor/services.js";
 
 const examples = path.join(packageRoot, "examples");
 
@@ -35,7 +35,8 @@ describe("the serve example serves what the run example trained", () => {
     const pools = services.services[0]!.pools;
     expect(pools).toHaveLength(2);
     for (const pool of pools) {
-      const argv = replicaArgv(pool.replicas!.command, 8101, "127.0.0.1", () => "/usr/bin/python3", home);
+      // As the server deploys and launches it ({home} is the server's state folder).
+      const argv = replicaLaunchArgv(deployArgv(pool.replicas!.command, "127.0.0.1", home), 8101, null);
       const at = argv.indexOf("--checkpoint");
       expect(at).toBeGreaterThan(0);
       expect(argv[at + 1]).toBe(job.checkpoint.dir);

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { lstat } from "node:fs/promises";
 import path from "node:path";
 import type { CompiledJobSpec, ReplicaWorkload } from "../core/spec.js";
@@ -101,6 +102,22 @@ export function replicaJobName(service: string, slot: string): string {
 }
 
 export const checkpointPlaceholder = "{checkpoint}";
+
+/** Accelerator vendor an engine implies (a pool made for replicas of that engine). */
+export function vendorOfEngine(engine: string): "ascend" | "nvidia" | "cpu" {
+  if (engine === "vllm-ascend" || engine === "mindie") return "ascend";
+  if (engine === "vllm") return "nvidia";
+  return "cpu";
+}
+
+/**
+ * A replica command as deployed: `{host}` and `{home}` (the server's state folder) replaced inside arguments,
+ * `{python}` left whole for the launch to resolve; `{port}` and `{checkpoint}` wait for each launch
+ * (replicaLaunchArgv). argv, never a shell string.
+ */
+export function deployArgv(command: readonly string[], host: string, home: string): string[] {
+  return command.map((a) => (a === "{python}" ? a : a.replaceAll("{host}", host).replaceAll("{home}", home)));
+}
 
 /**
  * A replica's argv for one launch: `{port}` and `{checkpoint}` (the verified checkpoint it serves) replaced inside
@@ -219,9 +236,7 @@ export class Services {
         );
       }
       void pi;
-      const command = r.command.map((a) =>
-        a === "{python}" ? a : a.replaceAll("{host}", r.host).replaceAll("{home}", home),
-      );
+      const command = deployArgv(r.command, r.host, home);
       return {
         ...pool,
         replicas: {
@@ -506,6 +521,14 @@ export class Services {
       { attempt: attempt.n, url, pool: attempt.pool, service: r.service, step: attempt.resumeStep },
     );
     await this.publish();
+    // What the model server warned about while starting (e.g. random weights), said where people look.
+    const [rank] = await this.store.listRanks(job.id, attempt.n);
+    for (const warning of logWarnings(rank?.logPath)) {
+      await this.ctx.event(job.id, "replica.warning", `replica ${r.service}/${r.slot}: its log says: ${warning}`, {
+        service: r.service,
+        slot: r.slot,
+      });
+    }
   }
 
   /** A ready replica's liveness probe failed: true once it has failed `count` times over at least `forMs`. */
@@ -957,4 +980,27 @@ function isNewer(target: { path: string; step: number; folder: string }, r: Repl
   if (r.checkpoint === target.path) return false;
   if (path.dirname(r.checkpoint) !== target.folder) return true;
   return target.step > (r.checkpointStep ?? -1);
+}
+
+const warningLine = /\bWARNING\b/;
+const maxWarnings = 5;
+
+/** The WARNING lines of a replica's log (the first few, each shortened), so that they are said, not only logged. */
+export function logWarnings(file: string | undefined): string[] {
+  if (file === undefined || !existsSync(file)) return [];
+  let text: string;
+  try {
+    const all = readFileSync(file);
+    text = all.subarray(Math.max(0, all.length - 256 * 1024)).toString("utf8");
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    if (!warningLine.test(line)) continue;
+    const trimmed = line.trim();
+    out.push(trimmed.length > 300 ? `${trimmed.slice(0, 300)}…` : trimmed);
+    if (out.length === maxWarnings) break;
+  }
+  return out;
 }

@@ -1,19 +1,21 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { registerServeCommand, startServe, type RunningServe } from "../../src/cli/commands/serve.js";
 import { isSameProcessAlive } from "../../src/executors/local/procfs.js";
-import type { ReplicaEvent } from "../../src/gateway/replicas.js";
 import { packageRoot } from "../../src/paths.js";
-import { exampleDir, hasTorch, sleep, waitFor } from "./harness.js";
+import type { ServerInfo } from "../../src/server/config.js";
+import type { EventRecord, RankRecord } from "../../src/store/port.js";
+import { exampleDir, hasTorch, rankProcessPid, sleep, waitFor } from "./harness.js";
 
 /**
- * End to end (issue 4 part 5): `switchyard serve` runs one replica of examples/chargpt/serve.py on each of two local
- * pools behind the gateway; during a streaming load the preferred pool's replica is SIGKILLed. Every request must end
- * either complete (`[DONE]`, every token) or with an explicit error; the replica must be restarted and registered
- * again, and traffic must return to the preferred pool. No training run: serve.py falls back to random weights.
+ * End to end (issue 4 part 5, issue 14): `switchyard serve` deploys one replica of examples/chargpt/serve.py on each
+ * of two local pools on the home's server (which supervises them as jobs) and runs a gateway that follows the server's
+ * backend set; during a streaming load the preferred pool's replica is SIGKILLed. Every request must end either
+ * complete (`[DONE]`, every token) or with an explicit error; the replica must be restarted and back in the set, and
+ * traffic must return to the preferred pool. No training run: serve.py falls back to random weights.
  */
 
 const MODEL = "chargpt";
@@ -109,7 +111,8 @@ async function streamOnce(url: string, i: number): Promise<Result> {
   };
 }
 
-const poolOf = (backend: string): string => backend.split("/")[1] ?? "";
+/** Backend ids of replicas are `<service>/<pool>-<index>/<job id>`. */
+const poolOf = (backend: string): string => (backend.split("/")[1] ?? "").replace(/-\d+$/, "");
 
 describe("switchyard serve CLI", () => {
   it("--check validates the shipped example without launching anything", async () => {
@@ -143,11 +146,21 @@ describe.skipIf(!hasTorch)(
   "switchyard serve: char-GPT replicas on two pools, preferred replica killed under load",
   () => {
     let dir: string;
+    let home: string;
     let running: RunningServe | undefined;
-    const events: ReplicaEvent[] = [];
+    const events: EventRecord[] = [];
+
+    interface Described {
+      replicas: Array<{ jobId: string; slot: string; state: string; attempt: number | null; restarts: number }>;
+    }
+    const replicas = async (): Promise<Described["replicas"]> =>
+      (await running!.client.get<Described>(`/api/services/${MODEL}`)).replicas;
+    const ranksOf = async (jobId: string): Promise<RankRecord[]> =>
+      (await running!.client.get<{ ranks: RankRecord[] }>(`/api/jobs/${jobId}/ranks`)).ranks;
 
     beforeAll(async () => {
       dir = mkdtempSync(path.join(tmpdir(), "sy-serve-"));
+      home = path.join(dir, "home");
       const command = (extra: string[]): string =>
         JSON.stringify([
           "{python}",
@@ -180,40 +193,54 @@ describe.skipIf(!hasTorch)(
         port: 0,
         host: "127.0.0.1",
         auth: false,
-        runDir: path.join(dir, "run"),
+        home,
         logLevel: "silent",
-        pollMs: 200,
+        eventsMs: 100,
         onEvent: (e) => events.push(e),
       });
-    });
+    }, 60_000);
 
     afterAll(async () => {
-      const pids = running?.supervisor.replicas().map((r) => r.pid) ?? [];
+      const pids: number[] = [];
+      for (const r of (await replicas().catch(() => [])) ?? []) {
+        for (const rank of await ranksOf(r.jobId).catch(() => [])) if (rank.pid !== null) pids.push(rank.pid);
+      }
       await running?.close();
-      for (const pid of pids) if (pid !== null) expect(isSameProcessAlive(pid, null)).toBe(false);
+      // Undeployed: every replica's process group has ended.
+      for (const pid of pids) expect(isSameProcessAlive(pid, null)).toBe(false);
+      // serve leaves the server up (`switchyard down`); the test stops it.
+      const info = JSON.parse(readFileSync(path.join(home, "server.json"), "utf8")) as ServerInfo;
+      process.kill(info.pid, "SIGTERM");
+      await waitFor("the server to stop", async () => !isSameProcessAlive(info.pid, null), 20_000).catch(
+        () => undefined,
+      );
       rmSync(dir, { recursive: true, force: true });
-    });
+    }, 90_000);
 
     it("fails over without silent truncation, restarts the replica and returns traffic to the preferred pool", async () => {
       const r = running!;
       const t0 = Date.now();
       await waitFor(
-        "both replicas ready",
-        async () => r.supervisor.replicas().every((x) => x.state === "ready"),
-        60_000,
+        "both replicas ready and routed",
+        async () =>
+          (await replicas()).filter((x) => x.state === "ready").length === 2 && r.gateway.backends().length === 2,
+        90_000,
       );
       const startup = Date.now() - t0;
+      const preferred = (await replicas()).find((x) => x.slot === `${PREFERRED}-0`)!;
       // Before the fault, the preferred pool takes the traffic.
       const warm = await streamOnce(r.http.url, -1);
-      expect(warm).toMatchObject({ outcome: "ok", backend: `${MODEL}/${PREFERRED}/${PREFERRED}-0` });
+      expect(warm.outcome).toBe("ok");
+      expect(poolOf(warm.backend)).toBe(PREFERRED);
       expect(warm.text).toHaveLength(MAX_TOKENS);
 
       const loadStart = Date.now();
       let killedAt = 0;
       const killer = (async () => {
         await sleep(KILL_AT_MS);
+        const [rank] = await ranksOf(preferred.jobId);
         killedAt = Date.now();
-        expect(r.supervisor.signalReplica(`${PREFERRED}-0`, "SIGKILL")).toBe(true);
+        process.kill(rankProcessPid(rank!), "SIGKILL");
       })();
       const results = await Promise.all(
         Array.from({ length: REQUESTS }, async (_, i) => {
@@ -241,46 +268,52 @@ describe.skipIf(!hasTorch)(
       const inFlightAtKill = results.filter((x) => x.startedAt < killedAt && x.endedAt >= killedAt).length;
       expect(failed.length).toBeLessThanOrEqual(inFlightAtKill);
 
-      // The supervisor saw the crash, unregistered the replica, restarted it and registered it again.
-      const exited = events.find((e) => e.replica === `${PREFERRED}-0` && e.kind === "exited");
-      expect(exited?.message).toMatch(/killed by SIGKILL/);
+      // The server saw the crash (an incident, as for a training rank), restarted the replica, and it is back.
+      const mine = (): EventRecord[] => events.filter((e) => e.jobId === preferred.jobId);
+      const incident = await waitFor("the incident", async () => mine().find((e) => e.kind === "incident"), 20_000);
+      expect(incident.message).toMatch(/killed/);
       const readyAgain = await waitFor(
         "the preferred replica to be ready again",
-        async () => events.find((e) => e.replica === `${PREFERRED}-0` && e.kind === "ready" && e.t > killedAt),
+        async () => mine().find((e) => e.kind === "replica.ready" && e.t > killedAt),
         60_000,
       );
       // serve.py has no checkpoint here: each time it is ready, the console says it serves random weights.
-      expect(events.filter((e) => e.replica === `${PREFERRED}-0`).map((e) => e.kind)).toEqual([
-        "launched",
-        "ready",
-        "warning",
-        "exited",
-        "restart",
-        "launched",
-        "ready",
-        "warning",
-      ]);
-      expect(events.find((e) => e.kind === "warning")?.message).toMatch(/serving RANDOMLY INITIALISED weights/);
-      expect(r.supervisor.replicas().find((x) => x.replica === `${PREFERRED}-0`)).toMatchObject({
-        pool: PREFERRED,
+      const kinds = mine()
+        .map((e) => e.kind)
+        .filter((k) => ["replica.ready", "replica.warning", "incident", "job.restarting"].includes(k));
+      expect(kinds.slice(0, 2)).toEqual(["replica.ready", "replica.warning"]);
+      expect(kinds.slice(2, 4)).toEqual(["incident", "job.restarting"]);
+      expect(kinds.slice(4, 5)).toEqual(["replica.ready"]);
+      expect(mine().find((e) => e.kind === "replica.warning")?.message).toMatch(/serving RANDOMLY INITIALISED weights/);
+      expect((await replicas()).find((x) => x.slot === `${PREFERRED}-0`)).toMatchObject({
+        jobId: preferred.jobId,
         attempt: 2,
+        restarts: 1,
         state: "ready",
       });
 
       // Failover: requests that started after the kill and before the replica was back went to the fallback pool.
       const during = results.filter((x) => x.startedAt > killedAt + 50 && x.startedAt < readyAgain.t);
       expect(during.length).toBeGreaterThan(0);
-      for (const x of during)
-        expect(x, summary.join(" ")).toMatchObject({ outcome: "ok", backend: `${MODEL}/${FALLBACK}/${FALLBACK}-0` });
+      for (const x of during) {
+        expect(x.outcome, summary.join(" ")).toBe("ok");
+        expect(poolOf(x.backend), summary.join(" ")).toBe(FALLBACK);
+      }
       const firstFallback = results
         .filter((x) => x.startedAt >= killedAt && poolOf(x.backend) === FALLBACK && x.outcome === "ok")
         .sort((a, b) => a.startedAt - b.startedAt)[0];
 
-      // Traffic returns: once the replica is registered again, the preferred pool takes new requests.
-      const after = results.filter((x) => x.startedAt > readyAgain.t + 50);
-      for (const x of after) expect(poolOf(x.backend)).toBe(PREFERRED);
+      // Traffic returns: once the replica is back in the gateway, the preferred pool takes new requests.
+      await waitFor(
+        "the gateway to route to the preferred replica again",
+        async () => r.gateway.backends().some((b) => poolOf(b.id) === PREFERRED),
+        10_000,
+      );
       const tail = await Promise.all([0, 1, 2].map((k) => streamOnce(r.http.url, 100 + k)));
-      for (const x of tail) expect(x).toMatchObject({ outcome: "ok", backend: `${MODEL}/${PREFERRED}/${PREFERRED}-0` });
+      for (const x of tail) {
+        expect(x.outcome).toBe("ok");
+        expect(poolOf(x.backend)).toBe(PREFERRED);
+      }
 
       // In-flight counters come back to zero.
       await waitFor("in-flight counts to return to zero", async () => r.gateway.inFlight() === 0, 5_000);
@@ -289,17 +322,16 @@ describe.skipIf(!hasTorch)(
       console.log(
         [
           `serve e2e: replicas ready ${startup} ms after start; load ${REQUESTS} streams over ${loadEnd - loadStart} ms`,
-          `kill at +${killedAt - loadStart} ms; crash seen (unregistered) ${exited!.t - killedAt} ms after the kill; ` +
-            `re-registered ${readyAgain.t - killedAt} ms after the kill`,
+          `kill at +${killedAt - loadStart} ms; incident recorded ${incident.t - killedAt} ms after the kill; ` +
+            `ready again ${readyAgain.t - killedAt} ms after the kill`,
           `outcomes: ok ${count("ok")}, explicit error events ${failed.length} (of ${inFlightAtKill} streams in flight at the kill), truncated ${count("truncated")}, ` +
             `served by ${PREFERRED} ${results.filter((x) => poolOf(x.backend) === PREFERRED).length}, ` +
-            `by ${FALLBACK} ${results.filter((x) => poolOf(x.backend) === FALLBACK).length}; ` +
-            `after re-registration ${after.length} load requests, all on ${PREFERRED}`,
+            `by ${FALLBACK} ${results.filter((x) => poolOf(x.backend) === FALLBACK).length}`,
           `first fallback answer: started ${firstFallback ? firstFallback.startedAt - killedAt : "-"} ms after the kill, ` +
             `done in ${firstFallback ? firstFallback.endedAt - firstFallback.startedAt : "-"} ms; ` +
             `streams: ${summary.join(" ")}`,
         ].join("\n"),
       );
-    }, 120_000);
+    }, 180_000);
   },
 );
