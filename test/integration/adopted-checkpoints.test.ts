@@ -17,7 +17,7 @@ import { events, hasTorch, job, sleep, submit, useServer, waitFor, waitForEnd, t
 const script = path.join(packageRoot, "test", "fixtures", "unmodified", "ddp_snapshot.py");
 const sha = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
-function spec(name: string, workdir: string, epochs: number): string {
+function spec(name: string, workdir: string, epochs: number, settleSeconds = 0.5): string {
   return [
     `name: ${name}`,
     "pools: [reliable]",
@@ -26,7 +26,7 @@ function spec(name: string, workdir: string, epochs: number): string {
     `command: ${JSON.stringify(["{python}", script, String(epochs), "4", "--batch_size", "32", "--batch_delay", "0.15", "--dataset_size", "256"])}`,
     `workdir: ${JSON.stringify(workdir)}`,
     `progress: { regex: '\\[GPU0\\] Epoch (?<step>\\d+)' }`,
-    "checkpoint: { watch: snapshot.pt, keep: 3, settleSeconds: 0.5 }",
+    `checkpoint: { watch: snapshot.pt, keep: 3, settleSeconds: ${settleSeconds} }`,
     "recovery: { maxRestarts: 8, backoffSeconds: 0.2, strikesBeforeCordon: 100, graceSeconds: 2 }",
     "detection: { hangMinSeconds: 60 }",
   ].join("\n");
@@ -172,7 +172,9 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
       ),
     );
     const leftover = sha(live);
-    const id = await submit(ctx.client, ctx.home, "snap2", spec("snap2", workdir, 200));
+    // 9 epochs: saves after epochs 0, 4 and 8 (2.4 s apart: none settles in 30 s), the last one as the script ends:
+    // adopted when every rank has exited 0, without waiting for it to settle.
+    const id = await submit(ctx.client, ctx.home, "snap2", spec("snap2", workdir, 9, 30));
     await attemptRunning(ctx.client, id, 1);
     const evs = await events(ctx.client, id);
     const aside = evs.find((e) => e.kind === "checkpoint.set-aside");
@@ -186,9 +188,13 @@ describe.skipIf(!hasTorch)("checkpoints an unmodified script writes itself (chec
     const log = await rankLog(ctx.client, id, 1);
     expect(log).not.toMatch(/Loading snapshot|Resuming training/);
     expect(log).toMatch(/\[GPU0\] Epoch 0 /);
-    await nextAdoption(ctx.client, id, 1); // this run's own snapshot, for the third run to set aside
-    await ctx.client.post(`/api/jobs/${id}/cancel`, {});
-    await waitForEnd(ctx.client, id);
+    expect((await waitForEnd(ctx.client, id)).state).toBe("SUCCEEDED");
+    const second = await ctx.client.get<{ spec: { checkpoint: { dir: string } } }>(`/api/jobs/${id}`);
+    const secondManifest = JSON.parse(
+      readFileSync(path.join(second.spec.checkpoint.dir, "adopted", "manifest.json"), "utf8"),
+    ) as { generations: Array<{ sha256: string; step: number }> };
+    expect(secondManifest.generations).toHaveLength(1);
+    expect(secondManifest.generations[0]!.sha256).toBe(sha(live)); // the final save is adopted
 
     // A third run that names the first with --resume-from continues from its newest verified generation; the second
     // run's snapshot is kept beside.
