@@ -11,3 +11,13 @@ export { engineAdapter, parsePrometheusText, type EngineAdapter, type EngineLoad
 export { addKey, defaultKeysPath, hashKey, KeyAuthenticator, readKeysFile, revokeKey, switchyardHome } from "./keys.js";
 /** Node HTTP binding. */
 export { isLoopbackHost, listenGateway, type ListeningGateway } from "./server.js";
+/** Per-key RPM/TPM limits (token buckets). */
+export { LocalLimiter, type KeyLimits, type Limiter, type LimitRefusal } from "./limits.js";
+/** CORS for browser clients. */
+export { Cors, type CorsSettings } from "./cors.js";
+/** Several gateway processes on one port (`--workers N`). */
+export { GatewayCluster, LimitAuthority, WorkerLimiter, type ManagedBackend } from "./cluster.js";
+/** The control plane's backend set onto the gateway (`--control-plane URL`). */
+export { followControlPlane, registrationsFromSet } from "./control-plane.js";
+/** TLS on the listener. */
+export type { ListenerTls } from "./server.js";
