@@ -3,7 +3,10 @@
 //
 //   npm run build && node bench/plan/bench.mjs [--trials 1000]
 //
-// Each case runs in a fresh Node process, so peak RSS (maxRSS) belongs to that case alone.
+// Each case runs in a fresh Node process, so peak RSS (maxRSS) belongs to that case alone. The last case ("messy") is
+// the Llama 3 scenario with every mechanism of the plan file switched on at once (failure domains, cluster outages,
+// spread, checkpoint size/bandwidth, an in-memory tier, partial recovery, a degraded network with collapses, burn-in,
+// repeat offenders, manual handling, loss spikes): the worst case for the engine's per-event work.
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
@@ -23,7 +26,8 @@ if (args.includes("--case")) {
   const devices = Number(flag("--case", "16384"));
   const { parsePlan } = await import(`${root}dist/sim/plan-file.js`);
   const { runPlan } = await import(`${root}dist/sim/planner.js`);
-  const text = readFileSync(llamaPlanPath, "utf8").replace(/devices: 16384/, `devices: ${devices}`);
+  let text = readFileSync(llamaPlanPath, "utf8").replace(/devices: 16384/, `devices: ${devices}`);
+  if (args.includes("--messy")) text = messy(text, (await import(`${root}node_modules/yaml/dist/index.js`)).default);
   const plan = parsePlan(text, llamaPlanPath);
   const rssBefore = process.memoryUsage().rss;
   const times = [];
@@ -46,6 +50,7 @@ if (args.includes("--case")) {
   console.log(
     JSON.stringify({
       devices,
+      messy: args.includes("--messy"),
       trials,
       firstMs: times[0],
       bestWarmMs: bestWarm,
@@ -61,13 +66,14 @@ if (args.includes("--case")) {
 }
 
 const fleetSizes = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072];
-const rows = fleetSizes.map((devices) =>
+const runCase = (extra) =>
   JSON.parse(
-    execFileSync(process.execPath, [`${here}bench.mjs`, "--case", String(devices), "--trials", String(trials)], {
-      encoding: "utf8",
-    }),
-  ),
-);
+    execFileSync(process.execPath, [`${here}bench.mjs`, ...extra, "--trials", String(trials)], { encoding: "utf8" }),
+  );
+const rows = [
+  ...fleetSizes.map((devices) => runCase(["--case", String(devices)])),
+  runCase(["--case", "16384", "--messy"]),
+];
 
 console.log(
   `planner benchmark: ${trials} trials of a 54-day window at Llama 3 failure rates (3.79 per 1,000 node-days)`,
@@ -88,7 +94,7 @@ const header = [
   "heap MB",
 ];
 const table = rows.map((r) => [
-  r.devices.toLocaleString("en-US"),
+  `${r.devices.toLocaleString("en-US")}${r.messy ? " messy" : ""}`,
   r.interruptionsPerTrial.toFixed(0),
   r.ettr.toFixed(3),
   r.firstMs.toFixed(0),
@@ -103,3 +109,31 @@ const line = (cells) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
 console.log(line(header));
 console.log(widths.map((w) => "-".repeat(w)).join("  "));
 for (const row of table) console.log(line(row));
+
+/** The Llama 3 plan with every mechanism on (numbers assumed, of the orders the published runs suggest). */
+function messy(text, YAML) {
+  const doc = YAML.parse(text);
+  const s = doc.scenarios[0];
+  s.fleet.failures.push(
+    { cause: "tor-switch", hosts: 16, per_domain_day: 0.002, detect: "5m", repair: { mean: "4h", cv: 0.5 } },
+    { cause: "power", hosts: "all", per_day: 0.003, detect: "5m", repair: "6h" },
+    { cause: "unclassified-hang", per_node_day: 1e-4, detect: "30m", replaces_node: false, handled_by: "manual" },
+  );
+  s.fleet.burn_in = { period: "3d", multiplier: 3 };
+  s.fleet.repeat_offenders = { share: 0.2, multiplier: 4 };
+  s.fleet.stragglers = { per_node_day: 0.005, slowdown: 0.1, detect: "30m" };
+  s.fleet.network = { degraded_share: 0.02, collapses: { per_day: 1, duration: { mean: "20m", cv: 1 }, slowdown: 2 } };
+  s.workload.loss_spikes = { per_day: 0.2, rollback: 2, detect: { mean: "1h", cv: 0.5 } };
+  s.checkpoint = {
+    interval: "optimal",
+    size: "2.3TB",
+    storage: { write_bandwidth: "2TB/s", read_bandwidth: "1TB/s", per_host_bandwidth: "1.6GB/s", spread: 0.3 },
+    memory: { interval: "optimal", save: "1s", load: "20s", survives: "host" },
+  };
+  s.recovery = {
+    restart: { mean: "3m", cv: 0.3 },
+    manual: { response: "20m", off_hours_response: "3h" },
+    partial: { replicas: 16, rejoin: { mean: "10m", cv: 0.5 } },
+  };
+  return YAML.stringify(doc);
+}

@@ -339,6 +339,7 @@ function runTrial(
   };
   const enterRestart = (): void => {
     if (rejoinCount > 0 && rejoinNext <= t) processRejoins();
+    if (burnCount > 0 && burnNext <= t) pruneBurn();
     // A shrunk job takes back repaired nodes whenever it restarts anyway.
     replenish();
     // A straggler that was detected but kept for lack of spares goes out with this restart if it now can.
@@ -412,8 +413,13 @@ function runTrial(
     phaseEnd = t + detectS;
     nextFailureAt = Infinity;
   };
-  const fail = (): void => {
-    // Which part of the rate fired: a host's own fault, a domain or the cluster, a fresh host, a repeat offender.
+  /**
+   * Which part of the rate fired: a host's own fault, a domain or the cluster, a fresh host, a repeat offender. Hosts
+   * stay counted as in burn-in past their period until a restart prunes them (no event per burn-in end): the rate is
+   * then an upper bound, and a draw that lands on a host whose burn-in is over is thinned away (-1: no failure), which
+   * keeps the process exact.
+   */
+  const drawFailure = (): number => {
     const nodePart = fleet.nodeRatePerNodeS * active;
     const fixedPart = fleet.fixedRateS;
     const burnPart = fleet.hwRatePerNodeS * (fleet.burnIn?.extra ?? 0) * burnCount;
@@ -432,12 +438,24 @@ function runTrial(
     } else {
       cause = pick(fleet.hwCauseCumulative, rng.nextFloat());
       if (u < nodePart + fixedPart + burnPart && burnCount > 0) {
+        const j = Math.floor(rng.nextFloat() * burnCount);
+        if ((burnEnds[j] ?? 0) <= t) {
+          // Its burn-in is over: no extra failure after all. The rate falls: re-draw the clock.
+          pruneBurn();
+          redrawFailure();
+          return -1;
+        }
         // The fresh host failed: it leaves burn-in (and the job).
-        dropBurn();
+        burnEnds[j] = burnEnds[burnCount - 1] ?? 0;
+        burnCount--;
+        pruneBurn();
       } else if (badCount > 0) {
         badCount--;
       }
     }
+    return cause;
+  };
+  const fail = (cause: number): void => {
     const causeId = fleet.causeIds[cause] ?? 0;
     run.interruptionsByCause[causeId] = (run.interruptionsByCause[causeId] ?? 0) + 1;
     interruptions++;
@@ -534,19 +552,24 @@ function runTrial(
   };
   const startSave = (persistent: boolean): void => {
     savingPersistent = persistent;
-    phase = PHASE_SAVE;
     const memory = fleet.memory;
-    phaseEnd = t + sample(rng, persistent || memory === undefined ? fleet.save : memory.save);
+    const saveS = sample(rng, persistent || memory === undefined ? fleet.save : memory.save);
+    if (!pendingStragglerRemoval && t + saveS < nextFailureAt && t + saveS < endS) {
+      // Nothing can interrupt it: the save completes at once, as a round of the save phase would have it.
+      t += saveS;
+      time[CHECKPOINT] = (time[CHECKPOINT] ?? 0) + saveS;
+      if (persistent) commitPersistent();
+      else snapshotToMemory();
+      return;
+    }
+    phase = PHASE_SAVE;
+    phaseEnd = t + saveS;
   };
 
   for (;;) {
     if (phase === PHASE_COMPUTE) {
       if (rejoinCount > 0 && rejoinNext <= t) {
         processRejoins();
-        redrawFailure();
-      }
-      if (burnCount > 0 && burnNext <= t) {
-        pruneBurn();
         redrawFailure();
       }
       if (toggleAt <= t) advanceCollapses();
@@ -557,14 +580,37 @@ function runTrial(
         (collapsing ? (fleet.collapses?.factor ?? 1) : 1);
       const workRate = speed * fleet.workPerS;
       const stragglerEventAt = Math.max(t, straggling ? stragglerDetectAt : nextStragglerAt);
-      const stateEventAt = Math.min(rejoinNext, burnNext, toggleAt);
+      const stateEventAt = Math.min(rejoinNext, toggleAt);
       const tau = fleet.segmentS;
+
+      // Mid-cycle (after a restore from the memory tier): skip whole in-memory segments up to the persistent save.
+      const memSave = fleet.memory?.save;
+      if (sinceCompute === 0 && memSegments > 0 && memSave !== undefined) {
+        const nextEvent = Math.min(nextFailureAt, stragglerEventAt, stateEventAt, endS);
+        const segment = tau + memSave.mean;
+        let n = Math.min(Math.floor((nextEvent - t) / segment), fleet.persistEvery - 1 - memSegments);
+        if (memSave.sd > 0 && n > 0) n -= Math.ceil((4 * Math.sqrt(n) * memSave.sd) / segment) + 1;
+        if (totalWork !== Infinity)
+          n = Math.min(n, Math.floor((totalWork - committedWork - memWork) / (tau * workRate)) - 1);
+        n = Math.min(n, Math.floor(spikeLeft / tau) - 1);
+        if (n > 0) {
+          const saves = sumOf(rng, memSave, n);
+          if (t + n * tau + saves <= nextEvent) {
+            t += n * tau + saves;
+            spikeLeft -= n * tau;
+            memWork += n * tau * workRate;
+            memCompute += n * tau;
+            memProductive += n * tau * speed;
+            memSegments += n;
+            time[CHECKPOINT] = (time[CHECKPOINT] ?? 0) + saves;
+          }
+        }
+      }
 
       // Skip whole cycles (snapshots up to and including a persistent save) that end before the next event: the
       // common case, done in O(1). Saves with spread are drawn as a sum; a sum that overshoots is not skipped.
       if (sinceCompute === 0 && memSegments === 0) {
         const k = fleet.persistEvery;
-        const memSave = fleet.memory?.save;
         const savesMean = (k - 1) * (memSave?.mean ?? 0) + fleet.save.mean;
         const savesSd = Math.sqrt((k - 1) * (memSave?.sd ?? 0) ** 2 + fleet.save.sd ** 2);
         const cycle = k * tau + savesMean;
@@ -618,7 +664,8 @@ function runTrial(
         break;
       }
       if (next === nextFailureAt) {
-        fail();
+        const cause = drawFailure();
+        if (cause >= 0) fail(cause);
         if (giveUpOnInterruptions && interruptions >= GIVE_UP_INTERRUPTIONS) break;
       } else if (next === stragglerEventAt) {
         if (!straggling) {
@@ -657,8 +704,15 @@ function runTrial(
         break;
       }
       if (next === nextFailureAt && next < phaseEnd) {
+        const cause = drawFailure();
+        if (cause < 0) {
+          // Thinned away: the save or restart goes on.
+          time[phase === PHASE_SAVE ? CHECKPOINT : RESTART] =
+            (time[phase === PHASE_SAVE ? CHECKPOINT : RESTART] ?? 0) + dt;
+          continue;
+        }
         time[phase === PHASE_SAVE ? LOST : RESTART] = (time[phase === PHASE_SAVE ? LOST : RESTART] ?? 0) + dt;
-        fail();
+        fail(cause);
         if (giveUpOnInterruptions && interruptions >= GIVE_UP_INTERRUPTIONS) break;
         continue;
       }
