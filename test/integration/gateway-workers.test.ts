@@ -285,6 +285,20 @@ describe("switchyard gateway --workers 2", () => {
     expect([...seen].sort()).toEqual([0, 1]);
   }, 60_000);
 
+  it("a port in use: the workers cannot listen, and the gateway exits 2 with the fix", async () => {
+    const { createServer } = await import("node:net");
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      gw = startGateway(["gateway", services(fast), "--port", String(port), "--workers", "2"], env);
+      expect(await gw.exited).toBe(2);
+      expect(gw.out()).toMatch(new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use.*--port`));
+    } finally {
+      blocker.close();
+    }
+  }, 30_000);
+
   it("SIGTERM drains both workers: their streams finish, then the gateway exits 0", async () => {
     gw = startGateway(["--json", "gateway", services(slow), "--port", "0", "--workers", "2"], env);
     const url = await listeningUrl(gw);
