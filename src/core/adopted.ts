@@ -103,6 +103,10 @@ export interface AdoptedGeneration {
   attempt: number;
   /** Another run's generation this one was taken from (`run --resume-from`). */
   from?: { jobId: string; generation: number };
+  /** The live file's inode when adopted (or restored): a new inode at the next save means the script replaces its file. */
+  ino?: number;
+  /** The stored copy is a hard link to the file the script wrote (see src/supervisor/adopt.ts). */
+  linked?: boolean;
 }
 
 export interface AdoptedManifest {
@@ -153,7 +157,9 @@ export function parseAdoptedManifest(raw: unknown): AdoptedManifest | string {
       !num("savedAt") ||
       !num("writeStartedAt") ||
       !(gen.step === null || Number.isSafeInteger(gen.step)) ||
-      !Number.isSafeInteger(gen.attempt)
+      !Number.isSafeInteger(gen.attempt) ||
+      !(gen.ino === undefined || num("ino")) ||
+      !(gen.linked === undefined || typeof gen.linked === "boolean")
     ) {
       return `the adopted manifest has a malformed generation entry (${JSON.stringify(g).slice(0, 200)})`;
     }

@@ -169,6 +169,45 @@ describe("adopting the files a script saves", () => {
     expect(t.events.at(-1)!.message).toContain("dropped generation 2");
   });
 
+  it("hard-links a generation only when the script replaces its file; copies an in-place writer's", async () => {
+    const { renameSync } = await import("node:fs");
+    const t = setup({ keep: 5 });
+    const dir = adoptedDir(t.job.spec, t.job.id);
+    const storedOf = (g: number) => path.join(dir, t.manifest().generations.find((x) => x.generation === g)!.stored);
+    // A writer that saves to a temp file and renames it over the old one: a new inode per save.
+    const saveByRename = (text: string) => {
+      writeFileSync(t.live("snapshot.pt.tmp"), text);
+      renameSync(t.live("snapshot.pt.tmp"), t.live());
+    };
+    saveByRename("save 1");
+    await t.adoptNow();
+    expect(statSync(storedOf(1)).ino).not.toBe(statSync(t.live()).ino); // the first save: nothing seen yet, a copy
+    saveByRename("save 2, longer");
+    await t.adoptNow();
+    expect(statSync(storedOf(2)).ino).toBe(statSync(t.live()).ino);
+    expect(t.manifest().generations.at(-1)).toMatchObject({ generation: 2, linked: true });
+    expect(t.events.at(-1)!.message).toContain("kept as a hard link");
+    saveByRename("save 3, longer still");
+    await t.adoptNow();
+    // The earlier link kept its bytes: the rename gave the live name a new inode.
+    expect(readFileSync(storedOf(2), "utf8")).toBe("save 2, longer");
+    expect(sha(readFileSync(storedOf(2)))).toBe(t.manifest().generations[1]!.sha256);
+
+    // torch.save(obj, path) rewrites in place: same inode, so every generation is a copy.
+    writeFileSync(t.live(), "in place 4");
+    await t.adoptNow();
+    expect(statSync(storedOf(4)).ino).not.toBe(statSync(t.live()).ino);
+    writeFileSync(t.live(), "in place 5, longer");
+    await t.adoptNow();
+    expect(readFileSync(storedOf(4), "utf8")).toBe("in place 4");
+    expect(
+      t
+        .manifest()
+        .generations.filter((g) => g.linked)
+        .map((g) => g.generation),
+    ).toEqual([2, 3]);
+  });
+
   it("refuses a zip without its end record (torch.save cut short) until it changes", async () => {
     const t = setup();
     writeFileSync(t.live(), Buffer.concat([Buffer.from([0x50, 0x4b, 0x03, 0x04]), Buffer.alloc(100, 7)]));

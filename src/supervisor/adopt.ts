@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { lstat, mkdir, open, opendir, readdir, rename, rm, type FileHandle } from "node:fs/promises";
+import { link, lstat, mkdir, open, opendir, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import {
   adoptLimits,
@@ -36,8 +36,10 @@ import type { SupervisorContext } from "./context.js";
  * live file is verified against its newest generation and, when it fails, replaced by the newest generation that
  * verifies. A new run sets aside what an earlier run left in the workdir.
  *
- * Copies, never hard links: `torch.save` rewrites a file in place (same inode), which would rewrite a hard-linked
- * generation with it.
+ * A generation is a hard link to the file the script wrote only when the script is seen to replace its file (a new
+ * inode at each save: a temp file renamed over it, or deleted and created anew), and only on the same filesystem;
+ * otherwise it is a copy. `torch.save(obj, path)` rewrites the file in place (same inode), which would rewrite a
+ * hard-linked generation with it. Every stored generation is verified before it is restored either way.
  */
 
 const manifestName = "manifest.json";
@@ -385,16 +387,32 @@ export class Adopter {
   ): Promise<void> {
     const live = path.join(job.spec.workdir, f.path);
     const tmp = path.join(w.dir, `.tmp-gen-${process.pid}-${randomBytes(3).toString("hex")}`);
+    const before = await lstat(live).catch(() => null);
+    const previous = newestOf(w.manifest, f.path);
+    // The script replaced its file since the last generation (a new inode): a hard link costs no copy.
+    let linked = false;
+    if (before?.isFile() && previous?.ino !== undefined && previous.ino !== before.ino) {
+      linked = await link(live, tmp).then(
+        () => true,
+        () => false, // another filesystem (EXDEV), or the file just went: copy
+      );
+    }
     let copied;
     try {
-      copied = await copyHashed(live, tmp);
+      copied = linked ? await copyHashed(tmp, null) : await copyHashed(live, tmp);
     } catch (err) {
+      await rm(tmp, { force: true });
       w.states.delete(f.path); // gone or changed: it settles again
       if (err instanceof AdoptError || (err as NodeJS.ErrnoException).code) return;
       throw err;
     }
     const after = await lstat(live).catch(() => null);
-    if (!after || !sameVersion({ size: after.size, mtimeMs: after.mtimeMs }, f) || copied.size !== f.size) {
+    if (
+      !after ||
+      !sameVersion({ size: after.size, mtimeMs: after.mtimeMs }, f) ||
+      copied.size !== f.size ||
+      after.ino !== before?.ino
+    ) {
       await rm(tmp, { force: true });
       w.states.delete(f.path); // written again while being copied: it settles again
       return;
@@ -404,6 +422,7 @@ export class Adopter {
       // The same bytes with a new mtime (a restore, a touch): the newest generation stands for this version too.
       await rm(tmp, { force: true });
       newest.mtimeMs = f.mtimeMs;
+      newest.ino = after.ino;
       await writeManifest(w.dir, w.manifest);
       return;
     }
@@ -434,6 +453,8 @@ export class Adopter {
       writeStartedAt: Math.min(f.changedAt, f.mtimeMs),
       step,
       attempt: attempt.n,
+      ino: after.ino,
+      ...(linked ? { linked: true } : {}),
     };
     w.manifest.next = generation + 1;
     w.manifest.generations.push(gen);
@@ -448,6 +469,7 @@ export class Adopter {
       "checkpoint.saved",
       `${f.path} adopted as ${describeGeneration(gen)}: ${formatBytes(gen.size)}, sha256 ${gen.sha256.slice(0, 12)}…` +
         `, written in ${(saveMs / 1000).toFixed(1)}s` +
+        (linked ? " (kept as a hard link: the script replaces its file at each save)" : "") +
         (dropped.length > 0 ? `; dropped generation ${dropped.map((g) => g.generation).join(", ")}` : ""),
       {
         adopted: true,
@@ -619,13 +641,16 @@ export class Adopter {
     const generation = w.manifest.next;
     const stored = storedName(generation);
     await rename(tmp, path.join(w.dir, stored));
+    const { linked: _linked, ino: _ino, ...rest } = source;
+    const st = await lstat(path.join(job.spec.workdir, p)).catch(() => null);
     const gen: AdoptedGeneration = {
-      ...source,
+      ...rest,
       generation,
       stored,
       mtimeMs: copied.mtimeMs,
       attempt: 0,
       from,
+      ...(st ? { ino: st.ino } : {}),
     };
     w.manifest.next = generation + 1;
     w.manifest.generations.push(gen);
@@ -676,7 +701,10 @@ export class Adopter {
       await rename(tmp, live);
       await fsyncDir(path.dirname(live));
       const st = await lstat(live).catch(() => null);
-      if (st && dir === adoptedDir(job.spec, job.id)) g.mtimeMs = st.mtimeMs;
+      if (st && dir === adoptedDir(job.spec, job.id)) {
+        g.mtimeMs = st.mtimeMs;
+        g.ino = st.ino; // the restore's own inode: the script's next in-place save is not taken for a replacement
+      }
       await this.ctx.event(
         job.id,
         "checkpoint.restored",
