@@ -11,7 +11,8 @@
  * - **Rate limits.** The primary holds every key's buckets (LimitAuthority). RPM: a worker admits a request from a
  *   small lease of tokens it got from the primary; when its lease is spent it asks for another (one IPC round trip
  *   for every few requests: 0.04 ms median, 2 ms p99, measured on the loaded 2-core test machine); the lease is a
- *   fraction of what the bucket holds (tokens / 2N, at least 1), and a lease left unused for a second goes back. The sum of what all workers admit never exceeds the bucket.
+ *   fraction of what the bucket holds (tokens / 2N, at least 1), and a lease left unused for a second goes back.
+ *   The sum of what all workers admit never exceeds the bucket.
  *   Trade-off: the request that finds its worker's lease empty waits for the round trip; a worker holding an unused
  *   lease can make another worker refuse a little early (by at most the lease). TPM: a request is admitted while the
  *   key's balance is positive (the worker's mirror of it), its tokens are taken when it ends; workers send what they
