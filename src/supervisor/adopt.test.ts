@@ -33,8 +33,10 @@ function setup(opts: { pattern?: string; keep?: number; settleSeconds?: number; 
   const events: Array<Omit<EventRecord, "id">> = [];
   /** What rank 0 reported: `value` at time 0 unless `samples` are given. */
   const step = { value: 4 as number | null, samples: null as Array<{ step: number; t: number }> | null };
+  const active: JobRecord[] = [];
   const store = {
     addEvent: async (e: Omit<EventRecord, "id">) => void events.push(e),
+    listJobs: async () => active,
     recentSteps: async () =>
       (step.samples ?? (step.value === null ? [] : [{ step: step.value, t: 0 }])).map((s) => ({
         jobId: "j",
@@ -84,7 +86,7 @@ function setup(opts: { pattern?: string; keep?: number; settleSeconds?: number; 
   const manifest = (j = job) =>
     JSON.parse(readFileSync(path.join(adoptedDir(j.spec, j.id), "manifest.json"), "utf8")) as AdoptedManifest;
   const live = (p = "snapshot.pt") => path.join(workdir, p);
-  return { root, workdir, events, step, clock, ctx, job, jobFor, attempt, adopter, adoptNow, manifest, live };
+  return { root, workdir, events, step, clock, ctx, job, jobFor, attempt, adopter, adoptNow, manifest, live, active };
 }
 
 describe("adopting the files a script saves", () => {
@@ -402,6 +404,17 @@ describe("a new run", () => {
     expect(readFileSync(first.live("snapshot.pt.switchyard-prev-train-222222"), "utf8")).toBe("run 1's weights");
     const aside = first.events.find((e) => e.kind === "checkpoint.set-aside" && e.jobId === "train-222222")!;
     expect(aside.message).toMatch(/is none of its checkpoints: the run starts fresh .*--resume-from/);
+  });
+
+  it("says when another live run watches the same file in the same workdir", async () => {
+    const t = setup({ jobId: "train-111111" });
+    t.active.push(t.job);
+    const second = t.jobFor("train-222222");
+    t.active.push(second);
+    await t.adopter.prepareLaunch(second, 1);
+    const said = t.events.find((e) => e.kind === "checkpoint.shared-workdir")!;
+    expect(said.jobId).toBe("train-222222");
+    expect(said.message).toMatch(/^run train-111111 \(RUNNING\) also watches snapshot\.pt in .*: both scripts write/);
   });
 
   it("takes over the run --resume-from names: its newest verified generation, as this run's own", async () => {

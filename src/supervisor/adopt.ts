@@ -559,6 +559,19 @@ export class Adopter {
 
   /** A new run: an earlier run's files are set aside, or taken over from the run `--resume-from` names. */
   private async prepareNewRun(job: JobRecord, w: JobWatch, files: LiveStat[]): Promise<AdoptedLaunch> {
+    // Two live runs writing one file cannot both be right: said, not refused (the user may mean it for a while).
+    for (const other of await this.ctx.store.listJobs({ activeOnly: true })) {
+      const theirs = other.spec.checkpoint.watch;
+      if (other.id === job.id || !theirs || other.spec.workdir !== job.spec.workdir) continue;
+      if (theirs.pattern !== w.pattern.source) continue;
+      await this.ctx.event(
+        job.id,
+        "checkpoint.shared-workdir",
+        `run ${other.id} (${other.state}) also watches ${theirs.pattern} in ${job.spec.workdir}: both scripts write ` +
+          "the same file and each run would adopt the other's saves (fix: give each run its own workdir, or cancel one)",
+        { other: other.id, watch: theirs.pattern },
+      );
+    }
     const from = job.spec.checkpoint.resumeFrom ?? null;
     const otherDir = from ? path.join(from, "adopted") : null;
     const otherRead = otherDir ? await readAdoptedManifest(otherDir) : null;
