@@ -178,6 +178,39 @@ describe("switchyard gateway --workers 2", () => {
     expect(Number(rejected?.[1])).toBe(limited.length);
   }, 60_000);
 
+  it("backend ejection is shared: a failing backend gets ejectAfterFailures requests in all, not per worker", async () => {
+    const bad = await FixtureBackend.start("bad", { fault: "status500" });
+    try {
+      const file = path.join(dir, "services-eject.yaml");
+      writeFileSync(
+        file,
+        [
+          "gateway: { ejectAfterFailures: 3, ejectCooldownMs: 60000, healthIntervalMs: 60000 }",
+          "services:",
+          "  - model: m",
+          "    pools:",
+          "      - name: p",
+          `        backends: [{ id: bad, url: "${bad.url}", engine: vllm }, { id: fast, url: "${fast.url}", engine: vllm }]`,
+        ].join("\n"),
+      );
+      gw = startGateway(["--json", "gateway", file, "--port", "0", "--workers", "2"], env);
+      const url = await listeningUrl(gw);
+      conns = await connectionsPerWorker(url, 2, 1);
+      // One request at a time, alternating workers: every answer comes from "fast" (a 500 is retried there).
+      for (let i = 0; i < 16; i++) {
+        const r = await chatOn(conns[i % 2]![0]!.client);
+        expect(r.status).toBe(200);
+      }
+      // Three failures in all eject "bad" on both workers (per worker it would take up to six).
+      expect(bad.completions).toBe(3);
+      const res = await conns[1]![0]!.client.request({ path: "/metrics", method: "GET" });
+      const text = await res.body.text();
+      expect(text).toMatch(/switchyard_gateway_backend_state\{backend="bad",service="m",pool="p",state="ejected"\} 1/);
+    } finally {
+      await bad.close();
+    }
+  }, 60_000);
+
   it("a worker killed mid-stream is restarted; the other worker's streams finish untouched", async () => {
     gw = startGateway(["--json", "gateway", services(slow), "--port", "0", "--workers", "2"], env);
     const url = await listeningUrl(gw);
