@@ -110,6 +110,17 @@ describe("output-or-CPU activity (progress fallback)", () => {
     expect(fallbackTimeoutMs(detection, 60_000, [], false)).toBe(20_000);
   });
 
+  it("with the default 5-minute startup window, a steady gang's rhythm counts once the fallback is in force", () => {
+    const d = { ...detection, startupSeconds: 300 };
+    const steady = [2_600, 2_700, 2_500, 2_600, 2_650];
+    // Before the fallback is in force (30 s), or with too few moments of activity: still the startup timeout.
+    expect(fallbackTimeoutMs(d, 25_000, steady, true)).toBe(300_000);
+    expect(fallbackTimeoutMs(d, 60_000, steady.slice(0, 4), true)).toBe(300_000);
+    // Past 30 s with its rhythm known: max(hangMinSeconds, 3 x p95 gap), not the rest of the 300 s.
+    expect(fallbackTimeoutMs(d, 60_000, steady, true)).toBe(10_000);
+    expect(fallbackTimeoutMs(d, 60_000, [...steady, 9_000], true)).toBe(27_000);
+  });
+
   it("a gang silent past the timeout is hung, and the incident says output and CPU were watched", () => {
     const now = 100_000;
     const ranks = [rank(0, null), rank(1, null)];

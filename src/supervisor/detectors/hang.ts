@@ -26,7 +26,16 @@ export interface HangInput {
   fallback?: { gapsMs: readonly number[]; active: boolean };
 }
 
-/** The timeout of the output-or-CPU fallback: none within the startup window, then the job's own rhythm of activity. */
+/** Moments of activity after which the gang's rhythm is known and the fallback's startup window ends early. */
+export const fallbackRhythmGaps = 5;
+
+/**
+ * The timeout of the output-or-CPU fallback: the startup timeout until the gang's rhythm is known, then the job's own
+ * rhythm of activity. The rhythm is known past the startup window, or earlier: once the fallback is in force
+ * (min(startupSeconds, 30 s) into the attempt, when progress.fallback is said) and the gang has been seen active
+ * `fallbackRhythmGaps` times. Without that, an unmodified script hung in the first 5 minutes of an attempt waited out
+ * the whole default startup window (280 s measured on the DDP tutorial script) however steady its output had been.
+ */
 export function fallbackTimeoutMs(
   d: CompiledJobSpec["detection"],
   ageMs: number,
@@ -34,8 +43,10 @@ export function fallbackTimeoutMs(
   active: boolean,
 ): number {
   const startup = d.startupSeconds * 1000;
-  // Within the startup window, or never seen active at all (silent since launch): the startup timeout, as before.
-  if (ageMs <= startup || !active) return startup;
+  const inForce = Math.min(startup, 30_000);
+  const rhythmKnown = ageMs > startup || (ageMs >= inForce && gapsMs.length >= fallbackRhythmGaps);
+  // Never seen active at all (silent since launch), or too early to know its rhythm: the startup timeout, as before.
+  if (!rhythmKnown || !active) return startup;
   return Math.max(d.hangMinSeconds * 1000, d.hangMultiple * percentile(gapsMs, 0.95));
 }
 
