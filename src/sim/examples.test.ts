@@ -9,7 +9,17 @@ const examples = readdirSync(examplesDir).filter((f) => f.endsWith(".yaml"));
 describe("examples/plans", () => {
   it("has the Ascend/H20 pair and the validation cases", () => {
     expect(examples).toEqual(
-      expect.arrayContaining(["ascend-vs-h20.yaml", "llama3-405b.yaml", "meta-rsc.yaml", "bloom-176b.yaml"]),
+      expect.arrayContaining([
+        "ascend-vs-h20.yaml",
+        "llama3-405b.yaml",
+        "meta-rsc.yaml",
+        "bloom-176b.yaml",
+        "megascale.yaml",
+        "byterobust.yaml",
+        "opt-175b.yaml",
+        "palm-540b.yaml",
+        "messy-fleet.yaml",
+      ]),
     );
   });
 
@@ -29,5 +39,19 @@ describe("examples/plans", () => {
     expect(ascend.ettr.mean).toBeLessThan(h20.ettr.mean);
     expect(ascend.deadline?.probability ?? 1).toBeLessThan(hybrid.deadline?.probability ?? 0);
     expect(hybrid.fellBackShare).toBeGreaterThan(0.5);
+  });
+
+  it("on the messy fleet, a memory tier and partial recovery turn waiting and rework into degraded time", () => {
+    const result = runPlan(loadPlanFile(join(examplesDir, "messy-fleet.yaml")), { trials: 100, seed: 1 });
+    const [whole, tiered] = result.scenarios;
+    if (!whole || !tiered) throw new Error("scenarios missing");
+    expect(tiered.ettr.mean).toBeGreaterThan(whole.ettr.mean);
+    expect(tiered.timeS.waiting).toBeLessThan(whole.timeS.waiting / 10);
+    expect(tiered.timeS.lost).toBeLessThan(whole.timeS.lost / 2);
+    expect(tiered.timeS.degraded).toBeGreaterThan(whole.timeS.degraded);
+    // Every cause of the file shows up, the outages and loss spikes included.
+    for (const cause of ["device", "toolkit-crash", "tor-switch", "unclassified-hang", "loss-spike"]) {
+      expect(whole.interruptions.byCause[cause]).toBeGreaterThan(0);
+    }
   });
 });
