@@ -428,7 +428,8 @@ export class Supervisor {
     await this.ctx.event(
       job.id,
       "job.succeeded",
-      `job finished at step ${step ?? "?"} after ${job.restarts} restart(s)` +
+      // A script with no progress source reports no step: say so rather than "at step ?".
+      `job finished ${step === null ? "(no step reported: no progress source matched)" : `at step ${step}`} after ${job.restarts} restart(s)` +
         (nothingLeft ? ` (resumed from ${attempt.resumeFrom} at its final step: nothing left to train)` : ""),
       { step, restarts: job.restarts },
     );

@@ -108,6 +108,16 @@ describe("the supervisor's verdicts", () => {
     expect(s.executor.stops).toEqual([]);
   });
 
+  it("success with no step ever reported says so, not 'at step ?'", async () => {
+    const s = await setup();
+    const id = await s.submit("quiet", ["nodes: 1"]);
+    for (const r of s.executor.ranks(id)) s.executor.exit(id, r.rank, { code: 0 });
+    await s.tick(100);
+    expect((await s.job(id)).state).toBe("SUCCEEDED");
+    const done = (await s.store.listEvents({ jobId: id })).find((e) => e.kind === "job.succeeded")!;
+    expect(done.message).toBe("job finished (no step reported: no progress source matched) after 0 restart(s)");
+  });
+
   it("crash with culprit: the first rank to fail is named, a peer that failed after it is a victim", async () => {
     const s = await setup();
     const id = await s.submit("crash", ["nodes: 2", "recovery: { backoffSeconds: 5 }"]);
