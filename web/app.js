@@ -317,9 +317,110 @@ function drawLedger(ledger) {
   else bar.after(legend);
 }
 
+// ---- Services (issue 14): services, their replicas, which pool does what, the serving ledger -------------------
+
+const servingColors = { serving: "#1f8a4c", starting: "#9aa5b1", down: "#c8372d" };
+
+async function refreshServices() {
+  const [services, pools, ledger] = await Promise.all([
+    api("/api/services"),
+    api("/api/services/pools"),
+    api("/api/services/ledger"),
+  ]);
+  document.getElementById("services-empty").hidden = services.length > 0;
+  document.querySelector("#services tbody").replaceChildren(...services.map(serviceRow));
+  const described = await Promise.all(services.map((s) => api(`/api/services/${encodeURIComponent(s.name)}`)));
+  const replicas = described.flatMap((d) => d.replicas.filter((r) => r.state !== "stopped"));
+  document.querySelector("#replicas").hidden = replicas.length === 0;
+  document.querySelector("#replicas tbody").replaceChildren(...replicas.map(replicaRow));
+  document.querySelector("#pools tbody").replaceChildren(...pools.map(poolRow));
+  drawServingLedger(ledger.pools);
+}
+
+function serviceRow(s) {
+  return el(
+    "tr",
+    { "data-service": s.name },
+    el("td", {}, s.name),
+    el("td", { class: `service-${s.state}`, title: s.note ?? "" }, s.state),
+    el("td", {}, `${s.ready}/${s.desired}`),
+    el(
+      "td",
+      {},
+      s.pools
+        .filter((p) => p.desired > 0 || p.backends > 0)
+        .map((p) => `${p.name} ${p.ready}/${p.desired}`)
+        .join(", "),
+    ),
+    el(
+      "td",
+      {},
+      s.target ? `step ${s.target.step} of ${s.target.jobId}` : s.fromJob ? `none of ${s.fromJob} yet` : "-",
+    ),
+  );
+}
+
+function replicaRow(r) {
+  const row = el(
+    "tr",
+    { "data-job": r.jobId, title: r.jobId },
+    el("td", {}, `${r.service}/${r.slot}`),
+    el("td", {}, r.runningPool ?? r.pool),
+    el("td", {}, r.node ?? "-"),
+    el("td", { class: `replica-${r.state}` }, r.state),
+    el("td", {}, r.checkpointStep ?? "-"),
+    el("td", {}, r.restarts),
+  );
+  // A replica is a job of the supervisor: its page shows its attempts, incidents and events.
+  row.addEventListener("click", () => select(r.jobId, true));
+  return row;
+}
+
+function poolRow(p) {
+  const side = (names, nodes) => (names.length > 0 ? `${names.join(", ")} (${nodes.join(", ")})` : "-");
+  return el(
+    "tr",
+    { "data-pool": p.pool },
+    el("td", {}, `${p.pool} (${p.vendor})`),
+    el("td", {}, p.cordoned > 0 ? `${p.nodes}, ${p.cordoned} cordoned` : p.nodes),
+    el("td", {}, side(p.training, p.trainingNodes)),
+    el("td", {}, side(p.serving, p.servingNodes)),
+  );
+}
+
+function drawServingLedger(rows) {
+  const host = document.getElementById("serving-ledger");
+  host.replaceChildren(
+    ...rows.map((r) => {
+      const total = Math.max(1e-9, r.serving + r.starting + r.down);
+      const parts = ["serving", "starting", "down"].filter((k) => r[k] > 0);
+      const bar = el(
+        "div",
+        { class: "ledger" },
+        ...parts.map((k) =>
+          el("div", {
+            style: `width:${(100 * r[k]) / total}%;background:${servingColors[k]}`,
+            title: `${k}: ${r[k].toFixed(1)} replica-s`,
+          }),
+        ),
+      );
+      const legend = el(
+        "div",
+        { class: "legend" },
+        ...parts.map((k) => {
+          const item = el("span", {}, `${k} ${r[k].toFixed(1)}s`);
+          item.prepend(el("i", { style: `background:${servingColors[k]}` }));
+          return item;
+        }),
+      );
+      return el("div", { "data-pool": r.pool }, el("strong", {}, r.pool), bar, legend);
+    }),
+  );
+}
+
 async function loop() {
   try {
-    await Promise.all([refreshLists(), refreshJob()]);
+    await Promise.all([refreshLists(), refreshJob(), refreshServices()]);
   } catch (err) {
     document.getElementById("server").textContent = String(err);
   }

@@ -10,6 +10,7 @@ import type { Supervisor } from "../supervisor/supervisor.js";
  *   GET  /api/services                  every service: desired and ready replicas per pool, state, checkpoint
  *   GET  /api/services/backends         the live backend set; ?since=&epoch=&wait= long-polls (control-plane-source.ts)
  *   GET  /api/services/ledger           replica-seconds by state (serving, starting, down) per pool
+ *   GET  /api/services/pools            which pool does what: its nodes, the training jobs and services on it
  *   GET  /api/services/:name            one service with its replicas (job, pool, node, state, url, checkpoint)
  *   POST /api/services/:name/scale      {replicas, pool?}
  *   POST /api/services/:name/undeploy   drain and stop its replicas, then forget it
@@ -54,6 +55,8 @@ export function registerServiceRoutes(app: Hono, supervisor: Supervisor): void {
   });
 
   app.get("/api/services/ledger", async (c) => c.json({ pools: await services.ledger() }));
+
+  app.get("/api/services/pools", async (c) => c.json(await services.pools()));
 
   app.get("/api/services/:name", async (c) => {
     try {

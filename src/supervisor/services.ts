@@ -78,6 +78,19 @@ export interface ServiceSummary {
   updatedAt: number;
 }
 
+export interface PoolUse {
+  pool: string;
+  executor: string;
+  vendor: string;
+  nodes: number;
+  cordoned: number;
+  /** Training jobs with a live attempt on the pool, and services with a live replica there. */
+  training: string[];
+  serving: string[];
+  trainingNodes: string[];
+  servingNodes: string[];
+}
+
 export interface ServingLedgerRow {
   pool: string;
   serving: number;
@@ -680,6 +693,9 @@ export class Services {
         if (older.length > 0) {
           // A roll under way in this slot: the old replica drains once the new one is ready.
           if (newest.state === "ready") for (const r of older) await this.drainOrStop(svc, r, false);
+          // No room beside it (the pool is full): the old one drains first, as long as another replica serves
+          // meanwhile (maxUnavailable 1); its node then goes to the new one.
+          else if (await this.noRoomFor(newest, mine)) for (const r of older) await this.drainOrStop(svc, r, false);
           continue;
         }
         if (newest.state === "draining") {
@@ -701,6 +717,16 @@ export class Services {
     }
     // Slots no longer wanted (scaled down, pool removed): drain and stop.
     for (const r of mine) if (r.state !== "stopped" && !wanted.has(r.slot)) await this.drainOrStop(svc, r, true);
+  }
+
+  /**
+   * A successor that has waited a few seconds for capacity while another replica of the service (not in its slot)
+   * serves: its predecessor may drain first.
+   */
+  private async noRoomFor(successor: ReplicaRecord, mine: readonly ReplicaRecord[]): Promise<boolean> {
+    const job = await this.store.getJob(successor.jobId);
+    if (!job || job.state !== JobState.Pending || this.ctx.now() - job.createdAt < 3000) return false;
+    return mine.some((r) => r.slot !== successor.slot && r.state === "ready");
   }
 
   private async createReplica(
@@ -922,6 +948,42 @@ export class Services {
       this.unverified.delete(dir);
     } else this.unverified.set(dir, this.ctx.now());
     return v.ok;
+  }
+
+  /**
+   * Which pool does what: per pool, its nodes (cordoned ones counted), the training jobs on it and the services whose
+   * replicas run there, with the nodes each kind holds (one inventory: a node serves or trains, never both).
+   */
+  async pools(): Promise<PoolUse[]> {
+    const nodes = await this.store.listNodes();
+    const out = new Map<string, PoolUse>();
+    for (const p of this.ctx.cluster.pools) {
+      const mine = nodes.filter((n) => n.pool === p.name);
+      out.set(p.name, {
+        pool: p.name,
+        executor: p.executor,
+        vendor: p.accelerator.vendor,
+        nodes: mine.length,
+        cordoned: mine.filter((n) => n.cordoned).length,
+        training: [],
+        serving: [],
+        trainingNodes: [],
+        servingNodes: [],
+      });
+    }
+    for (const job of await this.store.listJobs({ activeOnly: true })) {
+      const a = await this.ctx.currentAttempt(job.id);
+      if (!a || a.endedAt !== null) continue;
+      const use = out.get(a.pool);
+      if (!use) continue;
+      const replica = job.spec.workload;
+      const names = replica ? use.serving : use.training;
+      const held = replica ? use.servingNodes : use.trainingNodes;
+      const name = replica ? replica.service : job.id;
+      if (!names.includes(name)) names.push(name);
+      for (const n of a.nodes) if (!held.includes(n)) held.push(n);
+    }
+    return [...out.values()];
   }
 
   // ---------------------------------------------------------------------------------------------- the ledger

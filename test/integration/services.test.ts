@@ -1,10 +1,12 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
+import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiClient } from "../../src/cli/client.js";
 import type { BackendSet } from "../../src/gateway/control-plane-source.js";
 import { packageRoot } from "../../src/paths.js";
 import type { ServiceSummary } from "../../src/supervisor/services.js";
+import { chromiumPath, noChromium } from "../requirements.js";
 import { events, job, ServerProcess, sleep, tempHome, waitFor, writeCluster } from "./harness.js";
 
 /**
@@ -139,6 +141,42 @@ describe("services in the server", () => {
     const adoptEvents = await events(client, victim.jobId);
     expect(adoptEvents.some((e) => e.kind === "supervisor.adopted")).toBe(true);
   }, 180_000);
+
+  it.skipIf(noChromium)(
+    "the dashboard shows the service, its replicas, which pool does what and the serving ledger",
+    async () => {
+      const browser = await chromium.launch({
+        executablePath: chromiumPath,
+        args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+      });
+      try {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+        const errors: string[] = [];
+        page.on("pageerror", (e) => errors.push(e.message));
+        await page.goto(server.dashboardUrl());
+        const row = page.locator('#services tr[data-service="fixture-model"]');
+        await row.waitFor();
+        await expect
+          .poll(async () => row.textContent(), { timeout: 10_000 })
+          .toMatch(/fixture-model\s*ready\s*2\/2\s*unstable 2\/2/);
+        await expect.poll(async () => page.locator("#replicas tbody tr").count(), { timeout: 10_000 }).toBe(2);
+        const pool = page.locator('#pools tr[data-pool="unstable"]');
+        await expect
+          .poll(async () => pool.textContent(), { timeout: 10_000 })
+          .toMatch(/fixture-model \(unstable-\d, unstable-\d\)/);
+        expect(await page.locator('#pools tr[data-pool="reliable"]').textContent()).toMatch(/reliable \(nvidia\)1--/);
+        const ledger = page.locator('#serving-ledger [data-pool="unstable"]');
+        await expect.poll(async () => ledger.textContent(), { timeout: 10_000 }).toMatch(/serving \d+\.\d+s/);
+        // A replica row opens its job's page (a replica is a job of the supervisor).
+        await page.locator("#replicas tbody tr").first().click();
+        await page.locator("#job-title", { hasText: "svc-fixture-model-unstable-" }).waitFor();
+        expect(errors).toEqual([]);
+      } finally {
+        await browser.close();
+      }
+    },
+    60_000,
+  );
 
   it("keeps a node that serves replicas from a training gang, scales down by draining, undeploys", async () => {
     // 2 replicas hold one device on each node of `unstable` (2 devices per node): a 2-node gang must wait.
