@@ -31,7 +31,7 @@ export interface JobRuntime {
    * `deadline` (a deadline, not a sleep, so that the wait holds no other job's tick).
    */
   hangDump: HangDump | null;
-  /** A big gang is looked at no sooner than this (supervisor.ts watchPaced); undefined: at every pass. */
+  /** A big gang is looked at no sooner than this, in performance.now() time (supervisor.ts watchPaced); undefined: every pass. */
   nextWatchAt?: number;
   /** Hosts the last pre-flight left out (said again in the next attempt's event); null when none. */
   preflightNote?: string | null;

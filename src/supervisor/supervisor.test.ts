@@ -123,6 +123,23 @@ describe("the queue", () => {
   }, 60_000);
 });
 
+describe("pacing of slow looks", () => {
+  it("a look that takes long (a loaded host) delays the next one in real time, never until a clock that stands still moves", async () => {
+    // Every poll takes 40 ms of real time (> the 20 ms from which looks are paced); the supervisor's clock never moves.
+    const local = new LocalExecutor();
+    const slow: Executor = Object.assign(Object.create(local) as Executor, {
+      poll: async (dir: string, ranks: Parameters<Executor["poll"]>[1]) => {
+        await new Promise((r) => setTimeout(r, 40));
+        return local.poll(dir, ranks);
+      },
+    });
+    const { store, submit, tickUntil } = await setup(pool(1, 1), slow);
+    const job = await submit("paced", ['command: ["/bin/sh", "-c", "sleep 0.3"]']);
+    await tickUntil("the job ends", async () => ended((await store.getJob(job.id))!.state), undefined, 200);
+    expect((await store.getJob(job.id))!.state).toBe("SUCCEEDED");
+  }, 60_000);
+});
+
 describe("no job's wait holds another job", () => {
   it("a 60 s stack-dump wait on one job does not delay another job's launch", async () => {
     const { store, clock, submit, tickUntil } = await setup(pool(1, 2));

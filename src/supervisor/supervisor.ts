@@ -243,7 +243,7 @@ export class Supervisor {
         if (rt.busy) continue;
         const placement = launches.get(job.id);
         // A big gang's look costs more than a small one's: pace it (see watchPaced).
-        if (!placement && this.ctx.now() < (rt.nextWatchAt ?? 0)) continue;
+        if (!placement && performance.now() < (rt.nextWatchAt ?? 0)) continue;
         started.set(
           job.id,
           this.runTask(job, rt, () => (placement ? this.launch(job, rt, placement) : this.watchPaced(job, rt))),
@@ -268,7 +268,10 @@ export class Supervisor {
       await this.advance(job, rt);
     } finally {
       const took = performance.now() - started;
-      rt.nextWatchAt = took > watchPacingFromMs ? this.ctx.now() + Math.min(watchMaxGapMs, took * watchDutyFactor) : 0;
+      // Real time both ways (performance.now()): on the supervisor's clock, a fake one in tests, a slow look under load
+      // pushed the next one past a clock that never moved, and the job was never looked at again.
+      rt.nextWatchAt =
+        took > watchPacingFromMs ? performance.now() + Math.min(watchMaxGapMs, took * watchDutyFactor) : 0;
     }
   }
 
