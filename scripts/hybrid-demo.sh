@@ -91,12 +91,13 @@ echo "sample at step ${1:-?}:"
 sample | sed 's/^/    /'
 
 say "a replica killed in the middle of a stream: the gateway fails over, the server restarts it"
-victim="$(sy --json services describe chargpt | json "[r['jobId'] for r in d['replicas'] if r['state']=='ready'][0]")"
 curl -sSN --max-time 60 "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
   -d '{"model":"chargpt","prompt":"The old king ","max_tokens":200,"stream":true}' -D "$home/stream.headers" \
   >"$home/stream.sse" &
 stream_pid=$!
 sleep 1
+# The replica that serves this stream (the gateway names it in x-switchyard-backend: <service>/<slot>/<job id>).
+victim="$(grep -i x-switchyard-backend "$home/stream.headers" | tr -d '\r' | awk '{print $2}' | awk -F/ '{print $NF}')"
 sy chaos "$victim" kill-rank --rank 0
 wait "$stream_pid" || true
 echo "the stream that was running: served by $(grep -i x-switchyard-backend "$home/stream.headers" | tr -d '\r' | cut -d' ' -f2)"

@@ -1,19 +1,37 @@
 import { Command } from "commander";
 import { ledgerCategories } from "../../core/goodput.js";
 import type { JobReport } from "../../supervisor/report.js";
-import { connect } from "../client.js";
+import type { ServingLedgerRow } from "../../supervisor/services.js";
+import { CliError, connect, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 import { incidentNumbers, table } from "../format.js";
+import { formatServingLedger } from "./services.js";
 
 export function registerReportCommand(program: Command): void {
   program
     .command("report")
-    .description("goodput ledger of a job: where every second went, per incident, cause, node and pool")
-    .argument("<job>", "job id or name")
-    .action(async (job: string, _opts: unknown, cmd: Command) => {
+    .description(
+      "goodput ledger of a job: where every second went, per incident, cause, node and pool; with --serving, the " +
+        "serving ledger of the services (replica-seconds by state per pool)",
+    )
+    .argument("[job]", "job id or name")
+    .option("--serving", "the serving ledger instead of a job's")
+    .action(async (job: string | undefined, opts: { serving?: boolean }, cmd: Command) => {
       const g = globals(cmd);
+      if (opts.serving !== true && job === undefined) {
+        throw new CliError(
+          "report needs a job id or name, or --serving",
+          ExitCode.Usage,
+          "e.g. switchyard report chargpt",
+        );
+      }
       const client = await connect(g.home);
-      const report = await client.get<JobReport>(`/api/jobs/${encodeURIComponent(job)}/report`);
+      if (opts.serving === true) {
+        const { pools } = await client.get<{ pools: ServingLedgerRow[] }>("/api/services/ledger");
+        console.log(g.json ? JSON.stringify({ pools }) : formatServingLedger(pools));
+        return;
+      }
+      const report = await client.get<JobReport>(`/api/jobs/${encodeURIComponent(job!)}/report`);
       console.log(g.json ? JSON.stringify(withIncidentNumbers(report)) : formatReport(report));
     });
 }

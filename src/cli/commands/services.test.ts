@@ -148,6 +148,12 @@ describe("services CLI", () => {
     expect(r.err).toMatch(/replica count must be a whole number \(fix: e.g. switchyard scale chargpt 2\)/);
   });
 
+  it("report without a job asks for one or --serving (exit 2)", async () => {
+    const r = await runCli(["report"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/report needs a job id or name, or --serving \(fix: e.g. switchyard report chargpt\)/);
+  });
+
   it("deploy of a file that does not exist is exit 2 naming it", async () => {
     const r = await runCli(["deploy", "/nonexistent/services.yaml"]);
     expect(r.code).toBe(2);
