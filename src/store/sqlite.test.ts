@@ -413,6 +413,45 @@ describe.each(adapters)("Store conformance: $name", (adapter) => {
     expect(await s.findIdempotencyKey("k2")).toEqual({ jobId: "j-3", requestSha256: "sha3" });
     await s.close();
   });
+
+  it("keeps services and their replicas across a reopen; an update keeps the creation time", async () => {
+    const { store: a, reopen } = adapter.open();
+    await a.putService({ name: "m", spec: { pools: [1] }, createdAt: 1, updatedAt: 1 });
+    await a.putService({ name: "m", spec: { pools: [2] }, createdAt: 5, updatedAt: 5 });
+    await a.putService({ name: "n", spec: {}, createdAt: 2, updatedAt: 2 });
+    const replica = {
+      jobId: "svc-m-p-0-aaa",
+      service: "m",
+      slot: "p-0",
+      pool: "p",
+      state: "starting" as const,
+      readyAttempt: null,
+      url: null,
+      checkpoint: null,
+      checkpointStep: null,
+      drainingSince: null,
+      createdAt: 3,
+      updatedAt: 3,
+    };
+    await a.putReplica(replica);
+    await a.putReplica({ ...replica, state: "ready", readyAttempt: 1, url: "http://h:1", updatedAt: 4 });
+    await a.putReplica({ ...replica, jobId: "svc-n-p-0-bbb", service: "n", createdAt: 4 });
+    const b = reopen();
+    expect((await b.listServices()).map((s) => [s.name, s.spec, s.createdAt, s.updatedAt])).toEqual([
+      ["m", { pools: [2] }, 1, 5],
+      ["n", {}, 2, 2],
+    ]);
+    expect(await b.listReplicas({ service: "m" })).toEqual([
+      { ...replica, state: "ready", readyAttempt: 1, url: "http://h:1", updatedAt: 4 },
+    ]);
+    expect((await b.listReplicas()).map((r) => r.jobId)).toEqual(["svc-m-p-0-aaa", "svc-n-p-0-bbb"]);
+    await b.deleteReplica("svc-m-p-0-aaa");
+    await b.deleteService("m");
+    expect((await b.listServices()).map((s) => s.name)).toEqual(["n"]);
+    expect((await b.listReplicas()).map((r) => r.jobId)).toEqual(["svc-n-p-0-bbb"]);
+    await a.close();
+    await b.close();
+  });
 });
 
 describe("SQLite store", () => {
