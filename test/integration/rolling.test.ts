@@ -67,6 +67,7 @@ describe.each([
     let gateway: Gateway;
     let http: ListeningGateway;
     const stop = new AbortController();
+    let trainerId: string | undefined;
 
     beforeAll(async () => {
       client = await server.start();
@@ -86,6 +87,8 @@ describe.each([
 
     afterAll(async () => {
       stop.abort();
+      // Ranks outlive the server by design: the training job is cancelled, not left running.
+      if (trainerId) await client.post(`/api/jobs/${trainerId}/cancel`).catch(() => undefined);
       await client.post(`/api/services/${MODEL}/undeploy`).catch(() => undefined);
       await waitFor("undeploy", async () => (await client.get<unknown[]>("/api/services")).length === 0, 30_000).catch(
         () => undefined,
@@ -101,6 +104,7 @@ describe.each([
       const jobFile = path.join(home, "trainer.yaml");
       writeFileSync(jobFile, jobYaml);
       const trainer = await client.post<{ id: string }>("/api/jobs", { yaml: jobYaml, file: jobFile });
+      trainerId = trainer.id;
       const detail = await client.get<{ spec: { checkpoint: { dir: string } } }>(`/api/jobs/${trainer.id}`);
       const root = detail.spec.checkpoint.dir;
       writeCheckpoint(root, 10);
