@@ -11,8 +11,10 @@ describe("torchrun's worker environment", () => {
       TORCHELASTIC_RUN_ID: "train-abc123",
       TORCHELASTIC_USE_AGENT_STORE: "False",
       OMP_NUM_THREADS: "1",
-      NCCL_ASYNC_ERROR_HANDLING: "1",
+      TORCH_NCCL_ASYNC_ERROR_HANDLING: "1",
     });
+    // Not the deprecated name, which PyTorch >= 2.2 warns about in every rank's log.
+    expect(env.NCCL_ASYNC_ERROR_HANDLING).toBeUndefined();
   });
 
   it("sets OMP_NUM_THREADS only for several ranks per node, and never over one already set", () => {
@@ -27,6 +29,6 @@ describe("torchrun's worker environment", () => {
       inherited: { OMP_NUM_THREADS: "8", NCCL_ASYNC_ERROR_HANDLING: "0" },
     });
     expect(set.OMP_NUM_THREADS).toBeUndefined();
-    expect(set.NCCL_ASYNC_ERROR_HANDLING).toBe("0");
+    expect(set.TORCH_NCCL_ASYNC_ERROR_HANDLING).toBe("0");
   });
 });

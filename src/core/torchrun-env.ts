@@ -24,6 +24,10 @@ export function torchrunEnv(o: TorchrunEnvInput): Record<string, string> {
     // torchrun: "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default" when several
     // ranks share a node and nothing set it.
     ...(o.procsPerNode > 1 && o.inherited.OMP_NUM_THREADS === undefined ? { OMP_NUM_THREADS: "1" } : {}),
-    NCCL_ASYNC_ERROR_HANDLING: o.inherited.NCCL_ASYNC_ERROR_HANDLING ?? "1",
+    // As torchrun 2.x does: an NCCL error ends the rank instead of hanging it. Under the old name (torchrun 1.x's)
+    // PyTorch >= 2.2 prints a deprecation warning in every rank's log (seen on an H100 with 2.11), so only the new name
+    // is set; a value the server inherited under either name is kept.
+    TORCH_NCCL_ASYNC_ERROR_HANDLING:
+      o.inherited.TORCH_NCCL_ASYNC_ERROR_HANDLING ?? o.inherited.NCCL_ASYNC_ERROR_HANDLING ?? "1",
   };
 }
