@@ -37,6 +37,7 @@ function setup(opts: { pattern?: string; keep?: number; settleSeconds?: number; 
   const store = {
     addEvent: async (e: Omit<EventRecord, "id">) => void events.push(e),
     listJobs: async () => active,
+    listAttempts: async () => [{ n: 1, resumeStep: null, endedAt: null }],
     recentSteps: async () =>
       (step.samples ?? (step.value === null ? [] : [{ step: step.value, t: 0 }])).map((s) => ({
         jobId: "j",
@@ -351,6 +352,25 @@ describe("before a restart", () => {
     expect(kinds[1]!.message).toMatch(
       /^snapshot\.pt failed verification \(changed after generation 3 was adopted and never settled: 5 B, generation 3 has 22 B; torn write\?\); restored generation 2 \(step\/epoch ~10/,
     );
+  });
+
+  it("adopts a complete torch zip saved just before the crash (not settled yet) instead of rolling back past it", async () => {
+    const t = setup();
+    await threeGenerations(t);
+    const eocd = Buffer.alloc(22);
+    eocd.writeUInt32LE(0x06054b50, 0);
+    const save = Buffer.concat([Buffer.from([0x50, 0x4b, 0x03, 0x04]), Buffer.alloc(64, 9), eocd]);
+    t.step.value = 20;
+    writeFileSync(t.live(), save); // the save of epoch 20 returned; the rank was killed before it settled
+    const launch = await t.adopter.prepareLaunch(t.job, 2);
+    expect(readFileSync(t.live())).toEqual(save);
+    expect(t.manifest().generations.map((g) => g.generation)).toEqual([2, 3, 4]);
+    const late = t.events.find((e) => e.kind === "checkpoint.adopted-late")!;
+    expect(late.message).toMatch(
+      /^snapshot\.pt was saved .* complete torch zip .* adopted as generation 4 rather than rolled back$/,
+    );
+    expect(launch.summary).toMatch(/generation 4 \(step\/epoch ~20, .*verified/);
+    expect(t.events.some((e) => e.kind === "checkpoint.restored")).toBe(false);
   });
 
   it("brings back a missing one-file checkpoint; sets aside a file never adopted", async () => {
