@@ -157,6 +157,8 @@ export class Services {
   private set: BackendSet;
   private setKey = "";
   private waiters = new Set<() => void>();
+  private published!: () => void;
+  private readonly firstPublish = new Promise<void>((resolve) => (this.published = resolve));
   private reconciling: Promise<void> | null = null;
   /** Verified checkpoints by path (a verified checkpoint stays verified while it exists); failures by path and time. */
   private readonly verified = new Map<string, number>();
@@ -430,6 +432,9 @@ export class Services {
     waitMs: number,
     signal?: AbortSignal,
   ): Promise<BackendSet> {
+    // A restarted server answers only once it has rebuilt the set from the store: an empty set of a new epoch would
+    // make the gateways drop every backend for a moment.
+    await this.firstPublish;
     if (since === null || epoch !== this.epoch || since !== this.set.version) return this.set;
     await new Promise<void>((resolve) => {
       const done = (): void => {
@@ -497,6 +502,7 @@ export class Services {
       });
     }
     const key = JSON.stringify(services);
+    this.published();
     if (key === this.setKey) return;
     this.setKey = key;
     this.version = Math.max(this.version + 1, Date.now());

@@ -120,6 +120,17 @@ describe("services in the server", () => {
     await sleep(300);
     for (const b of ready(back)) expect((await fetch(`${b.url}/health`)).status).toBe(200);
     client = await server.start();
+    // Its very first answer already has them (never an empty set of a new epoch that would empty the gateways).
+    const firstAnswer = await client.get<BackendSet>("/api/services/backends");
+    expect(
+      ready(firstAnswer)
+        .map((b) => b.url)
+        .sort(),
+    ).toEqual(
+      ready(back)
+        .map((b) => b.url)
+        .sort(),
+    );
     const adopted = await waitFor(
       "the adopted set",
       async () => {
