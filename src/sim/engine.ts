@@ -637,7 +637,9 @@ function runTrial(
         }
       }
 
-      const segmentEnd = t + (tau - sinceCompute);
+      // Never behind t: a segment interrupted in its save (partial recovery goes back to compute without a rollback)
+      // may carry a compute time a rounding error past the interval, and must then save at once.
+      const segmentEnd = t + Math.max(0, tau - sinceCompute);
       const nextSpikeAt = t + spikeLeft;
       const doneAt =
         totalWork === Infinity ? Infinity : t + (totalWork - committedWork - memWork - sinceWork) / workRate;
