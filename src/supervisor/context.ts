@@ -31,8 +31,11 @@ export interface JobRuntime {
    * `deadline` (a deadline, not a sleep, so that the wait holds no other job's tick).
    */
   hangDump: HangDump | null;
-  /** A big gang is looked at no sooner than this, in performance.now() time (supervisor.ts watchPaced); undefined: every pass. */
-  nextWatchAt?: number;
+  /**
+   * A big gang is looked at no sooner than this (supervisor.ts watchPaced), on the supervisor's clock and in
+   * performance.now() time: the look waits while neither has come. Undefined: at every pass.
+   */
+  nextWatch?: { clock: number; real: number };
   /** Hosts the last pre-flight left out (said again in the next attempt's event); null when none. */
   preflightNote?: string | null;
 }

@@ -243,7 +243,14 @@ export class Supervisor {
         if (rt.busy) continue;
         const placement = launches.get(job.id);
         // A big gang's look costs more than a small one's: pace it (see watchPaced).
-        if (!placement && performance.now() < (rt.nextWatchAt ?? 0)) continue;
+        if (
+          !placement &&
+          rt.nextWatch &&
+          this.ctx.now() < rt.nextWatch.clock &&
+          performance.now() < rt.nextWatch.real
+        ) {
+          continue;
+        }
         started.set(
           job.id,
           this.runTask(job, rt, () => (placement ? this.launch(job, rt, placement) : this.watchPaced(job, rt))),
@@ -260,7 +267,7 @@ export class Supervisor {
   /**
    * Looks at a job, then waits `watchDutyFactor` times as long as the look took before the next one: supervision of a
    * gang of thousands of ranks (a file read or two per rank) stays a bounded share of a core, while a small gang is
-   * looked at every pass. The wait is measured in real time, so tests on a fake clock see no change.
+   * looked at every pass.
    */
   private async watchPaced(job: JobRecord, rt: JobRuntime): Promise<void> {
     const started = performance.now();
@@ -268,10 +275,12 @@ export class Supervisor {
       await this.advance(job, rt);
     } finally {
       const took = performance.now() - started;
-      // Real time both ways (performance.now()): on the supervisor's clock, a fake one in tests, a slow look under load
-      // pushed the next one past a clock that never moved, and the job was never looked at again.
-      rt.nextWatchAt =
-        took > watchPacingFromMs ? performance.now() + Math.min(watchMaxGapMs, took * watchDutyFactor) : 0;
+      // The gap is kept on both clocks and a look waits only while neither has passed it: on the supervisor's clock
+      // alone, a test clock that stands still never let a slow look's job be looked at again; on real time alone, a
+      // test that moves its clock in quick ticks saw the job skipped.
+      const gap = Math.min(watchMaxGapMs, took * watchDutyFactor);
+      rt.nextWatch =
+        took > watchPacingFromMs ? { clock: this.ctx.now() + gap, real: performance.now() + gap } : undefined;
     }
   }
 
