@@ -9,9 +9,19 @@ describe("hang timeout", () => {
   it("is a multiple of the p95 step time, never below the floor", () => {
     const fast = Array.from({ length: 100 }, () => 200);
     expect(hangTimeoutMs(defaultHangPolicy, fast)).toBe(10_000);
-    const slow = [...Array.from({ length: 95 }, () => 5000), ...Array.from({ length: 5 }, () => 60_000)];
-    expect(percentile(slow, 0.95)).toBe(5000);
+    const slow = Array.from({ length: 100 }, () => 5000);
     expect(hangTimeoutMs(defaultHangPolicy, slow)).toBe(15_000);
+  });
+
+  it("covers twice the longest step seen, so a periodic eval rarer than the percentile is not a hang", () => {
+    // An eval step of 60 s every 25 steps of 5 s: 4% of the window, below the p95.
+    const withEvals = [...Array.from({ length: 96 }, () => 5000), ...Array.from({ length: 4 }, () => 60_000)];
+    expect(percentile(withEvals, 0.95)).toBe(5000);
+    expect(hangTimeoutMs(defaultHangPolicy, withEvals)).toBe(120_000);
+    // A new attempt whose window holds no eval yet: the longest step seen in an earlier one still counts.
+    const fresh = Array.from({ length: 20 }, () => 5000);
+    expect(hangTimeoutMs(defaultHangPolicy, fresh)).toBe(15_000);
+    expect(hangTimeoutMs(defaultHangPolicy, fresh, 60_000)).toBe(120_000);
   });
 
   it("judges the gang by its newest report", () => {

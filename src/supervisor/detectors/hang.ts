@@ -50,6 +50,18 @@ export function fallbackTimeoutMs(
   return Math.max(d.hangMinSeconds * 1000, d.hangMultiple * percentile(gapsMs, 0.95));
 }
 
+/** Per job: the longest step seen in any window of any attempt (ms), kept across attempts (not across servers). */
+const longestSteps = new Map<string, number>();
+const maxJobsRemembered = 10_000;
+
+/** The longest step `jobId` has been seen to make, this look's intervals included; remembered for later attempts. */
+export function longestStep(jobId: string, intervals: readonly number[]): number {
+  const longest = Math.max(longestSteps.get(jobId) ?? 0, ...intervals);
+  if (!longestSteps.has(jobId) && longestSteps.size >= maxJobsRemembered) longestSteps.clear();
+  longestSteps.set(jobId, longest);
+  return longest;
+}
+
 const latest = (a: number | null, b: number | null): number | null =>
   a === null ? b : b === null ? a : Math.max(a, b);
 
@@ -73,7 +85,7 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
   };
   const timeoutMs = input.fallback
     ? fallbackTimeoutMs(d, now - attempt.startedAt, input.fallback.gapsMs, input.fallback.active)
-    : hangTimeoutMs(policy, intervals);
+    : hangTimeoutMs(policy, intervals, longestStep(attempt.jobId, intervals));
   // A rank whose report file (or log, in regex mode) holds bytes not read yet is alive as of the file's mtime:
   // ingestion lagging behind a flood must never look like a hang.
   const lastBy = new Map(progress.map((p) => [p.rank, p.lastT]));
