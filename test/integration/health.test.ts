@@ -8,7 +8,7 @@ import type { ApiClient } from "../../src/cli/client.js";
 import { gradeProbeRun, parseProbeReport } from "../../src/core/health.js";
 import type { PoolSpec } from "../../src/core/spec.js";
 import { LocalExecutor } from "../../src/executors/local/local.js";
-import { listNodes } from "../../src/executors/slurm/slurm-cli.js";
+import { listNodes, nodeUnusable } from "../../src/executors/slurm/slurm-cli.js";
 import { healthProbePath } from "../../src/supervisor/health.js";
 import type { IncidentRecord, NodeHealthRecord } from "../../src/store/port.js";
 import { packageRoot } from "../../src/paths.js";
@@ -179,6 +179,18 @@ describe.skipIf(noTestbed)("node health on the Slurm testbed", () => {
   const uncordon = async (node: string) => {
     await client.post(`/api/nodes/${node}/uncordon`, { reason: "test over" });
     drained.delete(node);
+    // Back in service before the next case: right after RESUME Slurm shows the host "idle*" (not responding) until its
+    // slurmd answers, and the server's inventory takes it for unusable ("workload manager: idle+not_responding").
+    await waitFor(
+      `${node} back in service`,
+      async () => {
+        const n = (await listNodes({ env: slurmEnv })).find((x) => x.name === node);
+        if (!n || nodeUnusable(n)) return false;
+        const view = await client.get<Array<{ name: string; cordoned: boolean }>>("/api/nodes");
+        return view.find((x) => x.name === node)?.cordoned === false;
+      },
+      60_000,
+    );
   };
 
   beforeAll(async () => {
