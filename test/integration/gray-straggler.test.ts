@@ -72,7 +72,11 @@ describe.skipIf(noTestbed)("a slow chip on the testbed: named from per-rank comp
     down();
   }, 120_000);
 
-  for (const variant of ["sdk", "cpu"] as const) {
+  // The CPU-time path only: it is the one with no SDK (node agents' heartbeats on remote hosts). The SDK's compute_s
+  // path is the same judgement over reported numbers: src/core/straggler.test.ts and the dashboard's browser test
+  // (test/integration/gray-dashboard.test.ts, a straggler on a probed local pool) cover it, and a second 5-minute
+  // testbed run would put CI past its time budget.
+  for (const variant of ["cpu"] as ("sdk" | "cpu")[]) {
     const extra = variant === "cpu" ? ["--burn", "--no-compute-s"] : [];
     it(`${variant === "sdk" ? "the SDK's compute_s" : "no compute_s: CPU time from the node agents' heartbeats"}: rank 1's host is named, drained with the table, and the job finishes without it`, async () => {
       const home = tempHome(`gray-strag-${variant}`);
