@@ -216,9 +216,16 @@ describe("services in the server", () => {
       30_000,
     );
     const stopped = drained.replicas.find((r) => r.state === "stopped")!;
-    expect((await events(client, stopped.jobId)).map((e) => e.kind)).toEqual(
-      expect.arrayContaining(["replica.draining", "replica.stopped"]),
+    // The replica's state can read "stopped" a moment before its event is written: wait for the events.
+    const kinds = await waitFor(
+      "the drain's events",
+      async () => {
+        const k = (await events(client, stopped.jobId)).map((e) => e.kind);
+        return k.includes("replica.stopped") ? k : null;
+      },
+      10_000,
     );
+    expect(kinds).toEqual(expect.arrayContaining(["replica.draining", "replica.stopped"]));
     // Still one replica: one node is free of it, the other has a free device beside it; the gang of two still waits.
     expect(new Set(drained.replicas.map((r) => r.node).filter((n) => n !== null)).size).toBe(1);
     await sleep(1500);
