@@ -2,7 +2,6 @@
  * TLS on the gateway's listener: `--tls-cert/--tls-key` (PEM), checked before serving with errors that name the file
  * and the fix, then HTTPS with a self-signed certificate made here by Debian's openssl CLI.
  */
-import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,37 +13,12 @@ import { compileServices } from "./config.js";
 import { Gateway } from "./gateway.js";
 import { listenGateway } from "./server.js";
 import { FixtureBackend } from "./testing/fixture-backend.js";
+import { selfSigned } from "./testing/self-signed.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sy-tls-"));
 const cert = join(dir, "cert.pem");
 const key = join(dir, "key.pem");
 const otherKey = join(dir, "other-key.pem");
-
-function selfSigned(certFile: string, keyFile: string): void {
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
-}
 
 function cliError(fn: () => unknown): CliError {
   try {

@@ -13,6 +13,7 @@ import path from "node:path";
 import { Client } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { FixtureBackend } from "../../src/gateway/testing/fixture-backend.js";
+import { selfSigned } from "../../src/gateway/testing/self-signed.js";
 import { packageRoot } from "../../src/paths.js";
 
 const bin = path.join(packageRoot, "bin", "switchyard.js");
@@ -254,30 +255,7 @@ describe("switchyard gateway --workers 2", () => {
   it("HTTPS (--tls-cert/--tls-key) and CORS (--cors-origin) on every worker", async () => {
     const cert = path.join(dir, "cert.pem");
     const key = path.join(dir, "key.pem");
-    const made = spawnSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-      ],
-      { stdio: "ignore" },
-    );
-    expect(made.status).toBe(0);
+    selfSigned(cert, key);
     gw = startGateway(
       [
         "--json",
