@@ -9,7 +9,7 @@
   timestamped step/checkpoint lines they write under switchyard; the benchmark reads them afterwards and while the
   run goes on (to know when every run is warm).
 - Resume (BENCH_RESUME=1, the torchrun run): the newest `step-<n>` directory under BENCH_CKPT_DIR whose manifest
-  verifies, as bench/recovery/resume_wrapper.py does. (No crash happens in this benchmark; it is there so that the
+  verifies (bench/lib/bench_rank.py, shared with bench/recovery/resume_wrapper.py). (No crash happens in this benchmark; it is there so that the
   torchrun run is the same set-up as in bench/recovery, a restart on crash that resumes.)
 """
 
@@ -17,28 +17,15 @@ import os
 import runpy
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "..", "sdk", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import bench_rank  # noqa: E402
 
 if "RANK" not in os.environ:
     os.environ["RANK"] = os.environ["SLURM_PROCID"]
     os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
 rank = os.environ["RANK"]
-ckpt_dir = os.environ["BENCH_CKPT_DIR"]
-os.environ["SWITCHYARD_CHECKPOINT_DIR"] = ckpt_dir
-os.environ["SWITCHYARD_REPORT"] = os.path.join(os.environ["BENCH_REPORT_DIR"], "rank-%s.jsonl" % rank)
-os.environ["SWITCHYARD_ATTEMPT"] = str(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) + 1)
-os.environ["SWITCHYARD_RESUME_FROM"] = ""
-
-import switchyard  # noqa: E402  (after the environment: the import writes the `start` report line)
-
-if os.environ.get("BENCH_RESUME") == "1" and os.path.isdir(ckpt_dir):
-    for name in sorted((d for d in os.listdir(ckpt_dir) if d.startswith("step-")), reverse=True):
-        path = os.path.join(ckpt_dir, name)
-        if not switchyard.verify_checkpoint(path):
-            os.environ["SWITCHYARD_RESUME_FROM"] = path
-            break
+bench_rank.prepare(rank, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) + 1, "rank_wrapper")
 
 script = sys.argv[1]
 sys.argv = sys.argv[1:]

@@ -13,38 +13,39 @@
 // Measured: time from the collapse to switchyard's slowdown.detected and to the incident that names the host, wall
 // time and goodput to the end (the same useful work, N steps at the healthy pace, over each run's wall time), and the
 // ratio. As root, with the testbed up (scripts/testbed.sh up). See README.md in this folder.
-import { spawn, spawnSync } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import {
+  children,
+  failWith,
+  launch,
+  loadSampler,
+  logger,
+  machineFacts,
+  options,
+  Report,
+  root,
+  runSync as run,
+  sinfoNodes,
+  sleep,
+  slurmClusterYaml,
+  slurmEnv,
+  startServer,
+  stopChildren,
+  usable,
+} from "../lib/bench.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const fail = (msg, fix) => {
-  console.error(`bench/gray: ${msg}${fix ? ` (fix: ${fix})` : ""}`);
-  process.exit(2);
-};
+const fail = failWith("bench/gray");
 if (!existsSync(path.join(root, "dist/core/slowdown.js"))) fail("not built", "npm run build");
 const { median } = await import(path.join(root, "dist/core/slowdown.js"));
 
 // ------------------------------------------------------------------------------------------------ options
-const argv = process.argv.slice(2);
 const known = ["--steps", "--collapse-after", "--rate", "--only", "--cap", "--work", "--job", "--partition"];
-for (let i = 0; i < argv.length; i += 2) {
-  if (!known.includes(argv[i])) fail(`unknown option ${argv[i]}`, `one of ${known.join(", ")}`);
-  if (argv[i + 1] === undefined) fail(`${argv[i]} needs a value`);
-}
-const flag = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
-const num = (name, fallback, min, max) => {
-  const v = Number(flag(name, fallback));
-  if (!Number.isFinite(v) || v < min || v > max) fail(`${name} must be a number in [${min}, ${max}]`);
-  return v;
-};
+const { flag, num } = options(process.argv.slice(2), { known, fail });
 const opt = {
   steps: num("--steps", "200", 50, 100_000),
   collapseAfter: num("--collapse-after", "60", 20, 3600), // s after every run's first step
@@ -62,7 +63,6 @@ for (const w of opt.only) {
   if (!["switchyard", "torchrun", "none"].includes(w)) fail(`--only: unknown run ${w}`, "switchyard,torchrun,none");
 }
 if (process.getuid?.() !== 0) fail("the testbed's link shaping needs root", "run as root");
-const slurmEnv = { SLURM_CONF: process.env.SLURM_CONF ?? "/run/switchyard-testbed/slurm.conf" };
 const testbedSh = path.join(root, "scripts/testbed.sh");
 
 const jobSpec = parseYaml(readFileSync(opt.job, "utf8"));
@@ -79,99 +79,15 @@ const baseCommand = command.map((c) => (c === "{python}" ? opt.python : c));
 const ckptEvery = Number(command[command.indexOf("--ckpt-every") + 1] ?? 0);
 
 // ------------------------------------------------------------------------------------------------ helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const children = new Map(); // pid -> name: what this script started, stopped by pid at the end
-const log = (who, msg) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${who.padEnd(10)} ${msg}`);
+const log = logger(10);
 const s1 = (ms) => (ms === null || ms === undefined || !Number.isFinite(ms) ? "—" : (ms / 1000).toFixed(1));
-
-function run(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: "utf8", env: { ...process.env, ...slurmEnv } });
-  return { code: r.status, out: `${r.stdout ?? ""}${r.stderr ?? ""}`.trim() };
-}
-
-function launch(name, cmd, args, { env, cwd, logFile }) {
-  const child = spawn(cmd, args, {
-    env: { ...process.env, ...slurmEnv, ...env },
-    cwd,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.set(child.pid, name);
-  const out = createWriteStream(logFile);
-  const stamp = (d) => {
-    const t = Date.now();
-    for (const line of d.toString().split("\n")) if (line) out.write(`${t} ${line}\n`);
-  };
-  child.stdout.on("data", stamp);
-  child.stderr.on("data", stamp);
-  const exited = new Promise((resolve) =>
-    child.once("exit", (code, signal) => {
-      children.delete(child.pid);
-      resolve({ code, signal, t: Date.now() });
-    }),
-  );
-  return { child, exited };
-}
-
-/** Incremental reader of a JSON-lines report file (the rank contract's SWITCHYARD_REPORT). */
-class Report {
-  constructor(file) {
-    this.file = file;
-    this.offset = 0;
-    this.rest = "";
-    this.lines = [];
-  }
-  poll() {
-    let text;
-    try {
-      const all = readFileSync(this.file);
-      text = all.subarray(this.offset).toString("utf8");
-      this.offset = all.length;
-    } catch {
-      return this.lines;
-    }
-    const parts = (this.rest + text).split("\n");
-    this.rest = parts.pop() ?? "";
-    for (const p of parts) {
-      try {
-        this.lines.push(JSON.parse(p));
-      } catch {
-        /* a torn line */
-      }
-    }
-    return this.lines;
-  }
-  steps() {
-    return this.poll()
-      .filter((l) => l.kind === "step")
-      .map((l) => ({ attempt: l.attempt, step: l.step, t: l.t * 1000 }));
-  }
-}
-
-let apiToken = "";
-async function api(url, method, p, body) {
-  if (method !== "GET") body ??= {};
-  const res = await fetch(url + p, {
-    method,
-    headers: { authorization: `Bearer ${apiToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
 
 /** `sinfo` of the partition: name -> {address, state, reason}. */
 function nodesOf(partition) {
-  const r = run("sinfo", ["-h", "-N", "-p", partition, "-o", "%N|%o|%T|%E"]);
-  if (r.code !== 0) fail(`sinfo failed: ${r.out}`, "bash scripts/testbed.sh up");
-  const out = new Map();
-  for (const line of r.out.split("\n")) {
-    const [name, address, state, reason] = line.split("|");
-    if (name) out.set(name, { address, state, reason: reason === "none" ? null : reason });
-  }
-  return out;
+  const nodes = sinfoNodes(partition);
+  if (!nodes) fail(`sinfo failed: ${run("sinfo", ["-p", partition]).out}`, "bash scripts/testbed.sh up");
+  return nodes;
 }
-const usable = (n) => !/down|drain|fail|not_responding|\*$/.test(n.state);
 
 /** Per-step intervals (ms) of one series, consecutive steps of the same attempt only, with their end time. */
 function intervals(steps) {
@@ -221,48 +137,34 @@ async function startSwitchyard(rs) {
   const cluster = path.join(dir, "cluster.yaml");
   writeFileSync(
     cluster,
-    [
-      "strikeWindowSeconds: 3600",
-      "pools:",
-      `  - name: ${jobSpec.pools?.[0] ?? "ascend"}`,
-      "    executor: slurm",
-      "    accelerator: { vendor: ascend, model: 910B }",
-      "    devicesPerNode: 1",
-      `    slurm: { partition: ${opt.partition}, agentPython: ${opt.python}, env: { GLOO_SOCKET_IFNAME: eth0 } }`,
-      "",
-    ].join("\n"),
+    slurmClusterYaml({
+      pool: jobSpec.pools?.[0] ?? "ascend",
+      partition: opt.partition,
+      python: opt.python,
+      devicesPerNode: 1,
+    }),
   );
-  const server = launch(
-    "server",
-    process.execPath,
-    [path.join(root, "bin/switchyard.js"), "server", "--home", home, "--cluster", cluster, "--port", "0"],
-    { env: { SWITCHYARD_HOME: home, SWITCHYARD_PYTHON: opt.python }, cwd: dir, logFile: path.join(dir, "server.log") },
-  );
-  let url = null;
-  for (let i = 0; i < 300 && !url; i++) {
-    try {
-      const info = JSON.parse(readFileSync(path.join(home, "server.json"), "utf8"));
-      if (info.pid === server.child.pid) url = info.url;
-    } catch {
-      /* not yet */
-    }
-    if (!url) await sleep(100);
-  }
-  if (!url) throw new Error(`switchyard server did not start; see ${dir}/server.log`);
-  apiToken = readFileSync(path.join(home, "token"), "utf8").trim();
+  const server = await startServer({
+    home,
+    cluster,
+    cwd: dir,
+    logFile: path.join(dir, "server.log"),
+    env: { ...slurmEnv, SWITCHYARD_PYTHON: opt.python },
+  });
+  const { url, api } = server;
   // The job file with --steps applied to `steps` and the command (the same command the other runs get).
   const yaml = stringifyYaml({ ...jobSpec, steps: opt.steps, command });
   rs.launchedAt = Date.now();
-  const job = await api(url, "POST", "/api/jobs", { yaml, file: opt.job });
+  const job = await api("POST", "/api/jobs", { yaml, file: opt.job });
   log("switchyard", `job ${job.id} submitted (server ${url}, home ${home})`);
   Object.assign(rs, { url, jobId: job.id, home, view: null, stepCache: [] });
   let lastFetch = 0;
   rs.refresh = async () => {
-    rs.view = await api(url, "GET", `/api/jobs/${job.id}`);
+    rs.view = await api("GET", `/api/jobs/${job.id}`);
     rs.state = rs.view.state;
     if (Date.now() - lastFetch > 3000 || ["SUCCEEDED", "FAILED", "CANCELLED"].includes(rs.state)) {
       lastFetch = Date.now();
-      rs.stepCache = (await api(url, "GET", `/api/jobs/${job.id}/steps?rank=0`)).map((x) => ({
+      rs.stepCache = (await api("GET", `/api/jobs/${job.id}/steps?rank=0`)).map((x) => ({
         attempt: x.attempt,
         step: x.step,
         t: x.t,
@@ -273,17 +175,16 @@ async function startSwitchyard(rs) {
   rs.steps = () => rs.stepCache;
   rs.stop = async () => {
     if (rs.endedAt === null) {
-      await api(url, "POST", `/api/jobs/${job.id}/cancel`).catch(() => null);
+      await api("POST", `/api/jobs/${job.id}/cancel`).catch(() => null);
       rs.endedAt = Date.now();
       rs.state = `STOPPED at the cap (${opt.cap} s)`;
     }
   };
+  rs.api = api;
   rs.shutdown = async () => {
     if (!children.has(server.child.pid)) return;
     await rs.stop(); // a job still going is cancelled first: its ranks outlive the server otherwise
-    server.child.kill("SIGTERM");
-    await Promise.race([server.exited, sleep(10_000)]);
-    if (children.has(server.child.pid)) server.child.kill("SIGKILL");
+    await server.stop();
   };
   // The hosts of the first attempt: the other runs go on the same ones.
   for (let i = 0; i < 1200; i++) {
@@ -327,7 +228,11 @@ function startOutside(rs, hosts, addresses) {
     args = [...srun, opt.python, wrapper, ...baseCommand.slice(1)];
   }
   rs.launchedAt = Date.now();
-  const proc = launch(who, "srun", args, { env, cwd: workdir, logFile: path.join(dir, "srun.log") });
+  const proc = launch(who, "srun", args, {
+    env: { ...slurmEnv, ...env },
+    cwd: workdir,
+    logFile: path.join(dir, "srun.log"),
+  });
   const r0 = new Report(path.join(reports, "rank-0.jsonl"));
   rs.steps = () => r0.steps();
   rs.done = () => r0.poll().some((l) => l.kind === "done");
@@ -361,13 +266,7 @@ const cleanup = async () => {
     await cleanups
       .pop()()
       .catch((e) => log("bench", `cleanup: ${e.message}`));
-  for (const [pid] of children) {
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      /* gone */
-    }
-  }
+  stopChildren("SIGTERM");
 };
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, () => {
@@ -389,18 +288,13 @@ const shaped = run("bash", [testbedSh, "status"])
 if (shaped.length > 0) fail(`a link is shaped already: ${shaped.join("; ")}`, "bash scripts/testbed.sh heal NODE");
 
 const machine = {
-  cpus: cpus().length,
-  cpuModel: cpus()[0]?.model,
-  memGiB: Math.round(totalmem() / 2 ** 30),
-  kernel: release(),
-  node: process.version,
+  ...machineFacts(),
   slurm: run("sinfo", ["--version"]).out,
   loadBefore: loadavg().map((x) => Number(x.toFixed(2))),
 };
 console.log(`bench/gray: work dir ${opt.work}`);
 console.log(`options: ${JSON.stringify({ ...opt, work: undefined })}; command: ${command.join(" ")}`);
-const loads = [];
-const loadTimer = setInterval(() => loads.push({ t: Date.now(), l1: loadavg()[0] }), 5000);
+const loads = loadSampler(5000);
 
 const runs = Object.fromEntries(opt.only.map((w) => [w, new RunState(w)]));
 let culprit = null;
@@ -460,7 +354,7 @@ async function runOne(r) {
     await followEvents(r);
     // What switchyard recorded (its view, ledger), then its server stops: the next runs have the hosts to themselves.
     await r.refresh();
-    r.report = await api(r.url, "GET", `/api/jobs/${r.jobId}/report`).catch(() => null);
+    r.report = await r.api("GET", `/api/jobs/${r.jobId}/report`).catch(() => null);
     writeFileSync(
       path.join(opt.work, "switchyard", "report.json"),
       JSON.stringify({ view: r.view, report: r.report }, null, 1),
@@ -472,7 +366,7 @@ async function runOne(r) {
 
 /** switchyard's events after the collapse: slowdown.detected, the incident that names a host, slowdown.evict. */
 async function followEvents(r) {
-  const evs = await api(r.url, "GET", `/api/jobs/${r.jobId}/events`).catch(() => []);
+  const evs = await r.api("GET", `/api/jobs/${r.jobId}/events`).catch(() => []);
   for (const e of evs.slice(seenEvents)) {
     if (/^(slowdown|incident|preflight|attempt\.launched|job\.)/.test(e.kind)) {
       log("switchyard", `${e.kind}: ${e.message.slice(0, 260)}`);
@@ -512,7 +406,7 @@ async function waitUsable(list) {
 try {
   cleanups.push(async () => healAndResume());
   for (const w of ["switchyard", "torchrun", "none"]) if (runs[w]) await runOne(runs[w]);
-  clearInterval(loadTimer);
+  loads.stop();
 
   // ---------------------------------------------------------------------------------------------- results
   const sy = runs.switchyard;
@@ -540,7 +434,7 @@ try {
     const stepsDone = r.lastStep();
     const slowUntil = r.who === "switchyard" ? evictionEnd : (r.endedAt ?? Date.now());
     const degraded = r.collapseAt ? paceMs(r.steps(), r.collapseAt + 5000, slowUntil) : { ms: null, n: 0 };
-    const load = loads.filter((x) => x.t >= r.launchedAt && x.t <= (r.endedAt ?? Date.now())).map((x) => x.l1);
+    const load = loads.samples.filter((x) => x.t >= r.launchedAt && x.t <= (r.endedAt ?? Date.now())).map((x) => x.l1);
     const afterEviction =
       r.who === "switchyard" && sy.view.attempts.length > 1
         ? paceMs(
@@ -584,7 +478,7 @@ try {
   for (const r of results) {
     r.goodputRatioOfSwitchyard = bySy?.goodput && r.goodput ? bySy.goodput / r.goodput : null;
   }
-  const loadDuring = loads.map((x) => x.l1);
+  const loadDuring = loads.samples.map((x) => x.l1);
   machine.loadDuring = loadDuring.length
     ? { min: Math.min(...loadDuring), median: median(loadDuring), max: Math.max(...loadDuring) }
     : null;
@@ -644,6 +538,6 @@ try {
   log("bench", `ERROR ${err.stack ?? err}`);
   process.exitCode = 1;
 } finally {
-  clearInterval(loadTimer);
+  loads.stop();
   await cleanup();
 }

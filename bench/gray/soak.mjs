@@ -10,32 +10,33 @@
 // Counted from switchyard's own events and incidents: slowdowns detected, slowdown incidents opened (network,
 // straggler, degraded), evictions (slowdown.evict), pre-flight exclusions, and hosts drained by switchyard. On a
 // healthy testbed every one of them should be 0. Not a test (too long for CI); see README.md in this folder.
-import { spawn, spawnSync } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  failWith,
+  loadSampler,
+  machineFacts,
+  options,
+  rankLog,
+  root,
+  runSync,
+  sinfoNodes,
+  sleep,
+  slurmClusterYaml,
+  slurmEnv,
+  startServer,
+  terminal,
+} from "../lib/bench.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const fail = (msg, fix) => {
-  console.error(`bench/gray soak: ${msg}${fix ? ` (fix: ${fix})` : ""}`);
-  process.exit(2);
-};
+const fail = failWith("bench/gray soak");
 if (!existsSync(path.join(root, "dist/server/main.js")) && !existsSync(path.join(root, "dist/cli/main.js"))) {
   fail("not built", "npm run build");
 }
 
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) {
-  if (!["--minutes", "--work", "--lanes"].includes(argv[i]))
-    fail(`unknown option ${argv[i]}`, "--minutes N, --work DIR");
-  if (argv[i + 1] === undefined) fail(`${argv[i]} needs a value`);
-}
-const flag = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
+const { flag } = options(process.argv.slice(2), { known: ["--minutes", "--work", "--lanes"], fail });
 const minutes = Number(flag("--minutes", "30"));
 if (!Number.isFinite(minutes) || minutes < 1 || minutes > 24 * 60) fail("--minutes must be in [1, 1440]");
 const laneFiles = flag("--lanes", "soak-small.yaml,soak-wide.yaml")
@@ -44,19 +45,17 @@ const laneFiles = flag("--lanes", "soak-small.yaml,soak-wide.yaml")
 for (const f of laneFiles) if (!existsSync(f)) fail(`no job file ${f}`, "--lanes a.yaml,b.yaml (in bench/gray)");
 const work = flag("--work", "") || mkdtempSync(path.join(tmpdir(), "sy-soak-gray-"));
 const python = process.env.SWITCHYARD_PYTHON ?? "/usr/bin/python3";
-const slurmEnv = { SLURM_CONF: process.env.SLURM_CONF ?? "/run/switchyard-testbed/slurm.conf" };
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (msg) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
-const sinfo = spawnSync("sinfo", ["-h", "-N", "-p", "ascend", "-o", "%N|%T|%E"], {
-  encoding: "utf8",
-  env: { ...process.env, ...slurmEnv },
-});
-if (sinfo.status !== 0) fail(`sinfo: ${sinfo.stderr.trim()}`, "bash scripts/testbed.sh up");
+/** The partition's hosts as `name|state|reason` lines. */
+function hostLines() {
+  const nodes = sinfoNodes("ascend");
+  if (!nodes) fail(`sinfo: ${runSync("sinfo", ["-p", "ascend"]).out}`, "bash scripts/testbed.sh up");
+  return [...nodes].map(([name, n]) => `${name}|${n.state}|${n.reason ?? "none"}`);
+}
 const drainedBefore = new Set(
-  sinfo.stdout
-    .split("\n")
+  hostLines()
     .filter((l) => /drain/.test(l))
     .map((l) => l.split("|")[0]),
 );
@@ -64,60 +63,16 @@ const drainedBefore = new Set(
 const home = path.join(work, "home");
 mkdirSync(home, { recursive: true });
 const cluster = path.join(work, "cluster.yaml");
-writeFileSync(
+writeFileSync(cluster, slurmClusterYaml({ pool: "ascend", partition: "ascend", python, devicesPerNode: 2 }));
+const server = await startServer({
+  home,
   cluster,
-  [
-    "strikeWindowSeconds: 3600",
-    "pools:",
-    "  - name: ascend",
-    "    executor: slurm",
-    "    accelerator: { vendor: ascend, model: 910B }",
-    "    devicesPerNode: 2",
-    `    slurm: { partition: ascend, agentPython: ${python}, env: { GLOO_SOCKET_IFNAME: eth0 } }`,
-    "",
-  ].join("\n"),
-);
-const serverLog = createWriteStream(path.join(work, "server.log"));
-const server = spawn(
-  process.execPath,
-  [path.join(root, "bin/switchyard.js"), "server", "--home", home, "--cluster", cluster, "--port", "0"],
-  {
-    env: { ...process.env, ...slurmEnv, SWITCHYARD_HOME: home, SWITCHYARD_PYTHON: python },
-    stdio: ["ignore", "pipe", "pipe"],
-  },
-);
-server.stdout.pipe(serverLog);
-server.stderr.pipe(serverLog);
-const serverExited = new Promise((r) => server.once("exit", r));
-let url = null;
-for (let i = 0; i < 300 && !url; i++) {
-  try {
-    const info = JSON.parse(readFileSync(path.join(home, "server.json"), "utf8"));
-    if (info.pid === server.pid) url = info.url;
-  } catch {
-    /* not yet */
-  }
-  if (!url) await sleep(100);
-}
-if (!url) fail(`the server did not start; see ${work}/server.log`);
-const token = readFileSync(path.join(home, "token"), "utf8").trim();
-async function api(method, p, body) {
-  if (method !== "GET") body ??= {};
-  const res = await fetch(url + p, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+  logFile: path.join(work, "server.log"),
+  env: { ...slurmEnv, SWITCHYARD_PYTHON: python },
+}).catch((err) => fail(err.message));
+const { url, api } = server;
 
 let stopping = false;
-const stopServer = async () => {
-  server.kill("SIGTERM");
-  await Promise.race([serverExited, sleep(10_000)]);
-};
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, () => {
     stopping = true;
@@ -125,19 +80,13 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 const machine = {
-  cpus: cpus().length,
-  cpuModel: cpus()[0]?.model,
-  memGiB: Math.round(totalmem() / 2 ** 30),
-  kernel: release(),
-  node: process.version,
+  ...machineFacts(),
   loadBefore: loadavg().map((x) => Number(x.toFixed(2))),
 };
 log(`soak: ${minutes} min, lanes ${laneFiles.map((f) => path.basename(f)).join(", ")}; work ${work}; server ${url}`);
 const startedAt = Date.now();
 const deadline = startedAt + minutes * 60_000;
-const loads = [];
-const loadTimer = setInterval(() => loads.push(loadavg()[0]), 10_000);
-const terminal = (s) => ["SUCCEEDED", "FAILED", "CANCELLED"].includes(s);
+const loads = loadSampler(10_000);
 const jobs = []; // {lane, id}
 
 async function lane(file) {
@@ -169,7 +118,7 @@ try {
   error = String(err.stack ?? err);
   log(`ERROR ${error}`);
 }
-clearInterval(loadTimer);
+loads.stop();
 await sleep(3000);
 
 // ------------------------------------------------------------------------------------------------ counting
@@ -203,29 +152,16 @@ for (const j of jobs) {
 for (const j of perJob) {
   j.evalSteps = 0;
   for (let n = 1; n <= j.attempts; n++) {
-    for (let offset = 0, rest = ""; ;) {
-      const page = await api("GET", `/api/jobs/${j.id}/logs?rank=0&attempt=${n}&offset=${offset}`).catch(() => null);
-      if (!page || page.text === "") break;
-      const lines = (rest + page.text).split("\n");
-      rest = lines.pop() ?? "";
-      j.evalSteps += lines.filter((l) => l.startsWith("eval at step")).length;
-      offset = page.offset;
-    }
+    const text = await rankLog(api, j.id, 0, n);
+    j.evalSteps += text.split("\n").filter((l) => l.startsWith("eval at step")).length;
   }
 }
-const after = spawnSync("sinfo", ["-h", "-N", "-p", "ascend", "-o", "%N|%T|%E"], {
-  encoding: "utf8",
-  env: { ...process.env, ...slurmEnv },
-});
-const drainedBySwitchyard = after.stdout
-  .split("\n")
-  .filter((l) => /\|switchyard/.test(l) && !drainedBefore.has(l.split("|")[0]))
-  .map((l) => l.trim());
-await stopServer();
+const drainedBySwitchyard = hostLines().filter((l) => /\|switchyard/.test(l) && !drainedBefore.has(l.split("|")[0]));
+await server.stop();
 // Hosts this soak's server drained are resumed (their reason is in the results).
 for (const line of drainedBySwitchyard) {
   const name = line.split("|")[0];
-  spawnSync("scontrol", ["update", `NodeName=${name}`, "State=RESUME"], { env: { ...process.env, ...slurmEnv } });
+  runSync("scontrol", ["update", `NodeName=${name}`, "State=RESUME"]);
   log(`${name} resumed in Slurm (drained by this soak's server: ${line})`);
 }
 
@@ -235,9 +171,7 @@ const result = {
   wallS: (Date.now() - startedAt) / 1000,
   machine: {
     ...machine,
-    loadDuring: loads.length
-      ? { min: Math.min(...loads), median: loads.sort((a, b) => a - b)[loads.length >> 1], max: Math.max(...loads) }
-      : null,
+    loadDuring: loads.range(),
   },
   totals: {
     jobs: perJob.length,

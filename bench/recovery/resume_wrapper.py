@@ -28,26 +28,12 @@ if os.environ.get("BENCH_SETSID", "1") == "1":
     except OSError:
         pass  # already a session leader
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "..", "sdk", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import bench_rank  # noqa: E402
 
 rank = os.environ.get("RANK", "0")
-ckpt_dir = os.environ["BENCH_CKPT_DIR"]
-os.environ["SWITCHYARD_CHECKPOINT_DIR"] = ckpt_dir
-os.environ["SWITCHYARD_REPORT"] = os.path.join(os.environ["BENCH_REPORT_DIR"], "rank-%s.jsonl" % rank)
 attempt = os.environ.get("BENCH_ATTEMPT") or str(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) + 1)
-os.environ["SWITCHYARD_ATTEMPT"] = attempt
-os.environ["SWITCHYARD_RESUME_FROM"] = ""
-
-import switchyard  # noqa: E402  (after the environment: the import writes the `start` report line)
-
-if os.environ.get("BENCH_RESUME") == "1" and os.path.isdir(ckpt_dir):
-    for name in sorted((d for d in os.listdir(ckpt_dir) if d.startswith("step-")), reverse=True):
-        path = os.path.join(ckpt_dir, name)
-        if not switchyard.verify_checkpoint(path):
-            os.environ["SWITCHYARD_RESUME_FROM"] = path
-            break
-        print("resume_wrapper: skipping %s (does not verify)" % path, file=sys.stderr, flush=True)
+bench_rank.prepare(rank, attempt, "resume_wrapper")
 
 timeout_s = float(os.environ.get("BENCH_PG_TIMEOUT_S", "0") or 0)
 if timeout_s > 0:

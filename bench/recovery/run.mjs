@@ -11,28 +11,34 @@
 // Per fault: detection latency (fault -> the supervisor notices), fault -> first new step, steps lost (recomputed),
 // and per run goodput (productive / wall), from switchyard's own /report for switchyard and from the same ledger code
 // (dist/core/goodput.js) fed with the ranks' step timestamps for the others. See README.md in this folder.
-import { spawn } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  failWith,
+  freePort,
+  killPid,
+  launch,
+  loadSampler,
+  logger,
+  machineFacts,
+  options,
+  Report,
+  root,
+  sleep,
+  startServer,
+  stopChildren,
+  terminal as isTerminal,
+} from "../lib/bench.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
-const root = fileURLToPath(new URL("../../", import.meta.url));
-if (!existsSync(path.join(root, "dist/core/goodput.js"))) {
-  console.error("bench/recovery: build first (npm run build)");
-  process.exit(2);
-}
+if (!existsSync(path.join(root, "dist/core/goodput.js"))) failWith("bench/recovery")("not built", "npm run build");
 const { buildLedger } = await import(path.join(root, "dist/core/goodput.js"));
 const { percentile } = await import(path.join(root, "dist/core/hang.js"));
 
 // ------------------------------------------------------------------------------------------------ options
-const argv = process.argv.slice(2);
-const flag = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
+const { flag } = options(process.argv.slice(2));
 const opt = {
   steps: Number(flag("--steps", "400")),
   ckptEvery: Number(flag("--ckpt-every", "20")),
@@ -61,106 +67,7 @@ const schedule = [
 ];
 
 // ------------------------------------------------------------------------------------------------ helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const children = new Set(); // pids this script started, stopped by pid at the end
-const log = (who, msg) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${who.padEnd(10)} ${msg}`);
-
-function killPid(pid, sig = "SIGKILL") {
-  try {
-    process.kill(pid, sig);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Spawns a process; its stdout/stderr go, line by line and stamped with arrival time (ms), to a log and a callback. */
-function launch(name, cmd, args, { env, cwd, logFile, onLine }) {
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, cwd, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child.pid);
-  const out = createWriteStream(logFile);
-  const lines = [];
-  const feed = (stream) => {
-    let buf = "";
-    stream.on("data", (d) => {
-      const t = Date.now();
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        out.write(`${t} ${line}\n`);
-        lines.push({ t, line });
-        onLine?.(t, line);
-      }
-    });
-  };
-  feed(child.stdout);
-  feed(child.stderr);
-  const exited = new Promise((resolve) =>
-    child.once("exit", (code, signal) => {
-      children.delete(child.pid);
-      resolve({ code, signal, t: Date.now() });
-    }),
-  );
-  return { child, lines, exited };
-}
-
-/** Incremental reader of a JSON-lines report file (the rank contract's SWITCHYARD_REPORT). */
-class Report {
-  constructor(file) {
-    this.file = file;
-    this.offset = 0;
-    this.rest = "";
-    this.lines = [];
-  }
-  poll() {
-    let text;
-    try {
-      const all = readFileSync(this.file);
-      text = all.subarray(this.offset).toString("utf8");
-      this.offset = all.length;
-    } catch {
-      return this.lines;
-    }
-    const parts = (this.rest + text).split("\n");
-    this.rest = parts.pop() ?? "";
-    for (const p of parts) {
-      try {
-        this.lines.push(JSON.parse(p));
-      } catch {
-        /* a torn line: skip */
-      }
-    }
-    return this.lines;
-  }
-}
-
-/** The server's API token (every call carries it; docs/security.md), read from its home once it is up. */
-let apiToken = "";
-
-async function api(url, method, p, body) {
-  if (method !== "GET") body ??= {};
-  const res = await fetch(url + p, {
-    method,
-    headers: { authorization: `Bearer ${apiToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const log = logger(10);
 
 /**
  * Injects the schedule: polls progress until the gang reports step >= S, then fires. After a hang, waits for the
@@ -263,24 +170,14 @@ async function runSwitchyard() {
       "\n",
     ),
   );
-  const server = launch(
-    "server",
-    process.execPath,
-    [path.join(root, "bin/switchyard.js"), "server", "--home", home, "--cluster", cluster, "--port", "0"],
-    { env: { SWITCHYARD_HOME: home, SWITCHYARD_PYTHON: opt.python }, cwd: dir, logFile: path.join(dir, "server.log") },
-  );
-  let url = null;
-  for (let i = 0; i < 200 && !url; i++) {
-    try {
-      const info = JSON.parse(readFileSync(path.join(home, "server.json"), "utf8"));
-      if (info.pid === server.child.pid) url = info.url;
-    } catch {
-      /* not yet */
-    }
-    if (!url) await sleep(100);
-  }
-  if (!url) throw new Error(`switchyard server did not start; see ${dir}/server.log`);
-  apiToken = readFileSync(path.join(home, "token"), "utf8").trim();
+  const server = await startServer({
+    home,
+    cluster,
+    cwd: dir,
+    logFile: path.join(dir, "server.log"),
+    env: { SWITCHYARD_PYTHON: opt.python },
+  });
+  const { url, api } = server;
   const jobYaml = [
     "name: bench-recovery",
     "pools: [bench]",
@@ -297,19 +194,19 @@ async function runSwitchyard() {
   ].join("\n");
   writeFileSync(path.join(dir, "job.yaml"), jobYaml);
   const launchedAt = Date.now();
-  const job = await api(url, "POST", "/api/jobs", { yaml: jobYaml, file: path.join(dir, "job.yaml") });
+  const job = await api("POST", "/api/jobs", { yaml: jobYaml, file: path.join(dir, "job.yaml") });
   log(who, `job ${job.id} submitted (server ${url})`);
   let view = null;
-  const terminal = (v) => v && ["SUCCEEDED", "FAILED", "CANCELLED"].includes(v.state);
+  const terminal = (v) => v && isTerminal(v.state);
   const progress = async () => {
-    view = await api(url, "GET", `/api/jobs/${job.id}`);
+    view = await api("GET", `/api/jobs/${job.id}`);
     return view.last ? { step: view.last.step, attempt: view.last.attempt } : null;
   };
   const { faults, capped } = await driveFaults(who, {
     progress,
     ended: () => terminal(view),
     inject: async (kind) => {
-      const res = await api(url, "POST", `/api/jobs/${job.id}/chaos`, {
+      const res = await api("POST", `/api/jobs/${job.id}/chaos`, {
         action: kind === "kill" ? "kill-rank" : "hang-rank",
         rank: opt.rank,
       });
@@ -323,29 +220,27 @@ async function runSwitchyard() {
   let seen = "";
   while (!terminal(view)) {
     await sleep(500);
-    view = await api(url, "GET", `/api/jobs/${job.id}`);
+    view = await api("GET", `/api/jobs/${job.id}`);
     const now = `${view.state}/${view.last?.attempt}/${view.last?.step}`;
     if (now !== seen) [seen, lastChange] = [now, Date.now()];
     if (Date.now() - lastChange > (capped ? 60_000 : 300_000)) {
       stuck = `STUCK in ${view.state} at step ${view.last?.step} (attempt ${view.last?.attempt})`;
       log(who, `${stuck}: cancelling`);
-      await api(url, "POST", `/api/jobs/${job.id}/cancel`).catch(() => null);
+      await api("POST", `/api/jobs/${job.id}/cancel`).catch(() => null);
       break;
     }
   }
   const endedAt = Date.now();
   log(who, `job ${view.state} after ${view.restarts} restart(s)`);
-  const report = await api(url, "GET", `/api/jobs/${job.id}/report`);
-  const steps = (await api(url, "GET", `/api/jobs/${job.id}/steps?rank=0`)).map((s) => ({
+  const report = await api("GET", `/api/jobs/${job.id}/report`);
+  const steps = (await api("GET", `/api/jobs/${job.id}/steps?rank=0`)).map((s) => ({
     attempt: s.attempt,
     step: s.step,
     t: s.t,
   }));
-  const events = await api(url, "GET", `/api/jobs/${job.id}/events`);
+  const events = await api("GET", `/api/jobs/${job.id}/events`);
   writeFileSync(path.join(dir, "report.json"), JSON.stringify({ view, report, events }, null, 1));
-  server.child.kill("SIGTERM");
-  await Promise.race([server.exited, sleep(5000)]);
-  if (children.has(server.child.pid)) killPid(server.child.pid);
+  await server.stop(5000);
 
   const rows = faults.map((f) => {
     const incident = view.incidents.find((i) => i.attempt === f.attempt);
@@ -512,9 +407,7 @@ async function runOutside(who) {
 }
 
 // ------------------------------------------------------------------------------------------------ main
-const cleanup = () => {
-  for (const pid of children) killPid(pid, "SIGTERM");
-};
+const cleanup = () => stopChildren("SIGTERM");
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, () => {
     cleanup();
@@ -523,18 +416,13 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 const machine = {
-  cpus: cpus().length,
-  cpuModel: cpus()[0]?.model,
-  memGiB: Math.round(totalmem() / 2 ** 30),
-  kernel: release(),
-  node: process.version,
+  ...machineFacts(),
   loadBefore: loadavg().map((x) => x.toFixed(2)),
 };
 console.log(`bench/recovery: work dir ${opt.work}`);
 console.log(`options: ${JSON.stringify({ ...opt, work: undefined })}`);
 const started = Date.now();
-const loads = [];
-const loadTimer = setInterval(() => loads.push(loadavg()[0]), 5000);
+const loads = loadSampler(5000);
 const runners = { switchyard: runSwitchyard, torchrun: () => runOutside("torchrun"), none: () => runOutside("none") };
 const results = await Promise.all(
   opt.only.map((w) =>
@@ -544,9 +432,10 @@ const results = await Promise.all(
     }),
   ),
 );
-clearInterval(loadTimer);
+loads.stop();
 cleanup();
-machine.loadDuring = loads.length ? [Math.min(...loads).toFixed(2), Math.max(...loads).toFixed(2)] : null;
+const loadRange = loads.range();
+machine.loadDuring = loadRange ? [loadRange.min.toFixed(2), loadRange.max.toFixed(2)] : null;
 
 // ------------------------------------------------------------------------------------------------ table
 const s = (ms) => (ms === null || ms === undefined ? "—" : (ms / 1000).toFixed(1));

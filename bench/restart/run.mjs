@@ -15,18 +15,13 @@
 // Per kill: detection (kill -> incident), incident -> next attempt launched (startedAt: gang stop, backoff), launched
 // -> first step of the new attempt (executor launch: sbatch/srun or fork; interpreter, torch import, rendezvous,
 // checkpoint load, one step), and the total. See README.md in this folder.
-import { spawn, execFileSync } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { loadSampler, logger, machineFacts, options, root, sleep, startServer } from "../lib/bench.mjs";
 
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const argv = process.argv.slice(2);
-const flag = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
+const { flag } = options(process.argv.slice(2));
 const opt = {
   kills: Number(flag("--kills", "5")),
   warmSteps: Number(flag("--warm-steps", "7")), // steps an attempt runs before it is killed
@@ -48,8 +43,7 @@ if (process.getuid?.() !== 0) {
   process.exit(2);
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const log = (who, msg) => console.log(`[${new Date().toISOString().slice(11, 23)}] ${who.padEnd(14)} ${msg}`);
+const log = logger(14);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   if (s.length === 0) return null;
@@ -86,47 +80,16 @@ writeFileSync(
   readFileSync(path.join(root, "examples/testbed/cluster.yaml"), "utf8").trimEnd() +
     "\n  - name: local\n    accelerator: { vendor: cpu }\n    nodes: 1\n    devicesPerNode: 2\n",
 );
-const serverLog = createWriteStream(path.join(opt.work, "server.log"));
-const server = spawn(
-  process.execPath,
-  [path.join(root, "bin/switchyard.js"), "server", "--home", home, "--cluster", clusterFile, "--port", "0"],
-  {
-    env: { ...process.env, SWITCHYARD_HOME: home, SWITCHYARD_PYTHON: opt.python, SLURM_CONF: opt.slurmConf },
-    stdio: ["ignore", "pipe", "pipe"],
-  },
-);
-server.stdout.pipe(serverLog, { end: false });
-server.stderr.pipe(serverLog, { end: false });
-let url = null;
-for (let i = 0; i < 300 && !url; i++) {
-  try {
-    const info = JSON.parse(readFileSync(path.join(home, "server.json"), "utf8"));
-    if (info.pid === server.pid) url = info.url;
-  } catch {
-    /* not yet */
-  }
-  if (!url) await sleep(100);
-}
-if (!url) throw new Error(`server did not start; see ${opt.work}/server.log`);
-const token = readFileSync(path.join(home, "token"), "utf8").trim();
-async function api(method, p, body) {
-  const res = await fetch(url + p, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(method !== "GET" ? { "content-type": "application/json" } : {}) },
-    body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-log("server", `${url} (pid ${server.pid}), work ${opt.work}`);
+const server = await startServer({
+  home,
+  cluster: clusterFile,
+  logFile: path.join(opt.work, "server.log"),
+  env: { SWITCHYARD_PYTHON: opt.python, SLURM_CONF: opt.slurmConf },
+});
+const { url, api } = server;
+log("server", `${url} (pid ${server.child.pid}), work ${opt.work}`);
 
-const stopServer = async () => {
-  if (server.exitCode !== null) return;
-  server.kill("SIGTERM");
-  for (let i = 0; i < 50 && server.exitCode === null; i++) await sleep(100);
-  if (server.exitCode === null) server.kill("SIGKILL");
-};
+const stopServer = () => server.stop(5000);
 const jobs = new Map(); // who -> job id, cancelled at the end
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, async () => {
@@ -301,15 +264,8 @@ async function drive(who) {
 }
 
 // ------------------------------------------------------------------------------------------------ main
-const machine = {
-  cpus: cpus().length,
-  cpuModel: cpus()[0]?.model,
-  memGiB: Math.round(totalmem() / 2 ** 30),
-  kernel: release(),
-  node: process.version,
-};
-const loads = [loadavg()[0]];
-const loadTimer = setInterval(() => loads.push(loadavg()[0]), 5000);
+const machine = machineFacts();
+const loads = loadSampler(5000, { initial: true });
 const started = Date.now();
 const results = await Promise.all(
   opt.only.map((w) =>
@@ -319,8 +275,9 @@ const results = await Promise.all(
     }),
   ),
 );
-clearInterval(loadTimer);
-machine.loadDuring = [Math.min(...loads).toFixed(2), Math.max(...loads).toFixed(2)];
+loads.stop();
+const loadRange = loads.range();
+machine.loadDuring = [loadRange.min.toFixed(2), loadRange.max.toFixed(2)];
 for (const id of jobs.values()) await api("POST", `/api/jobs/${id}/cancel`).catch(() => null);
 await sleep(3000); // the allocations are released when the jobs end
 await stopServer();

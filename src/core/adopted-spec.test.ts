@@ -1,20 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { SpecError } from "./spec-errors.js";
+import { errorOf } from "./spec-test-helpers.js";
 import { compileJobSpec, parseClusterSpec, type ClusterSpec } from "./spec.js";
 
 const cluster: ClusterSpec = parseClusterSpec(["pools:", "  - name: local", "    nodes: 1"].join("\n"), "c.yaml");
 const opts = { file: "/jobs/train.yaml", cluster, defaultCheckpointRoot: "/home/sy/checkpoints" };
 const job = (checkpoint: string) => `name: train\ncommand: [python3, t.py]\ncheckpoint: ${checkpoint}\n`;
-
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(SpecError);
-    return (err as Error).message;
-  }
-  throw new Error("expected a SpecError");
-}
 
 describe("checkpoint.watch in a job spec", () => {
   it("compiles a pattern relative to the workdir with the default settle time", () => {

@@ -1,19 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { compileJobSpec, parseClusterSpec, specLimits, type ClusterSpec } from "./spec.js";
-import { maxIssuesReported, maxSpecBytes, SpecError } from "./spec-errors.js";
+import { maxIssuesReported, maxSpecBytes, type SpecError } from "./spec-errors.js";
+import { specErrorOf } from "./spec-test-helpers.js";
 
 const cluster: ClusterSpec = parseClusterSpec("pools:\n  - name: local\n    nodes: 2\n", "cluster.yaml");
 const opts = { file: "/jobs/big.yaml", cluster, defaultCheckpointRoot: "/home/sy/checkpoints" };
 
-function specError(text: string, o = opts): SpecError {
-  try {
-    compileJobSpec(text, o);
-  } catch (err) {
-    expect(err).toBeInstanceOf(SpecError);
-    return err as SpecError;
-  }
-  throw new Error("expected a SpecError");
-}
+const specError = (text: string, o = opts): SpecError => specErrorOf(() => compileJobSpec(text, o));
 
 describe("spec bounds: a big or hostile spec gets a short, bounded answer", () => {
   it("refuses a 518 KB spec with 30,000 env keys by its size, with one short issue", () => {

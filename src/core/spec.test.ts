@@ -1,22 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { compileJobSpec, parseClusterSpec, type ClusterSpec } from "./spec.js";
-import { SpecError } from "./spec-errors.js";
+import { errorOf } from "./spec-test-helpers.js";
 
 const cluster: ClusterSpec = parseClusterSpec(
   ["pools:", "  - name: ascend", "    nodes: 2", "  - name: nvidia", "    nodes: 1"].join("\n"),
   "cluster.yaml",
 );
 const opts = { file: "/jobs/train.yaml", cluster, defaultCheckpointRoot: "/home/sy/checkpoints" };
-
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(SpecError);
-    return (err as Error).message;
-  }
-  throw new Error("expected a SpecError");
-}
 
 describe("job spec", () => {
   it("applies every default in one place and makes paths absolute", () => {
