@@ -79,6 +79,11 @@ export interface Executor {
    * that is not `usable` (down, drained, not responding) is never placed on.
    */
   inventory?(pool: PoolSpec): Promise<InventoryNode[]>;
+  /**
+   * Where a node of the pool is reached over the network from the server's host (Slurm: its NodeAddr), or null when
+   * the executor cannot tell. Absent on local pools, whose nodes are this machine. A replica's URL uses it.
+   */
+  nodeAddress?(pool: PoolSpec, node: string): Promise<string | null>;
   /** Tells the workload manager about a cordon (Slurm: drain with the reason; uncordon resumes the node). */
   setCordon?(pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void>;
   /** The rank process's own pid (not its wrapper's), when this executor can tell it; null while unknown. */

@@ -101,6 +101,10 @@ export class PoolExecutors implements Executor {
     }));
   }
 
+  async nodeAddress(pool: PoolSpec, node: string): Promise<string | null> {
+    return (await this.forPool(pool).nodeAddress?.(pool, node)) ?? null;
+  }
+
   async setCordon(pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void> {
     await this.forPool(pool).setCordon?.(pool, node, cordoned, reason);
   }

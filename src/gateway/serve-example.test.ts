@@ -36,7 +36,7 @@ describe("the serve example serves what the run example trained", () => {
     expect(pools).toHaveLength(2);
     for (const pool of pools) {
       // As the server deploys and launches it ({home} is the server's state folder).
-      const argv = replicaLaunchArgv(deployArgv(pool.replicas!.command, "127.0.0.1", home), 8101, null);
+      const argv = replicaLaunchArgv(deployArgv(pool.replicas!.command, home), 8101, null, "127.0.0.1");
       const at = argv.indexOf("--checkpoint");
       expect(at).toBeGreaterThan(0);
       expect(argv[at + 1]).toBe(job.checkpoint.dir);

@@ -11,7 +11,7 @@ import type { Adopter, AdoptedLaunch } from "./adopt.js";
 import { findResumePoint, verifyCheckpoint } from "./checkpoint-scan.js";
 import type { SupervisorContext } from "./context.js";
 import type { Placement, Queue } from "./queue.js";
-import { replicaLaunchArgv } from "./services.js";
+import { replicaEndpointOn, replicaLaunchArgv } from "./services.js";
 import type { Verdict } from "./verdict.js";
 
 /** A launch that cannot succeed or did not: `permanent` when no retry can help (a missing workdir or command). */
@@ -104,6 +104,10 @@ export async function launchAttempt(
       );
     }
     await checkLaunchable(spec);
+    // A replica listens where it is reached: on a workload manager's node, that node's address (services.ts).
+    const replicaHost = spec.workload
+      ? (await replicaEndpointOn(ctx.executor, pool, spec.workload.host, placement.nodes[0])).listen
+      : "";
     launched = await ctx.executor.launch({
       jobId: job.id,
       jobName: job.name,
@@ -114,7 +118,9 @@ export async function launchAttempt(
       devices: placement.devices,
       procsPerNode: spec.procsPerNode,
       // A replica's {port} is its attempt's port, {checkpoint} the verified checkpoint it serves.
-      command: spec.workload ? replicaLaunchArgv(spec.command, attempt.masterPort, chosen?.path ?? null) : spec.command,
+      command: spec.workload
+        ? replicaLaunchArgv(spec.command, attempt.masterPort, chosen?.path ?? null, replicaHost)
+        : spec.command,
       // What torchrun gives its workers (restart count, run id, ...), under the job's own env.
       env: { ...torchrunEnv(torchrunEnvInput(job, n)), ...spec.env },
       workdir: spec.workdir,

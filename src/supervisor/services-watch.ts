@@ -64,7 +64,7 @@ export async function watchReplica(
   if (replica === null || replica.state === "stopped") return { kind: "healthy" };
   // A ready replica's liveness is probed every 2 s, not at every pass.
   if (replica.readyAttempt === attempt.n && !services.probeDue(job.id)) return { kind: "healthy" };
-  const url = `http://${urlHost(replicaHost(ctx, workload.host, attempt))}:${attempt.masterPort}`;
+  const url = await services.replicaUrl(job, attempt);
   const probe = await probeReady(url, workload.engine as EngineKind);
   if (replica.readyAttempt !== attempt.n) {
     if (probe.ready) {
@@ -100,22 +100,6 @@ export async function watchReplica(
   }
   return { kind: "healthy" };
 }
-
-/** Where a replica answers: its host setting on a local pool; on a workload manager's pool, the node it runs on. */
-function replicaHost(ctx: SupervisorContext, host: string, attempt: AttemptRecord): string {
-  const pool = ctx.pool(attempt.pool);
-  if (
-    pool &&
-    pool.executor !== "local" &&
-    attempt.nodes[0] !== undefined &&
-    (host === "127.0.0.1" || host === "0.0.0.0")
-  ) {
-    return attempt.nodes[0];
-  }
-  return host === "0.0.0.0" ? "127.0.0.1" : host;
-}
-
-const urlHost = (host: string): string => (host.includes(":") ? `[${host}]` : host);
 
 function unresponsive(
   ctx: SupervisorContext,

@@ -6,7 +6,7 @@ import { systemClock } from "../core/clock.js";
 import type { Executor } from "../executors/port.js";
 import { MemoryStore } from "../store/memory.js";
 import { SupervisorContext } from "./context.js";
-import { deployArgv, replicaJobName, replicaLaunchArgv, Services } from "./services.js";
+import { deployArgv, replicaEndpoint, replicaJobName, replicaLaunchArgv, Services } from "./services.js";
 
 function services(): { svc: Services; store: MemoryStore } {
   const store = new MemoryStore();
@@ -63,24 +63,47 @@ describe("services controller", () => {
     );
   });
 
-  it("replica commands: {host} and {home} at deploy, {port} and {checkpoint} at each launch, {python} left whole", () => {
+  it("replica commands: {home} at deploy, {host}, {port} and {checkpoint} at each launch, {python} left whole", () => {
     const deployed = deployArgv(
       ["{python}", "s.py", "--host={host}", "{home}/c", "--port", "{port}", "{checkpoint}"],
-      "0.0.0.0",
       "/h",
     );
-    expect(deployed).toEqual(["{python}", "s.py", "--host=0.0.0.0", "/h/c", "--port", "{port}", "{checkpoint}"]);
-    expect(replicaLaunchArgv(deployed, 8101, "/h/c/step-00000020")).toEqual([
+    expect(deployed).toEqual(["{python}", "s.py", "--host={host}", "/h/c", "--port", "{port}", "{checkpoint}"]);
+    expect(replicaLaunchArgv(deployed, 8101, "/h/c/step-00000020", "10.77.0.12")).toEqual([
       "{python}",
       "s.py",
-      "--host=0.0.0.0",
+      "--host=10.77.0.12",
       "/h/c",
       "--port",
       "8101",
       "/h/c/step-00000020",
     ]);
     // An argument is never split or given to a shell.
-    expect(replicaLaunchArgv(["a; rm -rf {port}"], 1, null)).toEqual(["a; rm -rf 1"]);
+    expect(replicaLaunchArgv(["a; rm -rf {port}"], 1, null, "h")).toEqual(["a; rm -rf 1"]);
+  });
+
+  it("a replica on a workload manager's node listens on and is reached at the node's address, not loopback", () => {
+    // Local pools: the host setting; 0.0.0.0 is reached at 127.0.0.1.
+    expect(replicaEndpoint("127.0.0.1", "local", null, "local-0")).toEqual({
+      listen: "127.0.0.1",
+      urlHost: "127.0.0.1",
+    });
+    expect(replicaEndpoint("0.0.0.0", "local", null, "local-0")).toEqual({ listen: "0.0.0.0", urlHost: "127.0.0.1" });
+    // Slurm: the default loopback means the node's address (NodeAddr), for listening and for the URL.
+    expect(replicaEndpoint("127.0.0.1", "slurm", "10.77.0.12", "a2")).toEqual({
+      listen: "10.77.0.12",
+      urlHost: "10.77.0.12",
+    });
+    expect(replicaEndpoint("0.0.0.0", "slurm", "10.77.0.12", "a2")).toEqual({
+      listen: "0.0.0.0",
+      urlHost: "10.77.0.12",
+    });
+    // No address known: the node's name; an explicit host is taken as given.
+    expect(replicaEndpoint("127.0.0.1", "slurm", null, "a2")).toEqual({ listen: "a2", urlHost: "a2" });
+    expect(replicaEndpoint("10.0.0.9", "slurm", "10.77.0.12", "a2")).toEqual({
+      listen: "10.0.0.9",
+      urlHost: "10.0.0.9",
+    });
   });
 
   it("replica job names are valid job names, whatever the service is called", () => {

@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { lstat } from "node:fs/promises";
 import path from "node:path";
-import type { CompiledJobSpec, ReplicaWorkload } from "../core/spec.js";
+import type { CompiledJobSpec, PoolSpec, ReplicaWorkload } from "../core/spec.js";
+import type { Executor } from "../executors/port.js";
 import { JobState, terminalJobStates } from "../core/states.js";
 import {
   parseServicesYaml,
@@ -124,23 +125,71 @@ export function vendorOfEngine(engine: string): "ascend" | "nvidia" | "cpu" {
 }
 
 /**
- * A replica command as deployed: `{host}` and `{home}` (the server's state folder) replaced inside arguments,
- * `{python}` left whole for the launch to resolve; `{port}` and `{checkpoint}` wait for each launch
- * (replicaLaunchArgv). argv, never a shell string.
+ * A replica command as deployed: `{home}` (the server's state folder) replaced inside arguments, `{python}` left whole
+ * for the launch to resolve; `{host}`, `{port}` and `{checkpoint}` wait for each launch (replicaLaunchArgv: `{host}`
+ * depends on the node a replica lands on when its pool is a workload manager's). argv, never a shell string.
  */
-export function deployArgv(command: readonly string[], host: string, home: string): string[] {
-  return command.map((a) => (a === "{python}" ? a : a.replaceAll("{host}", host).replaceAll("{home}", home)));
+export function deployArgv(command: readonly string[], home: string): string[] {
+  return command.map((a) => (a === "{python}" ? a : a.replaceAll("{home}", home)));
 }
 
 /**
- * A replica's argv for one launch: `{port}` and `{checkpoint}` (the verified checkpoint it serves) replaced inside
- * arguments; `{host}` and `{home}` were replaced at deploy.
+ * A replica's argv for one launch: `{host}` (where it listens: replicaEndpoint), `{port}` and `{checkpoint}` (the
+ * verified checkpoint it serves) replaced inside arguments; `{home}` was replaced at deploy.
  */
-export function replicaLaunchArgv(command: readonly string[], port: number, checkpoint: string | null): string[] {
+export function replicaLaunchArgv(
+  command: readonly string[],
+  port: number,
+  checkpoint: string | null,
+  host: string,
+): string[] {
   return command.map((arg) =>
-    arg.replaceAll("{port}", String(port)).replaceAll(checkpointPlaceholder, checkpoint ?? ""),
+    arg
+      .replaceAll("{host}", host)
+      .replaceAll("{port}", String(port))
+      .replaceAll(checkpointPlaceholder, checkpoint ?? ""),
   );
 }
+
+const loopbackHosts = new Set(["127.0.0.1", "localhost", "::1"]);
+const anyHosts = new Set(["0.0.0.0", "::"]);
+
+/**
+ * Where a replica listens (`{host}` in its command) and the host of its URL (where the server probes it and the
+ * gateways send requests). On a local pool both are the replica's `host` setting (0.0.0.0 is reached at 127.0.0.1).
+ * On a workload manager's pool the replica runs on another host, whose loopback nobody else reaches: the default
+ * 127.0.0.1 means the node's own address (`nodeAddress`, Slurm's NodeAddr; the node's name when it is unknown), for
+ * listening and for the URL; 0.0.0.0 listens everywhere and is reached at that address; any other host is taken as is.
+ */
+export function replicaEndpoint(
+  host: string,
+  executor: string,
+  nodeAddress: string | null,
+  node: string | undefined,
+): { listen: string; urlHost: string } {
+  if (executor === "local" || node === undefined) {
+    return { listen: host, urlHost: anyHosts.has(host) ? "127.0.0.1" : host };
+  }
+  const addr = nodeAddress ?? node;
+  if (loopbackHosts.has(host)) return { listen: addr, urlHost: addr };
+  if (anyHosts.has(host)) return { listen: host, urlHost: addr };
+  return { listen: host, urlHost: host };
+}
+
+/** replicaEndpoint for a replica placed on `node` of `pool`, asking the executor for the node's address when needed. */
+export async function replicaEndpointOn(
+  executor: Executor,
+  pool: PoolSpec,
+  host: string,
+  node: string | undefined,
+): Promise<{ listen: string; urlHost: string }> {
+  const remote = pool.executor !== "local" && node !== undefined && (loopbackHosts.has(host) || anyHosts.has(host));
+  const address = remote ? await (executor.nodeAddress?.(pool, node) ?? Promise.resolve(null)) : null;
+  return replicaEndpoint(host, pool.executor, address, node);
+}
+
+/** An IPv6 address in a URL is bracketed. */
+export const urlHostPart = (host: string): string => (host.includes(":") ? `[${host}]` : host);
 
 /** A deploy the server refuses: names the file, the field and the fix. */
 export class DeployError extends Error {
@@ -251,7 +300,7 @@ export class Services {
         );
       }
       void pi;
-      const command = deployArgv(r.command, r.host, home);
+      const command = deployArgv(r.command, home);
       return {
         ...pool,
         replicas: {
@@ -515,6 +564,25 @@ export class Services {
   /** What services-watch.ts needs to probe a replica: its URL and engine, and whether this attempt is ready. */
   async replicaOf(jobId: string): Promise<ReplicaRecord | null> {
     return (await this.store.listReplicas()).find((r) => r.jobId === jobId) ?? null;
+  }
+
+  private readonly urls = new Map<string, { attempt: number; url: string }>();
+
+  /**
+   * Where a replica's attempt answers (replicaEndpoint): asked once per attempt, since a node's address does not
+   * change under a running replica.
+   */
+  async replicaUrl(job: JobRecord, attempt: AttemptRecord): Promise<string> {
+    const known = this.urls.get(job.id);
+    if (known?.attempt === attempt.n) return known.url;
+    const host = job.spec.workload?.host ?? "127.0.0.1";
+    const pool = this.ctx.pool(attempt.pool);
+    const { urlHost } = pool
+      ? await replicaEndpointOn(this.ctx.executor, pool, host, attempt.nodes[0])
+      : replicaEndpoint(host, "local", null, undefined);
+    const url = `http://${urlHostPart(urlHost)}:${attempt.masterPort}`;
+    this.urls.set(job.id, { attempt: attempt.n, url });
+    return url;
   }
 
   /** The replica's engine answered its readiness probe in this attempt: it joins the backend set. */
@@ -878,6 +946,7 @@ export class Services {
   }
 
   private async stopReplica(r: ReplicaRecord, why: string): Promise<void> {
+    this.urls.delete(r.jobId);
     r.state = "stopped";
     r.readyAttempt = null;
     r.updatedAt = this.ctx.now();

@@ -307,6 +307,12 @@ export class SlurmExecutor implements Executor {
       }));
   }
 
+  /** The node's NodeAddr from sinfo (where it is reached from this host), or null when sinfo does not list it. */
+  async nodeAddress(pool: PoolSpec, node: string): Promise<string | null> {
+    const nodes = await listNodes({ ...this.slurmEnv, partition: this.partition(pool) });
+    return nodes.find((n) => n.name === node)?.address || null;
+  }
+
   /** Cordon is Slurm's drain with switchyard's reason; uncordon resumes the node. */
   async setCordon(_pool: PoolSpec, node: string, cordoned: boolean, reason: string): Promise<void> {
     if (cordoned) await drainNode(node, `switchyard: ${reason}`, this.slurmEnv);
