@@ -330,6 +330,11 @@ export class GatewayCluster {
     return all;
   }
 
+  /** Every worker's metrics summed, as Prometheus text (what GET /metrics answers; the traffic reports read it). */
+  metricsText(): Promise<string> {
+    return this.aggregator.clusterMetrics();
+  }
+
   /** Worker pids (tests). */
   pids(): number[] {
     return [...this.workers.values()].map((w) => w.worker.process.pid ?? 0);

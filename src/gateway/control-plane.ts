@@ -3,11 +3,12 @@
  * (watchBackends in control-plane-source.ts follows it and keeps the last one on disk). This file maps that set onto
  * the gateway's registrations. Inference never waits on the server: a set in force stays in force while the server
  * is away (restart, crash), requests in flight are never touched by it, and a gateway that starts while the server is
- * down serves the set cached on disk.
+ * down serves the set cached on disk. With `traffic`, the gateway also reports its traffic to that server (report.ts).
  */
 import { EngineKind } from "./config.js";
 import type { ManagedBackend } from "./cluster.js";
 import { watchBackends, type BackendSet, type BackendWatch, type WatchLogger } from "./control-plane-source.js";
+import { startTrafficReporter } from "./report.js";
 
 const engines = new Set<string>(Object.values(EngineKind));
 
@@ -70,10 +71,24 @@ export interface FollowOptions {
   apply: (list: ManagedBackend[]) => Promise<void>;
   /** Options passed through to watchBackends (tests). */
   watch?: { minBackoffMs?: number; maxBackoffMs?: number; waitSeconds?: number };
+  /**
+   * Report the gateway's traffic to the same server (report.ts): the gateway's name and its metrics as Prometheus
+   * text (its registry, or a cluster primary's sum over its workers). Stops with `signal`.
+   */
+  traffic?: { gateway: string; metricsText: () => Promise<string>; intervalMs?: number };
 }
 
 /** Follows a control plane, applying each newer set in order (one at a time). */
 export function followControlPlane(opts: FollowOptions): BackendWatch {
+  if (opts.traffic !== undefined) {
+    startTrafficReporter({
+      url: opts.url,
+      token: opts.token,
+      logger: opts.logger,
+      signal: opts.signal,
+      ...opts.traffic,
+    });
+  }
   let chain = Promise.resolve();
   return watchBackends({
     url: opts.url,

@@ -17,6 +17,7 @@ import { addKey, KeyAuthenticator, readKeysFile, revokeKey } from "../../gateway
 import { isLoopbackHost, listenGateway, type ListenerTls, type ListeningGateway } from "../../gateway/server.js";
 import { GatewayCluster, WorkerLink, workerSlot, type ManagedBackend } from "../../gateway/cluster.js";
 import { followControlPlane } from "../../gateway/control-plane.js";
+import { gatewayId } from "../../gateway/report.js";
 import { badOrigin, type CorsSettings } from "../../gateway/cors.js";
 import { homePaths } from "../../server/config.js";
 import { CliError, ExitCode } from "../client.js";
@@ -40,6 +41,13 @@ function collectOrigin(value: string, previous: string[] | undefined): string[] 
   const why = badOrigin(value);
   if (why !== undefined) throw new InvalidArgumentError(why);
   return [...(previous ?? []), value];
+}
+
+function parseGatewayName(value: string): string {
+  if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(value)) {
+    throw new InvalidArgumentError("1-128 characters of A-Z a-z 0-9 . _ : @ - (e.g. edge-eu-1)");
+  }
+  return value;
 }
 
 function parsePositiveInt(value: string): number {
@@ -77,6 +85,8 @@ export interface GatewayRunOptions {
   tlsCert?: string;
   tlsKey?: string;
   corsOrigin?: string[];
+  /** The gateway's name in its traffic reports to --control-plane (default host:pid). */
+  name?: string;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -467,6 +477,13 @@ function controlPlaneFor(opts: GatewayRunOptions, home: string): { url: string; 
     if (opts.tokenFile !== undefined) {
       throw new CliError("--token-file is only used with --control-plane", ExitCode.Usage, "pass --control-plane URL");
     }
+    if (opts.name !== undefined) {
+      throw new CliError(
+        "--name is the gateway's name in its traffic reports to a control plane",
+        ExitCode.Usage,
+        "pass --control-plane URL, or drop --name",
+      );
+    }
     return undefined;
   }
   let url: URL;
@@ -585,6 +602,7 @@ async function runGateway(servicesFile: string | undefined, opts: GatewayRunOpti
       logger,
       signal: stopWatch.signal,
       apply: (list) => gateway.setBackends(list),
+      traffic: { gateway: gatewayId(opts.name), metricsText: () => gateway.metrics.registry.metrics() },
     });
   }
   if (p.keys.notice !== undefined) logger.warn({ auth: false }, p.keys.notice);
@@ -635,6 +653,7 @@ async function runPrimary(p: Prepared, opts: GatewayRunOptions, workers: number,
       logger,
       signal: stopWatch.signal,
       apply: (list: ManagedBackend[]) => c.setBackends(list),
+      traffic: { gateway: gatewayId(opts.name), metricsText: () => c.metricsText() },
     });
   }
   if (p.keys.notice !== undefined) logger.warn({ auth: false }, p.keys.notice);
@@ -769,6 +788,11 @@ export function registerGatewayCommand(program: Command): void {
       "route to the backends the switchyard server at <url> deploys (kept on disk; served while it is away)",
     )
     .option("--token-file <path>", "the server's API token for --control-plane (default: the home's token file)")
+    .option(
+      "--name <name>",
+      "this gateway's name in the traffic it reports to --control-plane (default: host:pid)",
+      parseGatewayName,
+    )
     .option("--tls-cert <file>", "serve HTTPS with this PEM certificate (chain); needs --tls-key")
     .option("--tls-key <file>", "the PEM private key of --tls-cert")
     .option(

@@ -7,6 +7,7 @@ import { stringify } from "yaml";
 import type { CompiledServices } from "../../gateway/config.js";
 import { MissingApiKeyEnvError } from "../../gateway/config.js";
 import { followControlPlane } from "../../gateway/control-plane.js";
+import { gatewayId } from "../../gateway/report.js";
 import type { BackendWatch } from "../../gateway/control-plane-source.js";
 import type { Gateway } from "../../gateway/gateway.js";
 import type { ListeningGateway } from "../../gateway/server.js";
@@ -193,6 +194,7 @@ export async function startServe(servicesFile: string, opts: ServeRunOptions): P
     signal: stop.signal,
     // Only this file's services: a server may serve others too.
     apply: (list) => gateway.setBackends(list.filter((b) => names.has(b.service))),
+    traffic: { gateway: gatewayId(), metricsText: () => gateway.metrics.registry.metrics() },
   });
   // The server's events about these services' replicas, on this console.
   const onEvent = opts.onEvent ?? ((e: EventRecord): void => logServiceEvent(logger, e));
