@@ -16,6 +16,7 @@ import { chaosActions, injectChaos } from "../supervisor/chaos.js";
 import { jobReport } from "../supervisor/report.js";
 import { guard } from "./security.js";
 import { registerServiceRoutes } from "./services.js";
+import { registerTrafficRoutes, TrafficBook } from "./traffic.js";
 
 export interface AppOptions {
   supervisor: Supervisor;
@@ -319,7 +320,10 @@ export function createApp(opts: AppOptions): Hono {
     return c.json((await supervisor.nodes()).find((n) => n.name === c.req.param("name")));
   });
 
-  registerServiceRoutes(app, supervisor);
+  // Gateway traffic first: `/api/services/:name` would take "traffic" for a service name.
+  const traffic = new TrafficBook(store);
+  registerTrafficRoutes(app, traffic);
+  registerServiceRoutes(app, supervisor, { requestsLedger: () => traffic.ledger() });
 
   app.get("/api/events", async (c) => {
     const after = Number(c.req.query("after") ?? 0);

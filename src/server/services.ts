@@ -2,30 +2,47 @@ import type { Hono } from "hono";
 import { ServicesConfigError } from "../gateway/config.js";
 import { DeployError } from "../supervisor/services.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
+import type { RequestsLedger } from "./traffic.js";
 
 /**
  * The services API (issue 14), token-authenticated like every API call (app.ts's guard runs first):
  *
- *   POST /api/services                  {yaml, file}: deploy a services file (create or update its services)
+ *   POST /api/services                  {yaml, file, dryRun?}: deploy a services file (create or update its
+ *                                       services; each answer has its plan: created / unchanged / rolling / scaled);
+ *                                       dryRun: the plans only, nothing changed (200)
  *   GET  /api/services                  every service: desired and ready replicas per pool, state, checkpoint
  *   GET  /api/services/backends         the live backend set; ?since=&epoch=&wait= long-polls (control-plane-source.ts)
- *   GET  /api/services/ledger           replica-seconds by state (serving, starting, down) per pool
+ *   GET  /api/services/ledger           replica-seconds by state (serving, starting, down) per pool; the gateways'
+ *                                       requests answered/failed per service and pool, saved by failover (traffic.ts)
  *   GET  /api/services/pools            which pool does what: its nodes, the training jobs and services on it
  *   GET  /api/services/:name            one service with its replicas (job, pool, node, state, url, checkpoint)
  *   POST /api/services/:name/scale      {replicas, pool?}
  *   POST /api/services/:name/undeploy   drain and stop its replicas, then forget it
  */
-export function registerServiceRoutes(app: Hono, supervisor: Supervisor): void {
+export function registerServiceRoutes(
+  app: Hono,
+  supervisor: Supervisor,
+  extra: { requestsLedger?: () => Promise<RequestsLedger> } = {},
+): void {
   const services = supervisor.services;
   const refused = (err: unknown): { error: string } | null =>
     err instanceof DeployError || err instanceof ServicesConfigError ? { error: err.message } : null;
 
   app.post("/api/services", async (c) => {
-    const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown } | null;
-    if (!body || typeof body.yaml !== "string" || typeof body.file !== "string") {
-      return c.json({ error: "POST /api/services wants JSON {yaml: <services file text>, file: <its path>}" }, 400);
+    const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown; dryRun?: unknown } | null;
+    if (
+      !body ||
+      typeof body.yaml !== "string" ||
+      typeof body.file !== "string" ||
+      (body.dryRun !== undefined && typeof body.dryRun !== "boolean")
+    ) {
+      return c.json(
+        { error: "POST /api/services wants JSON {yaml: <services file text>, file: <its path>, dryRun?: true|false}" },
+        400,
+      );
     }
     try {
+      if (body.dryRun === true) return c.json(await services.deploy(body.yaml, body.file, { dryRun: true }), 200);
       return c.json(await services.deploy(body.yaml, body.file), 201);
     } catch (err) {
       const r = refused(err);
@@ -54,7 +71,14 @@ export function registerServiceRoutes(app: Hono, supervisor: Supervisor): void {
     return c.json(set);
   });
 
-  app.get("/api/services/ledger", async (c) => c.json({ pools: await services.ledger() }));
+  // Replica-seconds per pool, and the gateways' requests answered / failed per service and pool, saved by failover.
+  app.get("/api/services/ledger", async (c) => {
+    const [pools, requests] = await Promise.all([
+      services.ledger(),
+      extra.requestsLedger?.() ?? Promise.resolve({ requests: [], saved: [] }),
+    ]);
+    return c.json({ pools, ...requests });
+  });
 
   app.get("/api/services/pools", async (c) => c.json(await services.pools()));
 

@@ -15,6 +15,10 @@ import type {
   StepSample,
   Store,
   StrikeRecord,
+  TrafficGatewayRecord,
+  TrafficRetention,
+  TrafficSampleRecord,
+  TrafficTotalRecord,
 } from "./port.js";
 
 /** A rank row as stored: the record with every cursor field present, and the count of its stored steps. */
@@ -423,6 +427,72 @@ export class MemoryStore implements Store {
     this.db.replicas.delete(jobId);
   }
 
+  async recordTraffic(
+    batch: {
+      gateway: TrafficGatewayRecord;
+      samples: Array<Omit<TrafficSampleRecord, "id">>;
+      totals: TrafficTotalRecord[];
+    },
+    retention: TrafficRetention,
+  ): Promise<void> {
+    this.open();
+    const db = this.db;
+    for (const s of batch.samples) db.trafficSamples.push(json({ ...s, id: db.nextTrafficSample++ }));
+    for (const t of batch.totals) {
+      const key = `${t.service}\0${t.pool}`;
+      const row = db.trafficTotals.get(key) ?? { service: t.service, pool: t.pool, counts: {} };
+      for (const [k, v] of Object.entries(t.counts)) row.counts[k] = (row.counts[k] ?? 0) + v;
+      db.trafficTotals.set(key, row);
+    }
+    db.trafficGateways.set(batch.gateway.gateway, json(batch.gateway));
+    const newest = Math.max(batch.gateway.t, ...batch.samples.map((s) => s.t));
+    const kept = db.trafficSamples.filter((s) => s.t >= newest - retention.keepMs).slice(-retention.maxRows);
+    db.trafficSamples.splice(0, db.trafficSamples.length, ...kept);
+    const gateways = [...db.trafficGateways.values()].sort((a, b) => b.t - a.t || compare(a.gateway, b.gateway));
+    gateways.forEach((g, i) => {
+      if (g.t < newest - retention.keepMs || i >= retention.maxGateways) db.trafficGateways.delete(g.gateway);
+    });
+  }
+
+  async getTrafficGateway(gateway: string): Promise<TrafficGatewayRecord | null> {
+    this.open();
+    const g = this.db.trafficGateways.get(gateway);
+    return g ? json(g) : null;
+  }
+
+  async listTrafficGateways(): Promise<Array<Omit<TrafficGatewayRecord, "counters">>> {
+    this.open();
+    return [...this.db.trafficGateways.values()]
+      .sort((a, b) => b.t - a.t || compare(a.gateway, b.gateway))
+      .map((g) => ({ gateway: g.gateway, instance: g.instance, t: g.t }));
+  }
+
+  async listTrafficSamples(opts: {
+    service?: string;
+    since: number;
+    until?: number;
+    limit?: number;
+  }): Promise<TrafficSampleRecord[]> {
+    this.open();
+    return this.db.trafficSamples
+      .filter(
+        (s) =>
+          s.t > opts.since &&
+          (opts.until === undefined || s.t <= opts.until) &&
+          (opts.service === undefined || s.service === opts.service),
+      )
+      .sort((a, b) => a.t - b.t || a.id - b.id)
+      .slice(0, opts.limit ?? 100_000)
+      .map((s) => json(s));
+  }
+
+  async listTrafficTotals(): Promise<TrafficTotalRecord[]> {
+    this.open();
+    return [...this.db.trafficTotals.values()]
+      .sort((a, b) => compare(a.service, b.service) || compare(a.pool, b.pool))
+      .map((t) => json(t));
+  }
+
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {
     this.open();
     const id = this.db.nextEvent++;
@@ -480,6 +550,10 @@ export class MemoryTables {
   readonly keys = new Map<string, { jobId: string; requestSha256: string; createdAt: number }>();
   readonly services = new Map<string, ServiceRecord>();
   readonly replicas = new Map<string, ReplicaRecord>();
+  readonly trafficSamples: TrafficSampleRecord[] = [];
+  readonly trafficTotals = new Map<string, TrafficTotalRecord>();
+  readonly trafficGateways = new Map<string, TrafficGatewayRecord>();
+  nextTrafficSample = 1;
   nextIncident = 1;
   nextStrike = 1;
   nextEvent = 1;

@@ -180,6 +180,43 @@ export interface ReplicaRecord {
   updatedAt: number;
 }
 
+/**
+ * Gateway traffic (issue 14, src/server/traffic.ts): one sample per gateway, service and report interval. `data` is
+ * the interval's counts as traffic.ts lays them out (JSON); `service` "" holds what has no service (refusals).
+ */
+export interface TrafficSampleRecord {
+  id: number;
+  gateway: string;
+  service: string;
+  fromT: number;
+  t: number;
+  data: Record<string, unknown>;
+}
+
+/** A gateway's last report: its instance and cumulative counters (the base of the next report's differences). */
+export interface TrafficGatewayRecord {
+  gateway: string;
+  instance: string;
+  t: number;
+  counters: Record<string, number>;
+}
+
+/** Running totals of a service and pool since traffic was first reported (the serving ledger's request counts). */
+export interface TrafficTotalRecord {
+  service: string;
+  pool: string;
+  counts: Record<string, number>;
+}
+
+export interface TrafficRetention {
+  /** Samples older than this are pruned. */
+  keepMs: number;
+  /** At most this many samples are kept (the oldest go first). */
+  maxRows: number;
+  /** At most this many gateways are remembered (the longest silent go first). */
+  maxGateways: number;
+}
+
 export interface Store {
   createJob(job: Omit<JobRecord, "endedAt" | "updatedAt" | "restarts" | "reason">): Promise<void>;
   updateJob(id: string, patch: Partial<Pick<JobRecord, "state" | "reason" | "restarts" | "endedAt">>): Promise<void>;
@@ -263,6 +300,30 @@ export interface Store {
   /** Replicas of one service (or all), oldest first. */
   listReplicas(opts?: { service?: string }): Promise<ReplicaRecord[]>;
   deleteReplica(jobId: string): Promise<void>;
+
+  /**
+   * One traffic report, atomically: its samples appended, its counts added to the totals, the gateway's counters
+   * replaced; then samples and gateways beyond `retention` are pruned.
+   */
+  recordTraffic(
+    batch: {
+      gateway: TrafficGatewayRecord;
+      samples: Array<Omit<TrafficSampleRecord, "id">>;
+      totals: TrafficTotalRecord[];
+    },
+    retention: TrafficRetention,
+  ): Promise<void>;
+  getTrafficGateway(gateway: string): Promise<TrafficGatewayRecord | null>;
+  /** Gateways that reported (newest report first), without their counters. */
+  listTrafficGateways(): Promise<Array<Omit<TrafficGatewayRecord, "counters">>>;
+  /** Samples whose interval ends after `since` (and at or before `until`), of one service or all, oldest first. */
+  listTrafficSamples(opts: {
+    service?: string;
+    since: number;
+    until?: number;
+    limit?: number;
+  }): Promise<TrafficSampleRecord[]>;
+  listTrafficTotals(): Promise<TrafficTotalRecord[]>;
 
   close(): Promise<void>;
 }

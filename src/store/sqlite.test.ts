@@ -491,3 +491,57 @@ describe("SQLite store", () => {
     await s.close();
   });
 });
+
+describe.each(adapters)("Store conformance, gateway traffic: $name", (adapter) => {
+  const retention = { keepMs: 10_000, maxRows: 3, maxGateways: 2 };
+  const gateway = (name: string, t: number) => ({ gateway: name, instance: "i-1", t, counters: { [`k${t}`]: t } });
+  const sample = (service: string, t: number) => ({ gateway: "g", service, fromT: t - 5, t, data: { n: t } });
+
+  it("records samples, adds totals, replaces a gateway's counters, and prunes by age, rows and gateways", async () => {
+    const { store, reopen } = adapter.open();
+    await store.recordTraffic(
+      {
+        gateway: gateway("g", 100),
+        samples: [sample("a", 100), sample("b", 100)],
+        totals: [{ service: "a", pool: "p", counts: { answered: 2 } }],
+      },
+      retention,
+    );
+    await store.recordTraffic(
+      {
+        gateway: gateway("g", 200),
+        samples: [sample("a", 200)],
+        totals: [
+          { service: "a", pool: "p", counts: { answered: 3, failed: 1 } },
+          { service: "a", pool: "", counts: { saved: 1 } },
+        ],
+      },
+      retention,
+    );
+    const s = reopen();
+    expect(await s.getTrafficGateway("g")).toEqual({ gateway: "g", instance: "i-1", t: 200, counters: { k200: 200 } });
+    expect(await s.getTrafficGateway("nope")).toBeNull();
+    expect((await s.listTrafficSamples({ since: 0, service: "a" })).map((r) => [r.t, r.data])).toEqual([
+      [100, { n: 100 }],
+      [200, { n: 200 }],
+    ]);
+    expect((await s.listTrafficSamples({ since: 100 })).map((r) => r.t)).toEqual([200]);
+    expect((await s.listTrafficSamples({ since: 0, until: 150 })).map((r) => r.service)).toEqual(["a", "b"]);
+    expect(await s.listTrafficTotals()).toEqual([
+      { service: "a", pool: "", counts: { saved: 1 } },
+      { service: "a", pool: "p", counts: { answered: 5, failed: 1 } },
+    ]);
+    // Rows: at most 3 (the oldest go first).
+    await s.recordTraffic({ gateway: gateway("g", 300), samples: [sample("a", 300)], totals: [] }, retention);
+    expect((await s.listTrafficSamples({ since: 0 })).map((r) => r.t)).toEqual([100, 200, 300]);
+    await s.recordTraffic({ gateway: gateway("h", 400), samples: [sample("a", 400)], totals: [] }, retention);
+    expect((await s.listTrafficSamples({ since: 0 })).map((r) => r.t)).toEqual([200, 300, 400]);
+    // Gateways: at most 2, the longest silent go first; age: older than keepMs go.
+    await s.recordTraffic({ gateway: gateway("k", 500), samples: [], totals: [] }, retention);
+    expect((await s.listTrafficGateways()).map((g) => g.gateway)).toEqual(["k", "h"]);
+    await s.recordTraffic({ gateway: gateway("k", 20_000), samples: [sample("a", 20_000)], totals: [] }, retention);
+    expect((await s.listTrafficSamples({ since: 0 })).map((r) => r.t)).toEqual([20_000]);
+    expect((await s.listTrafficGateways()).map((g) => g.gateway)).toEqual(["k"]);
+    await s.close();
+  });
+});

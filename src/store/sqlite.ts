@@ -17,6 +17,10 @@ import type {
   StepSample,
   Store,
   StrikeRecord,
+  TrafficGatewayRecord,
+  TrafficRetention,
+  TrafficSampleRecord,
+  TrafficTotalRecord,
 } from "./port.js";
 
 /** Ordered schema migrations; `user_version` records how many ran. Append only. */
@@ -115,6 +119,22 @@ const migrations: readonly string[] = [
     job_id TEXT PRIMARY KEY, service TEXT NOT NULL, record TEXT NOT NULL, created_at INTEGER NOT NULL
   );
   CREATE INDEX replicas_service ON replicas(service, created_at);
+  `,
+  // Gateway traffic (issue 14, src/server/traffic.ts): samples per gateway, service and report interval (bounded by
+  // the retention the server passes), running totals per service and pool, each gateway's last counters.
+  `
+  CREATE TABLE traffic_samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, gateway TEXT NOT NULL, service TEXT NOT NULL, from_t INTEGER NOT NULL,
+    t INTEGER NOT NULL, data TEXT NOT NULL
+  );
+  CREATE INDEX traffic_samples_t ON traffic_samples(t);
+  CREATE INDEX traffic_samples_service ON traffic_samples(service, t);
+  CREATE TABLE traffic_totals (
+    service TEXT NOT NULL, pool TEXT NOT NULL, counts TEXT NOT NULL, PRIMARY KEY (service, pool)
+  );
+  CREATE TABLE traffic_gateways (
+    gateway TEXT PRIMARY KEY, instance TEXT NOT NULL, t INTEGER NOT NULL, counters TEXT NOT NULL
+  );
   `,
 ];
 
@@ -666,6 +686,97 @@ export class SqliteStore implements Store {
 
   async deleteReplica(jobId: string): Promise<void> {
     this.db.prepare("DELETE FROM replicas WHERE job_id = ?").run(jobId);
+  }
+
+  async recordTraffic(
+    batch: {
+      gateway: TrafficGatewayRecord;
+      samples: Array<Omit<TrafficSampleRecord, "id">>;
+      totals: TrafficTotalRecord[];
+    },
+    retention: TrafficRetention,
+  ): Promise<void> {
+    this.db.transaction(() => {
+      const insert = this.stmt(
+        "INSERT INTO traffic_samples (gateway, service, from_t, t, data) VALUES (@gateway, @service, @fromT, @t, @data)",
+      );
+      for (const s of batch.samples) insert.run({ ...s, data: JSON.stringify(s.data) });
+      const get = this.stmt("SELECT counts FROM traffic_totals WHERE service = ? AND pool = ?");
+      const put = this.stmt(
+        `INSERT INTO traffic_totals (service, pool, counts) VALUES (@service, @pool, @counts)
+         ON CONFLICT (service, pool) DO UPDATE SET counts = excluded.counts`,
+      );
+      for (const t of batch.totals) {
+        const row = get.get(t.service, t.pool) as Row | undefined;
+        const counts = row ? (JSON.parse(String(row.counts)) as Record<string, number>) : {};
+        for (const [k, v] of Object.entries(t.counts)) counts[k] = (counts[k] ?? 0) + v;
+        put.run({ service: t.service, pool: t.pool, counts: JSON.stringify(counts) });
+      }
+      const g = batch.gateway;
+      this.stmt(
+        `INSERT INTO traffic_gateways (gateway, instance, t, counters) VALUES (@gateway, @instance, @t, @counters)
+         ON CONFLICT (gateway) DO UPDATE SET instance = excluded.instance, t = excluded.t, counters = excluded.counters`,
+      ).run({ ...g, counters: JSON.stringify(g.counters) });
+      const newest = Math.max(g.t, ...batch.samples.map((s) => s.t));
+      this.stmt("DELETE FROM traffic_samples WHERE t < ?").run(newest - retention.keepMs);
+      this.stmt(
+        "DELETE FROM traffic_samples WHERE id <= (SELECT id FROM traffic_samples ORDER BY id DESC LIMIT 1 OFFSET ?)",
+      ).run(retention.maxRows);
+      this.stmt(
+        `DELETE FROM traffic_gateways WHERE t < @old OR gateway IN
+           (SELECT gateway FROM traffic_gateways ORDER BY t DESC, gateway LIMIT -1 OFFSET @keep)`,
+      ).run({ old: newest - retention.keepMs, keep: retention.maxGateways });
+    })();
+  }
+
+  async getTrafficGateway(gateway: string): Promise<TrafficGatewayRecord | null> {
+    const row = this.stmt("SELECT * FROM traffic_gateways WHERE gateway = ?").get(gateway) as Row | undefined;
+    if (!row) return null;
+    return {
+      gateway: String(row.gateway),
+      instance: String(row.instance),
+      t: num(row.t),
+      counters: JSON.parse(String(row.counters)) as Record<string, number>,
+    };
+  }
+
+  async listTrafficGateways(): Promise<Array<Omit<TrafficGatewayRecord, "counters">>> {
+    const rows = this.stmt("SELECT gateway, instance, t FROM traffic_gateways ORDER BY t DESC, gateway").all() as Row[];
+    return rows.map((r) => ({ gateway: String(r.gateway), instance: String(r.instance), t: num(r.t) }));
+  }
+
+  async listTrafficSamples(opts: {
+    service?: string;
+    since: number;
+    until?: number;
+    limit?: number;
+  }): Promise<TrafficSampleRecord[]> {
+    const rows = this.stmt(
+      `SELECT * FROM traffic_samples WHERE t > @since AND (@until IS NULL OR t <= @until)
+         AND (@service IS NULL OR service = @service) ORDER BY t, id LIMIT @limit`,
+    ).all({
+      since: opts.since,
+      until: opts.until ?? null,
+      service: opts.service ?? null,
+      limit: opts.limit ?? 100_000,
+    }) as Row[];
+    return rows.map((r) => ({
+      id: num(r.id),
+      gateway: String(r.gateway),
+      service: String(r.service),
+      fromT: num(r.from_t),
+      t: num(r.t),
+      data: JSON.parse(String(r.data)) as Record<string, unknown>,
+    }));
+  }
+
+  async listTrafficTotals(): Promise<TrafficTotalRecord[]> {
+    const rows = this.stmt("SELECT * FROM traffic_totals ORDER BY service, pool").all() as Row[];
+    return rows.map((r) => ({
+      service: String(r.service),
+      pool: String(r.pool),
+      counts: JSON.parse(String(r.counts)) as Record<string, number>,
+    }));
   }
 
   async addEvent(e: Omit<EventRecord, "id">): Promise<number> {
