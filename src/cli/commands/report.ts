@@ -6,6 +6,8 @@ import { CliError, connect, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 import { incidentNumbers, table } from "../format.js";
 import { formatServingLedger } from "./services.js";
+import { formatRequestsLedger } from "./traffic.js";
+import type { RequestsLedger } from "../../server/traffic.js";
 
 export function registerReportCommand(program: Command): void {
   program
@@ -27,8 +29,16 @@ export function registerReportCommand(program: Command): void {
       }
       const client = await connect(g.home);
       if (opts.serving === true) {
-        const { pools } = await client.get<{ pools: ServingLedgerRow[] }>("/api/services/ledger");
-        console.log(g.json ? JSON.stringify({ pools }) : formatServingLedger(pools));
+        const {
+          pools,
+          requests = [],
+          saved = [],
+        } = await client.get<{ pools: ServingLedgerRow[] } & Partial<RequestsLedger>>("/api/services/ledger");
+        console.log(
+          g.json
+            ? JSON.stringify({ pools, requests, saved })
+            : `${formatServingLedger(pools)}\n\n${formatRequestsLedger({ requests, saved })}`,
+        );
         return;
       }
       const report = await client.get<JobReport>(`/api/jobs/${encodeURIComponent(job!)}/report`);

@@ -5,6 +5,8 @@ import type { ReplicaView, ServiceSummary, ServingLedgerRow, StoredService } fro
 import { CliError, connect, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 import { duration, table } from "../format.js";
+import type { RequestsLedger, TrafficView } from "../../server/traffic.js";
+import { formatRequestsLedger, formatTrafficLine, lastMinuteTraffic } from "./traffic.js";
 
 /**
  * Services the server owns (issue 14): `deploy` a services file, `services` to list them, `services describe`,
@@ -50,7 +52,7 @@ export function formatServices(list: readonly ServiceSummary[]): string {
   );
 }
 
-export function formatDescribe(d: Described, now = Date.now()): string {
+export function formatDescribe(d: Described, now = Date.now(), traffic?: TrafficView | null): string {
   const s = d.service;
   const out = [
     `${s.name}  ${s.state}  ${s.ready}/${s.desired} ready${s.note ? `  (${s.note})` : ""}`,
@@ -72,6 +74,7 @@ export function formatDescribe(d: Described, now = Date.now()): string {
         (p.backends.length > 0 ? `${r ? "; " : ""}${p.backends.length} external backend(s)` : ""),
     );
   }
+  if (traffic !== undefined) out.push(formatTrafficLine(traffic));
   const live = d.replicas.filter((r) => r.state !== "stopped" || now - r.updatedAt < 3600_000);
   if (live.length > 0) {
     out.push("");
@@ -113,8 +116,6 @@ export function formatServingLedger(rows: readonly ServingLedgerRow[]): string {
         total(r) > 0 ? `${((r.serving / total(r)) * 100).toFixed(1)}%` : "-",
       ]),
     ),
-    "",
-    "requests failed vs saved by failover: the gateway's own metrics (GET /metrics on the gateway)",
   ].join("\n");
 }
 
@@ -158,23 +159,37 @@ export function registerServicesCommands(program: Command): void {
 
   services
     .command("describe")
-    .description("one service: its pools, replicas (job, pool, node, URL, checkpoint step, restarts)")
+    .description(
+      "one service: its pools, the last minute's traffic, replicas (job, pool, node, URL, checkpoint step, restarts)",
+    )
     .argument("<name>", "service (model) name or alias")
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       const g = globals(cmd);
       const client = await connect(g.home, { start: false });
       const d = await client.get<Described>(`/api/services/${enc(name)}`);
-      console.log(g.json ? JSON.stringify(d) : formatDescribe(d));
+      const traffic = await lastMinuteTraffic(client, d.service.name);
+      console.log(g.json ? JSON.stringify({ ...d, traffic }) : formatDescribe(d, Date.now(), traffic));
     });
 
   services
     .command("ledger")
-    .description("serving ledger: replica-seconds by state (serving, starting, down) per pool")
+    .description(
+      "serving ledger: replica-seconds by state (serving, starting, down) per pool; requests answered, failed and " +
+        "saved by failover per service and pool (from the gateways' reports)",
+    )
     .action(async (_opts: unknown, cmd: Command) => {
       const g = globals(cmd);
       const client = await connect(g.home, { start: false });
-      const { pools } = await client.get<{ pools: ServingLedgerRow[] }>("/api/services/ledger");
-      console.log(g.json ? JSON.stringify({ pools }) : formatServingLedger(pools));
+      const {
+        pools,
+        requests = [],
+        saved = [],
+      } = await client.get<{ pools: ServingLedgerRow[] } & Partial<RequestsLedger>>("/api/services/ledger");
+      console.log(
+        g.json
+          ? JSON.stringify({ pools, requests, saved })
+          : `${formatServingLedger(pools)}\n\n${formatRequestsLedger({ requests, saved })}`,
+      );
     });
 
   program
