@@ -15,6 +15,11 @@ export interface SupervisorOptions {
   home: string;
   /** How often running jobs are looked at. */
   pollMs?: number;
+  /**
+   * Pace slow looks at a job (supervisor.ts watchPaced; default true). Tests that drive a fake clock in fixed ticks
+   * turn it off: under load a look can take long enough in real time that the next tick would skip the job.
+   */
+  watchPacing?: boolean;
   log?: (msg: string) => void;
 }
 

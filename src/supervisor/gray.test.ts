@@ -65,7 +65,7 @@ async function setup(cluster: ClusterSpec = { pools: [pool("p", 4, probed)] }) {
   const store = new MemoryStore();
   const clock = new FakeClock();
   const executor = new ProbeExecutor(clock);
-  const supervisor = new Supervisor({ store, executor, clock, cluster, home, pollMs: 1e9 });
+  const supervisor = new Supervisor({ store, executor, clock, cluster, home, pollMs: 1e9, watchPacing: false });
   await supervisor.start();
   cleanups.push(async () => {
     await supervisor.stop();

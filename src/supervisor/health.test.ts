@@ -66,6 +66,7 @@ async function setup(c: ClusterSpec) {
     cluster: c,
     home,
     pollMs: 1e9,
+    watchPacing: false,
     log: (m) => log.push(m),
   });
   await supervisor.start();

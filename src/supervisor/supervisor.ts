@@ -280,7 +280,9 @@ export class Supervisor {
       // test that moves its clock in quick ticks saw the job skipped.
       const gap = Math.min(watchMaxGapMs, took * watchDutyFactor);
       rt.nextWatch =
-        took > watchPacingFromMs ? { clock: this.ctx.now() + gap, real: performance.now() + gap } : undefined;
+        took > watchPacingFromMs && this.opts.watchPacing !== false
+          ? { clock: this.ctx.now() + gap, real: performance.now() + gap }
+          : undefined;
     }
   }
 

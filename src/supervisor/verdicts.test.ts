@@ -33,7 +33,16 @@ async function setup(cluster: ClusterSpec = { pools: [pool("p", 3)] }, opts: { r
   const clock = new FakeClock();
   const executor = new FakeExecutor(clock, opts.remote ?? false);
   const log: string[] = [];
-  const supervisor = new Supervisor({ store, executor, clock, cluster, home, pollMs: 1e9, log: (m) => log.push(m) });
+  const supervisor = new Supervisor({
+    store,
+    executor,
+    clock,
+    cluster,
+    home,
+    pollMs: 1e9,
+    watchPacing: false,
+    log: (m) => log.push(m),
+  });
   await supervisor.start();
   cleanups.push(async () => {
     await supervisor.stop();
