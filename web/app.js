@@ -335,6 +335,7 @@ async function refreshServices() {
   document.querySelector("#replicas tbody").replaceChildren(...replicas.map(replicaRow));
   document.querySelector("#pools tbody").replaceChildren(...pools.map(poolRow));
   drawServingLedger(ledger.pools);
+  drawRequestsLedger(ledger.requests ?? [], ledger.saved ?? []);
 }
 
 function serviceRow(s) {
@@ -418,9 +419,189 @@ function drawServingLedger(rows) {
   );
 }
 
+// ---- Gateway traffic (issue 14): what the gateways that follow this server report, per service -------------------
+
+const trafficCharts = new Map();
+const fmt = (v, digits = 0) => (v == null ? "-" : Number(v).toFixed(digits));
+const msText = (v) => (v == null ? "-" : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
+
+async function refreshTraffic() {
+  const traffic = await api("/api/services/traffic?since=15m");
+  const now = Date.now();
+  document.getElementById("traffic-gateways").textContent =
+    traffic.gateways.length === 0
+      ? ""
+      : `· ${traffic.gateways
+          .map((g) => `${g.gateway} (last report ${Math.max(0, Math.round((now - g.lastReportAt) / 1000))}s ago)`)
+          .join(", ")}`;
+  document.getElementById("traffic-empty").hidden = traffic.services.length > 0;
+  const host = document.getElementById("traffic");
+  const seen = new Set();
+  for (const s of traffic.services) {
+    seen.add(s.service);
+    let block = host.querySelector(`[data-traffic-service="${CSS.escape(s.service)}"]`);
+    if (!block) {
+      block = el(
+        "div",
+        { class: "traffic-service", "data-traffic-service": s.service },
+        el("h3", {}, s.service),
+        el("div", { class: "traffic-totals" }),
+        el(
+          "div",
+          { class: "traffic-charts" },
+          el("div", { class: "chart-rps", "aria-label": "requests per second" }),
+          el("div", { class: "chart-ttft", "aria-label": "time to first token p50 and p99" }),
+          el("div", { class: "chart-errors", "aria-label": "errors per second by reason" }),
+        ),
+      );
+      host.append(block);
+    }
+    // req/s over the last minute (the totals are over the whole 15 minutes).
+    const lastMinute = s.points.filter((p) => p.t >= now - 60_000);
+    const rps = lastMinute.reduce((n, p) => n + p.requests, 0) / 60;
+    drawTrafficTotals(block.querySelector(".traffic-totals"), s.totals, rps);
+    drawTrafficCharts(block, s);
+  }
+  for (const block of [...host.children]) {
+    const name = block.getAttribute("data-traffic-service");
+    if (!seen.has(name)) {
+      for (const c of trafficCharts.get(name) ?? []) c?.destroy();
+      trafficCharts.delete(name);
+      block.remove();
+    }
+  }
+}
+
+/** The window's totals: requests, req/s, TTFT, failed and cut, failovers, saved, streams caught, errors by reason. */
+function drawTrafficTotals(host, t, rps) {
+  const item = (key, label, value, title = "") => el("span", { "data-k": key, title }, `${label} `, el("b", {}, value));
+  const errors = Object.entries(t.errors)
+    .sort(([, a], [, b]) => b - a)
+    .map(([k, v]) => `${k} ${fmt(v)}`)
+    .join(", ");
+  host.replaceChildren(
+    item("requests", "requests (15 min)", fmt(t.requests)),
+    item("rps", "req/s (last minute)", fmt(rps, 2)),
+    item("ttft", "TTFT p50/p99", `${msText(t.ttftP50Ms)} / ${msText(t.ttftP99Ms)}`, "streaming answers"),
+    item("failed", "failed", fmt(t.failed), "the client got a 5xx or an answer cut mid-way"),
+    item("cut", "streams cut", fmt(t.cut), "broke mid-answer: the client got an in-band error, never a silent cut"),
+    item("caught", "caught", fmt(t.caught), "broke before the first byte and answered by another backend"),
+    item("saved", "saved by failover", fmt(t.saved), "a backend failed, another answered"),
+    item("failovers", "failovers", fmt(t.failovers), "answered by another pool after a failure"),
+    item("errors", "errors", errors || "none", "upstream errors by reason"),
+  );
+}
+
+const errorPalette = ["#c8372d", "#e08a1e", "#8e5bd6", "#5d6b79", "#b5651d", "#2f6fde"];
+
+function drawTrafficCharts(block, s) {
+  const xs = s.points.map((p) => p.t / 1000);
+  const step = Math.max(1, xs.length > 1 ? xs[1] - xs[0] : 1);
+  const reasons = [...new Set(s.points.flatMap((p) => Object.keys(p.errors)))].sort();
+  const specs = [
+    {
+      host: block.querySelector(".chart-rps"),
+      title: "requests/s",
+      series: [
+        { label: "req/s", stroke: "#2f6fde" },
+        { label: "failed/s", stroke: "#c8372d" },
+      ],
+      data: [s.points.map((p) => p.reqPerS), s.points.map((p) => p.failed / step)],
+    },
+    {
+      host: block.querySelector(".chart-ttft"),
+      title: "TTFT (ms)",
+      series: [
+        { label: "p50", stroke: "#1f8a4c" },
+        { label: "p99", stroke: "#e08a1e" },
+      ],
+      data: [s.points.map((p) => p.ttftP50Ms), s.points.map((p) => p.ttftP99Ms)],
+    },
+    {
+      host: block.querySelector(".chart-errors"),
+      title: "upstream errors/s by reason",
+      series: reasons.map((r, i) => ({ label: r, stroke: errorPalette[i % errorPalette.length] })),
+      data: reasons.map((r) => s.points.map((p) => (p.errors[r] ?? 0) / step)),
+    },
+  ];
+  const charts = trafficCharts.get(s.service) ?? [];
+  specs.forEach((spec, i) => {
+    const data = [xs, ...spec.data];
+    const existing = charts[i];
+    if (existing && existing.series.length === spec.series.length + 1) {
+      existing.setData(data);
+      return;
+    }
+    existing?.destroy();
+    charts[i] = new uPlot(
+      {
+        width: Math.max(240, spec.host.clientWidth),
+        height: 180,
+        title: spec.title,
+        series: [{}, ...spec.series.map((x) => ({ ...x, width: 1.5, spanGaps: true, points: { size: 4 } }))],
+        axes: [{}, { size: 50 }],
+      },
+      data,
+      spec.host,
+    );
+  });
+  trafficCharts.set(s.service, charts);
+}
+
+/** Requests answered and failed per service and pool, saved by failover per service (the serving ledger's second half). */
+function drawRequestsLedger(requests, saved) {
+  const table = document.getElementById("requests-ledger");
+  table.hidden = requests.length === 0 && saved.length === 0;
+  document.getElementById("requests-ledger-note").hidden = table.hidden;
+  const savedBy = new Map(saved.map((s) => [s.service, s]));
+  const services = [...new Set([...requests.map((r) => r.service), ...savedBy.keys()])];
+  const rows = [];
+  for (const svc of services) {
+    const mine = requests.filter((r) => r.service === svc);
+    for (const r of mine) {
+      rows.push(
+        el(
+          "tr",
+          { "data-service": svc, "data-pool": r.pool },
+          el("td", {}, svc),
+          el("td", {}, r.pool),
+          el("td", {}, r.answered),
+          el("td", { title: `${r.incomplete} cut mid-answer` }, r.failed),
+          el("td", {}, ""),
+        ),
+      );
+    }
+    const s = savedBy.get(svc);
+    rows.push(
+      el(
+        "tr",
+        { "data-service": svc, class: "total" },
+        el("td", {}, svc),
+        el("td", {}, "all pools"),
+        el(
+          "td",
+          {},
+          mine.reduce((n, r) => n + r.answered, 0),
+        ),
+        el(
+          "td",
+          {},
+          mine.reduce((n, r) => n + r.failed, 0),
+        ),
+        el(
+          "td",
+          { title: `retries ${s?.retries ?? 0}, failovers to another pool ${s?.failovers ?? 0}` },
+          s?.saved ?? 0,
+        ),
+      ),
+    );
+  }
+  table.querySelector("tbody").replaceChildren(...rows);
+}
+
 async function loop() {
   try {
-    await Promise.all([refreshLists(), refreshJob(), refreshServices()]);
+    await Promise.all([refreshLists(), refreshJob(), refreshServices(), refreshTraffic()]);
   } catch (err) {
     document.getElementById("server").textContent = String(err);
   }
