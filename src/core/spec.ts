@@ -400,6 +400,8 @@ export interface ReplicaWorkload {
   port: number | null;
   readiness: { path: string; timeoutSeconds: number };
   restart: "always";
+  /** The spec it was made from (services.ts replicaRevision): a redeploy that changes it rolls the replica. */
+  revision?: string;
 }
 
 function knownKeysFor(root: z.ZodType): KnownKeys {

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { lstat } from "node:fs/promises";
 import path from "node:path";
@@ -46,7 +46,14 @@ export interface StoredService {
     priority: number;
     queueThreshold: number;
     backends: CompiledBackend[];
-    replicas?: ReplicaSpec & { fromJob?: string; drainSeconds?: number };
+    replicas?: ReplicaSpec & {
+      fromJob?: string;
+      drainSeconds?: number;
+      /** replicaRevision of this block: a replica made from another one rolls. */
+      revision?: string;
+      /** The fields the last deploy changed (said in the roll's events). */
+      changed?: string[];
+    };
   }>;
   /** undeploy asked: replicas drain and stop, then the service is forgotten. */
   deleting?: boolean;
@@ -199,6 +206,158 @@ export class DeployError extends Error {
   }
 }
 
+/**
+ * What a deploy does to one service (`deploy` prints it, `deploy --dry-run` only prints it): create it, nothing
+ * (the file says what runs already), or update it: roll its replicas onto a changed spec, scale a pool, and apply
+ * what needs no restart.
+ */
+export interface ServicePlan {
+  name: string;
+  action: "create" | "unchanged" | "update";
+  /** Pools whose replicas roll onto the new spec, one at a time, readiness-gated, with the fields that changed. */
+  roll: Array<{ pool: string; replicas: number; fields: string[] }>;
+  /** Pools whose replica count changes (a pool added or removed scales from or to 0). */
+  scale: Array<{ pool: string; from: number; to: number }>;
+  /** Changes that restart no replica: published in the backend set at once (aliases, weight, external backends...). */
+  inPlace: string[];
+}
+
+/** A deploy's answer: the service as it stands after the deploy, and what the deploy did. */
+export type DeployedService = ServiceSummary & { plan: ServicePlan };
+
+type StoredReplicas = NonNullable<StoredService["pools"][number]["replicas"]>;
+
+/** Replica fields whose change restarts the replica (they are in its job's spec): a roll. The rest apply in place. */
+const rollingFields = [
+  "engine",
+  "command",
+  "args",
+  "env",
+  "host",
+  "port",
+  "readyTimeoutS",
+  "model",
+  "recovery",
+] as const;
+const inPlaceFields = ["weight", "maxInFlight", "servedModel", "apiKeyEnv", "drainSeconds"] as const;
+
+const same = (a: unknown, b: unknown): boolean => canonical(a) === canonical(b);
+
+/** JSON with object keys sorted: equal values, equal text. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x !== null && typeof x === "object" && !Array.isArray(x)
+      ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : x,
+  );
+}
+
+/**
+ * The fields of a replicas block that differ in a way its running replicas must restart for. `command` is the program,
+ * `args` the rest of the argv; `env` names the variables that changed (never their values: they may be secrets);
+ * `workdir` is the services file's folder (relative paths in the command resolve against it).
+ */
+export function replicaChanges(
+  before: StoredReplicas,
+  after: StoredReplicas,
+  workdirBefore: string,
+  workdirAfter: string,
+): string[] {
+  const out: string[] = [];
+  for (const f of rollingFields) {
+    if (f === "command") {
+      if (before.command[0] !== after.command[0]) out.push("command");
+    } else if (f === "args") {
+      if (!same(before.command.slice(1), after.command.slice(1))) out.push("args");
+    } else if (f === "env") {
+      const keys = [...new Set([...Object.keys(before.env), ...Object.keys(after.env)])].sort();
+      const changed = keys.filter((k) => before.env[k] !== after.env[k]);
+      if (changed.length > 0) out.push(`env (${changed.join(", ")})`);
+    } else if (f === "model") {
+      if (before.fromJob !== after.fromJob) out.push("model");
+    } else if (!same(before[f], after[f])) out.push(f);
+  }
+  if (workdirBefore !== workdirAfter) out.push("workdir");
+  return out;
+}
+
+/**
+ * What a replica's job was made from, as one hash (its workload's `revision`): a replica whose revision is not its
+ * pool's is on an old spec and rolls.
+ */
+export function replicaRevision(spec: StoredReplicas, workdir: string): string {
+  const parts = {
+    engine: spec.engine,
+    command: spec.command,
+    env: spec.env,
+    host: spec.host,
+    port: spec.port,
+    readyTimeoutS: spec.readyTimeoutS,
+    model: spec.fromJob ?? null,
+    recovery: spec.recovery ?? null,
+    workdir,
+  };
+  return createHash("sha256").update(canonical(parts)).digest("hex").slice(0, 16);
+}
+
+/** What deploying `next` over `prior` (undefined: not deployed, or being undeployed) does. */
+export function planDeploy(prior: StoredService | undefined, next: StoredService): ServicePlan {
+  const plan: ServicePlan = { name: next.name, action: "update", roll: [], scale: [], inPlace: [] };
+  if (prior === undefined || prior.deleting) {
+    plan.action = "create";
+    for (const p of next.pools) if (p.replicas) plan.scale.push({ pool: p.name, from: 0, to: p.replicas.count });
+    return plan;
+  }
+  if (!same(prior.aliases, next.aliases)) plan.inPlace.push("aliases");
+  for (const p of next.pools) {
+    const before = prior.pools.find((x) => x.name === p.name);
+    if (before === undefined) {
+      plan.inPlace.push(`pool ${p.name} added`);
+      if (p.replicas) plan.scale.push({ pool: p.name, from: 0, to: p.replicas.count });
+      continue;
+    }
+    if (before.priority !== p.priority) plan.inPlace.push(`${p.name}.priority`);
+    if (before.queueThreshold !== p.queueThreshold) plan.inPlace.push(`${p.name}.queueThreshold`);
+    if (!same(before.backends, p.backends)) plan.inPlace.push(`${p.name}.backends`);
+    const from = before.replicas?.count ?? 0;
+    const to = p.replicas?.count ?? 0;
+    if (from !== to) plan.scale.push({ pool: p.name, from, to });
+    if (before.replicas && p.replicas) {
+      const fields = replicaChanges(before.replicas, p.replicas, prior.workdir, next.workdir);
+      // Replicas that stay: those beyond the new count are scaled away, not rolled.
+      if (fields.length > 0 && Math.min(from, to) > 0)
+        plan.roll.push({ pool: p.name, replicas: Math.min(from, to), fields });
+      for (const f of inPlaceFields) if (!same(before.replicas[f], p.replicas[f])) plan.inPlace.push(`${p.name}.${f}`);
+    }
+  }
+  for (const p of prior.pools) {
+    if (next.pools.some((x) => x.name === p.name)) continue;
+    plan.inPlace.push(`pool ${p.name} removed`);
+    if (p.replicas) plan.scale.push({ pool: p.name, from: p.replicas.count, to: 0 });
+  }
+  if (plan.roll.length === 0 && plan.scale.length === 0 && plan.inPlace.length === 0) plan.action = "unchanged";
+  return plan;
+}
+
+/** One line for a plan, as `deploy` prints it. */
+export function describePlan(plan: ServicePlan): string {
+  if (plan.action === "unchanged") return `unchanged ${plan.name}: the running service already matches the file`;
+  const scale = plan.scale.map((s) => `${s.pool} ${s.from}→${s.to}`).join(", ");
+  if (plan.action === "create") {
+    const where = plan.scale.map((s) => `${s.to} replica(s) on ${s.pool}`).join(", ");
+    return `created ${plan.name}: ${where || "external backends only"}`;
+  }
+  const parts: string[] = [];
+  for (const r of plan.roll) {
+    parts.push(
+      `rolling ${r.pool} (${r.fields.join(", ")} changed): ${r.replicas} replica(s) replaced one at a time, each successor ready before its predecessor drains`,
+    );
+  }
+  if (scale) parts.push(`scaled ${scale}`);
+  if (plan.inPlace.length > 0) parts.push(`updated ${plan.inPlace.join(", ")} (no restart)`);
+  return `${plan.name}: ${parts.join("; ")}`;
+}
+
 export class Services {
   /** This server instance: a restarted server's set has a new epoch (control-plane-source.ts). */
   readonly epoch = randomBytes(6).toString("hex");
@@ -230,11 +389,20 @@ export class Services {
   // ---------------------------------------------------------------------------------------------------- deploy
 
   /**
-   * Deploys every service of a services file that has a `replicas:` block (or backends): new services are created,
-   * existing ones take the new definition (their replica counts and commands; running replicas keep running until
-   * rolled). Refuses pools the cluster does not have and `{checkpoint}` without `model.fromJob`.
+   * Deploys every service of a services file that has a `replicas:` block (or backends): new services are created; an
+   * existing one takes the new definition: a change its replicas must restart for (command, args, env, engine, model,
+   * ...) rolls them one at a time, readiness-gated, as a newer checkpoint does; a count change scales; the rest applies
+   * in place; a file that says what runs already changes nothing. Each answer carries its plan (planDeploy).
+   * `dryRun`: the plans only, nothing changed. Refuses pools the cluster does not have and `{checkpoint}` without
+   * `model.fromJob`.
    */
-  async deploy(text: string, file: string): Promise<ServiceSummary[]> {
+  async deploy(text: string, file: string, opts: { dryRun: true }): Promise<Array<{ name: string; plan: ServicePlan }>>;
+  async deploy(text: string, file: string, opts?: { dryRun?: false }): Promise<DeployedService[]>;
+  async deploy(
+    text: string,
+    file: string,
+    opts: { dryRun?: boolean } = {},
+  ): Promise<DeployedService[] | Array<{ name: string; plan: ServicePlan }>> {
     const compiled = parseServicesYaml(text, file);
     const workdir = path.dirname(path.resolve(file));
     const cluster = new Set(this.ctx.cluster.pools.map((p) => p.name));
@@ -245,29 +413,39 @@ export class Services {
     if (issues.length > 0) {
       throw new DeployError(`${file}: cannot deploy:\n${issues.map((i) => `  - ${i}`).join("\n")}`);
     }
-    const now = this.ctx.now();
     const existing = new Map((await this.store.listServices()).map((s) => [s.name, s]));
-    for (const s of stored) {
+    const plans = stored.map((s) => {
+      const prior = existing.get(s.name)?.spec as unknown as StoredService | undefined;
+      // The file's path is where it was deployed from (messages), not a change of the service.
+      return planDeploy(prior && { ...prior, file: s.file }, s);
+    });
+    if (opts.dryRun === true) return plans.map((plan) => ({ name: plan.name, plan }));
+    const now = this.ctx.now();
+    for (const [i, s] of stored.entries()) {
+      const plan = plans[i]!;
+      if (plan.action === "unchanged") continue;
+      for (const pool of s.pools) {
+        if (pool.replicas) pool.replicas.revision = replicaRevision(pool.replicas, s.workdir);
+        const rolled = plan.roll.find((r) => r.pool === pool.name);
+        if (pool.replicas && rolled) pool.replicas.changed = rolled.fields;
+      }
       await this.store.putService({
         name: s.name,
         spec: s as unknown as Record<string, unknown>,
-        createdAt: existing.get(s.name)?.createdAt ?? now,
+        createdAt: plan.action === "create" ? now : (existing.get(s.name)?.createdAt ?? now),
         updatedAt: now,
       });
-      await this.ctx.event(
-        null,
-        "service.deployed",
-        `service ${s.name} ${existing.has(s.name) ? "redeployed" : "deployed"} from ${file}: ` +
-          s.pools
-            .filter((p) => p.replicas)
-            .map((p) => `${p.replicas!.count} replica(s) on ${p.name}`)
-            .join(", "),
-        { service: s.name },
-      );
+      await this.ctx.event(null, "service.deployed", `${describePlan(plan)} (from ${file})`, {
+        service: s.name,
+        action: plan.action,
+        roll: plan.roll,
+        scale: plan.scale,
+        inPlace: plan.inPlace,
+      });
     }
     await this.reconcile();
-    const names = new Set(stored.map((s) => s.name));
-    return (await this.list()).filter((s) => names.has(s.name));
+    const summaries = await this.list();
+    return plans.map((plan) => ({ ...summaries.find((x) => x.name === plan.name)!, plan }));
   }
 
   private toStored(
@@ -776,14 +954,33 @@ export class Services {
           await this.drainOrStop(svc, newest, false);
           continue;
         }
-        // One at a time: a newer verified checkpoint rolls onto the slots in turn.
-        if (target !== null && !rollingNow && newest.state === "ready" && isNewer(target, newest)) {
+        // A replica made from an older spec of its pool (a redeploy changed its command, env, ...).
+        const stale = await this.onOldSpec(newest, spec, svc.workdir);
+        if (stale && newest.state === "starting") {
+          // Not serving: nothing to keep available while it is replaced.
+          await this.stopReplica(
+            newest,
+            `replaced: its spec changed (${(spec.changed ?? []).join(", ") || "redeployed"})`,
+          );
+          await this.createReplica(svc, pool.name, i, slot, target);
+          continue;
+        }
+        // One at a time: a newer verified checkpoint, or a changed spec, rolls onto the slots in turn.
+        const newer = target !== null && isNewer(target, newest);
+        if (!rollingNow && newest.state === "ready" && (newer || stale)) {
           rollingNow = true;
           await this.ctx.event(
             newest.jobId,
             "replica.rolling",
-            `replica ${svc.name}/${slot}: checkpoint ${target.path} (step ${target.step}) verified; starting its successor beside it`,
-            { service: svc.name, slot, step: target.step, from: newest.checkpointStep },
+            stale
+              ? `replica ${svc.name}/${slot}: its spec changed (${(spec.changed ?? []).join(", ") || "redeployed"}); starting its successor beside it`
+              : `replica ${svc.name}/${slot}: checkpoint ${target!.path} (step ${target!.step}) verified; starting its successor beside it`,
+            {
+              service: svc.name,
+              slot,
+              ...(stale ? { spec: spec.changed ?? [] } : {}),
+              ...(target ? { step: target.step, from: newest.checkpointStep } : {}),
+            },
           );
           await this.createReplica(svc, pool.name, i, slot, target);
         }
@@ -791,6 +988,12 @@ export class Services {
     }
     // Slots no longer wanted (scaled down, pool removed): drain and stop.
     for (const r of mine) if (r.state !== "stopped" && !wanted.has(r.slot)) await this.drainOrStop(svc, r, true);
+  }
+
+  /** Was the replica's job made from another spec than its pool's now (replicaRevision)? Older replicas say nothing. */
+  private async onOldSpec(r: ReplicaRecord, spec: StoredReplicas, workdir: string): Promise<boolean> {
+    const made = (await this.store.getJob(r.jobId))?.spec.workload?.revision;
+    return made !== undefined && made !== (spec.revision ?? replicaRevision(spec, workdir));
   }
 
   /**
@@ -821,6 +1024,7 @@ export class Services {
       port: spec.port + index <= 65535 ? spec.port + index : null,
       readiness: { path: engineAdapter(spec.engine).healthPath, timeoutSeconds: spec.readyTimeoutS },
       restart: "always",
+      revision: spec.revision ?? replicaRevision(spec, svc.workdir),
     };
     const rec = spec.recovery ?? {};
     const others = svc.pools

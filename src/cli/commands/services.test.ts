@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it, vi } from "vitest";
@@ -158,6 +158,15 @@ describe("services CLI", () => {
     const r = await runCli(["deploy", "/nonexistent/services.yaml"]);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/cannot read services file \/nonexistent\/services.yaml/);
+  });
+
+  it("deploy --dry-run compares with the running server and never starts one: none running is exit 3", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "sy-svc-dry-"));
+    const file = path.join(dir, "services.yaml");
+    writeFileSync(file, "services: []\n");
+    const r = await runCli(["deploy", file, "--dry-run"]);
+    expect(r.code).toBe(3);
+    expect(r.err).toMatch(/no switchyard server is running/);
   });
 
   it("services with no server running is exit 3 with the fix", async () => {

@@ -1,7 +1,15 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { Command } from "commander";
-import type { ReplicaView, ServiceSummary, ServingLedgerRow, StoredService } from "../../supervisor/services.js";
+import {
+  describePlan,
+  type DeployedService,
+  type ReplicaView,
+  type ServicePlan,
+  type ServiceSummary,
+  type ServingLedgerRow,
+  type StoredService,
+} from "../../supervisor/services.js";
 import { CliError, connect, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 import { duration, table } from "../format.js";
@@ -128,22 +136,30 @@ export function registerServicesCommands(program: Command): void {
     )
     .argument("<services.yaml>", "services file (see examples/hybrid/services.yaml)")
     .option("--cluster <file>", "cluster config for a server this command starts")
-    .action(async (file: string, opts: { cluster?: string }, cmd: Command) => {
+    .option(
+      "--dry-run",
+      "print what the deploy would do (created / unchanged / rolling: which fields / scaled N→M), change nothing",
+    )
+    .action(async (file: string, opts: { cluster?: string; dryRun?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const yaml = readServicesFile(file);
-      const client = await connect(g.home, { clusterFile: opts.cluster });
-      const deployed = await client.post<ServiceSummary[]>("/api/services", { yaml, file: path.resolve(file) });
-      if (g.json) return console.log(JSON.stringify(deployed));
-      for (const s of deployed) {
-        console.log(
-          `deployed ${s.name}: ${
-            s.pools
-              .filter((p) => p.desired > 0)
-              .map((p) => `${p.desired} replica(s) on ${p.name}`)
-              .join(", ") || "external backends only"
-          }${s.note ? ` (${s.note})` : ""}`,
-        );
+      const body = { yaml, file: path.resolve(file) };
+      if (opts.dryRun === true) {
+        // Compared with what the server runs: without a server there is nothing to compare with, so none is started.
+        const client = await connect(g.home, { start: false });
+        const plans = await client.post<Array<{ name: string; plan: ServicePlan }>>("/api/services", {
+          ...body,
+          dryRun: true,
+        });
+        if (g.json) return console.log(JSON.stringify({ dryRun: true, services: plans }));
+        for (const p of plans) console.log(describePlan(p.plan));
+        console.log("dry run: nothing was changed (deploy again without --dry-run to do it)");
+        return;
       }
+      const client = await connect(g.home, { clusterFile: opts.cluster });
+      const deployed = await client.post<DeployedService[]>("/api/services", body);
+      if (g.json) return console.log(JSON.stringify(deployed));
+      for (const s of deployed) console.log(`${describePlan(s.plan)}${s.note ? ` (${s.note})` : ""}`);
       console.log("watch them: switchyard services; a gateway that follows them: switchyard gateway --control-plane");
     });
 

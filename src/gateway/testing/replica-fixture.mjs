@@ -24,7 +24,9 @@ const warn = opt("--warn", undefined);
 if (warn !== undefined) process.stderr.write(`fixture replica: WARNING: ${warn}\n`);
 const ready = () => Date.now() - started >= readyAfterMs;
 const checkpoint = opt("--checkpoint", undefined);
-const label = checkpoint !== undefined ? (checkpoint.split("/").pop() ?? checkpoint) : String(port);
+// FIXTURE_LABEL in the environment: the streamed text is that label (which spec answered: a redeploy's env reached it).
+const label =
+  process.env.FIXTURE_LABEL ?? (checkpoint !== undefined ? (checkpoint.split("/").pop() ?? checkpoint) : String(port));
 const tokens = Number(opt("--tokens", "1"));
 const tokenDelayMs = Number(opt("--token-delay-ms", "0"));
 let running = 0;
