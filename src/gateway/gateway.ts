@@ -122,6 +122,14 @@ class ClientGone extends Error {}
 /** The drain deadline passed (or a second stop signal came): what is still in flight is cut. */
 class GatewayShutdown extends Error {}
 
+/** A client request in progress: the upstream call it waits on, if any (aborted when the client goes away). */
+interface Exchange {
+  call: UpstreamCall | undefined;
+}
+
+/** Headers of an answer to the client (res.writeHead). */
+type OutgoingHeaders = Record<string, string | string[] | number>;
+
 /** How one attempt ended. */
 type AttemptResult =
   | { kind: "answered"; status: number }
@@ -134,7 +142,7 @@ type AttemptResult =
       failure: FailureKind;
       message: string;
       /** An upstream 5xx/429 answer, kept to pass through when no other backend is left. */
-      response?: { status: number; headers: Record<string, string | string[]>; body: Buffer };
+      response?: { status: number; headers: OutgoingHeaders; body: Buffer };
     };
 
 function errorBody(message: string, type: string, code: string): string {
@@ -200,9 +208,8 @@ export class Gateway {
   private probing = false;
   private closed = false;
   private draining = false;
-  /** Client requests not yet answered (their response not closed), and upstream calls in progress. */
-  private readonly openResponses = new Set<ServerResponse>();
-  private readonly activeCalls = new Set<UpstreamCall>();
+  /** Client requests not yet answered (their response not closed), each with its upstream call in progress. */
+  private readonly openResponses = new Map<ServerResponse, Exchange>();
   private onIdle: (() => void) | undefined;
   private readonly createdAt = Math.floor(Date.now() / 1000);
   /** Backends registered by setBackends (the control plane's set), by id. */
@@ -521,11 +528,11 @@ export class Gateway {
     }
     const cut = this.openResponses.size;
     if (cut === 0) return { cut };
-    for (const call of this.activeCalls) call.abort(new GatewayShutdown("gateway shutting down"));
+    for (const ex of this.openResponses.values()) ex.call?.abort(new GatewayShutdown("gateway shutting down"));
     // Give the cut answers a moment to write their error event; then anything left is destroyed.
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        for (const res of this.openResponses) res.destroy();
+        for (const res of this.openResponses.keys()) res.destroy();
         this.onIdle = undefined;
         resolve();
       }, 1000);
@@ -542,19 +549,24 @@ export class Gateway {
 
   /** The Node request handler. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
-    this.openResponses.add(res);
-    res.once("close", () => {
+    // One "close" listener per request does all the bookkeeping (adding and removing a listener per upstream attempt
+    // costs more than the check): the request leaves the open set, and a client that goes away before its answer is
+    // complete aborts the upstream call in progress.
+    const ex: Exchange = { call: undefined };
+    this.openResponses.set(res, ex);
+    res.on("close", () => {
       this.openResponses.delete(res);
       if (this.openResponses.size === 0) this.onIdle?.();
+      if (ex.call !== undefined && !res.writableFinished) ex.call.abort(new ClientGone());
     });
     if (this.draining) res.setHeader("connection", "close");
-    this.route(req, res).catch((err: unknown) => {
+    this.route(req, res, ex).catch((err: unknown) => {
       this.logger.error({ err: err instanceof Error ? err.message : String(err) }, "gateway internal error");
       sendJson(res, 500, errorBody("internal gateway error", "switchyard_gateway_error", "internal_error"));
     });
   };
 
-  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async route(req: IncomingMessage, res: ServerResponse, ex: Exchange): Promise<void> {
     const started = performance.now();
     const rawUrl = req.url ?? "/";
     const q = rawUrl.indexOf("?");
@@ -698,7 +710,7 @@ export class Gateway {
     const meter: TokenMeter | undefined =
       limits?.tpm !== undefined ? { requestBytes: body.length, responseBytes: 0, usage: undefined } : undefined;
     try {
-      await this.proxy(req, res, { path, rawUrl, body, model, stream, service, started, keyId, meter });
+      await this.proxy(req, res, ex, { path, rawUrl, body, model, stream, service, started, keyId, meter });
     } finally {
       if (meter !== undefined && keyId !== undefined && limits !== undefined) {
         const tokens = meter.usage ?? estimateTokens(meter.requestBytes + meter.responseBytes);
@@ -866,6 +878,7 @@ export class Gateway {
   private async proxy(
     req: IncomingMessage,
     res: ServerResponse,
+    ex: Exchange,
     r: {
       path: string;
       rawUrl: string;
@@ -897,7 +910,7 @@ export class Gateway {
       tried.add(backend);
       firstPool ??= backend.pool.name;
       if (pick.spilled) this.metrics.spillovers.inc({ service: r.service.model, to_pool: backend.pool.name });
-      outcome = await this.attempt(req, res, backend, r, requestId);
+      outcome = await this.attempt(req, res, ex, backend, r, requestId);
       answeredBy = backend;
       if (outcome.kind === "failed-after-commit" && outcome.failure !== "shutdown") {
         this.metrics.errors.inc({ service: r.service.model, backend: backend.id, reason: outcome.failure });
@@ -998,6 +1011,7 @@ export class Gateway {
   private async attempt(
     req: IncomingMessage,
     res: ServerResponse,
+    ex: Exchange,
     backend: Backend,
     r: {
       path: string;
@@ -1014,13 +1028,8 @@ export class Gateway {
     const trial = backend.ejected;
     if (trial) backend.trialInFlight = true;
     backend.inFlight++;
-    let call: UpstreamCall | undefined;
     let timer: NodeJS.Timeout | undefined;
     let stalled = false;
-    const onClientClose = (): void => {
-      if (!res.writableFinished) call?.abort(new ClientGone());
-    };
-    res.on("close", onClientClose);
     try {
       if (res.destroyed) return { kind: "client-gone" };
       const firstByteMs = r.stream ? this.settings.ttftTimeoutMs : this.settings.nonStreamTimeoutMs;
@@ -1034,8 +1043,7 @@ export class Gateway {
             ? r.body
             : Buffer.from(rewriteModel(r.body.toString("utf8"), backend.servedModel)),
       });
-      call = thisCall;
-      this.activeCalls.add(thisCall);
+      ex.call = thisCall;
       timer = setTimeout(() => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")), firstByteMs);
       let upstream: UpstreamResponse;
       try {
@@ -1098,25 +1106,27 @@ export class Gateway {
       return result;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
-      res.off("close", onClientClose);
-      if (call !== undefined) this.activeCalls.delete(call);
+      ex.call = undefined;
       backend.inFlight--;
       if (trial) backend.trialInFlight = false;
     }
   }
 
+  /** The upstream's answer headers as the client gets them; `contentLength` is set when the gateway knows it. */
   private clientHeaders(
     src: Record<string, string | string[] | undefined>,
     backend: Backend,
     streaming: boolean,
-  ): Record<string, string | string[]> {
-    const out: Record<string, string | string[]> = {};
+    contentLength?: number,
+  ): OutgoingHeaders {
+    const out: OutgoingHeaders = {};
     for (const name in src) {
       if (DROP_RESPONSE_HEADERS.has(name) || isCorsHeader(name)) continue;
       const v = src[name];
       if (v !== undefined) out[name] = v;
     }
     out["x-switchyard-backend"] = backend.id;
+    if (contentLength !== undefined) out["content-length"] = contentLength;
     if (streaming) {
       out["x-accel-buffering"] = "no";
       out["cache-control"] ??= "no-cache";
@@ -1164,7 +1174,7 @@ export class Gateway {
         if (stallTimer !== undefined) clearTimeout(stallTimer);
         resolve(result);
       };
-      const commit = (headers: Record<string, string | string[]>): void => {
+      const commit = (headers: OutgoingHeaders): void => {
         committed = true;
         res.writeHead(status, headers);
         if (sse) this.metrics.ttft.observe({ backend: backend.id }, (performance.now() - started) / 1000);
@@ -1250,10 +1260,7 @@ export class Gateway {
             finish({ kind: "answered", status });
           } else if (status >= 400 && !committed) {
             // An error answer labelled as SSE: pass it through as is.
-            res.writeHead(status, {
-              ...this.clientHeaders(upstream.headers, backend, false),
-              "content-length": rest.length,
-            });
+            res.writeHead(status, this.clientHeaders(upstream.headers, backend, false, rest.length));
             res.end(rest);
             finish({ kind: "answered", status });
           } else if (!committed) {
@@ -1278,10 +1285,7 @@ export class Gateway {
             meter.responseBytes += all.length;
             meter.usage = totalTokensIn(all) ?? meter.usage;
           }
-          res.writeHead(status, {
-            ...this.clientHeaders(upstream.headers, backend, false),
-            "content-length": all.length,
-          });
+          res.writeHead(status, this.clientHeaders(upstream.headers, backend, false, all.length));
           res.end(all);
         }
         finish({ kind: "answered", status });

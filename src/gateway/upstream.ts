@@ -3,6 +3,7 @@
  * more CPU than the proxying itself at a few thousand requests per second). Body events that arrive before the
  * consumer is attached are queued, so nothing is lost between the response head and `consume()`.
  */
+import type { IncomingHttpHeaders } from "node:http";
 import type { Dispatcher } from "undici";
 
 export interface BodySink {
@@ -13,13 +14,15 @@ export interface BodySink {
 
 export class UpstreamBody {
   private sink: BodySink | undefined;
-  private queued: Array<{ kind: "data"; chunk: Buffer } | { kind: "end" } | { kind: "error"; err: Error }> = [];
+  /** Events before consume(); allocated only when one comes that early. */
+  private queued: Array<{ kind: "data"; chunk: Buffer } | { kind: "end" } | { kind: "error"; err: Error }> | undefined;
   constructor(private readonly call: UpstreamCall) {}
 
   consume(sink: BodySink): void {
     this.sink = sink;
     const queued = this.queued;
-    this.queued = [];
+    if (queued === undefined) return;
+    this.queued = undefined;
     for (const ev of queued) {
       if (ev.kind === "data") sink.data(ev.chunk);
       else if (ev.kind === "end") sink.end();
@@ -37,15 +40,15 @@ export class UpstreamBody {
 
   /** @internal */ push(chunk: Buffer): void {
     if (this.sink !== undefined) this.sink.data(chunk);
-    else this.queued.push({ kind: "data", chunk });
+    else (this.queued ??= []).push({ kind: "data", chunk });
   }
   /** @internal */ finish(): void {
     if (this.sink !== undefined) this.sink.end();
-    else this.queued.push({ kind: "end" });
+    else (this.queued ??= []).push({ kind: "end" });
   }
   /** @internal */ fail(err: Error): void {
     if (this.sink !== undefined) this.sink.error(err);
-    else this.queued.push({ kind: "error", err });
+    else (this.queued ??= []).push({ kind: "error", err });
   }
 }
 
@@ -55,7 +58,11 @@ export interface UpstreamResponse {
   body: UpstreamBody;
 }
 
-export class UpstreamCall {
+/**
+ * The call is its own dispatch handler: its methods live on the prototype, so a request allocates no handler object
+ * and no closures for undici's callbacks.
+ */
+export class UpstreamCall implements Dispatcher.DispatchHandler {
   controller: Dispatcher.DispatchController | undefined;
   /** Why the call was aborted (a timeout, the client leaving, ...), if it was. */
   abortReason: Error | undefined;
@@ -69,31 +76,30 @@ export class UpstreamCall {
       this.resolve = resolve;
       this.reject = reject;
     });
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart: (controller) => {
-        this.controller = controller;
-        if (this.abortReason !== undefined) controller.abort(this.abortReason);
-      },
-      onResponseStart: (_controller, statusCode, headers) => {
-        this.body = new UpstreamBody(this);
-        this.resolve({
-          statusCode,
-          headers: headers as Record<string, string | string[] | undefined>,
-          body: this.body,
-        });
-      },
-      onResponseData: (_controller, chunk) => {
-        this.body?.push(chunk);
-      },
-      onResponseEnd: () => {
-        this.body?.finish();
-      },
-      onResponseError: (_controller, err) => {
-        if (this.body === undefined) this.reject(err);
-        else this.body.fail(err);
-      },
-    };
-    dispatcher.dispatch(opts, handler);
+    dispatcher.dispatch(opts, this);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.abortReason !== undefined) controller.abort(this.abortReason);
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    this.body = new UpstreamBody(this);
+    this.resolve({ statusCode, headers, body: this.body });
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.body?.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    this.body?.finish();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.body === undefined) this.reject(err);
+    else this.body.fail(err);
   }
 
   abort(reason: Error): void {
