@@ -380,6 +380,7 @@ export function startTrafficReporter(opts: TrafficReporterOptions): TrafficRepor
   let outage = false;
   let inFlight: Promise<boolean> | null = null;
 
+  let stopping = false;
   const deliver = async (): Promise<boolean> => {
     let body: string;
     try {
@@ -398,7 +399,8 @@ export function startTrafficReporter(opts: TrafficReporterOptions): TrafficRepor
         method: "POST",
         headers: { authorization: `Bearer ${opts.token}`, "content-type": "application/json" },
         body,
-        signal: AbortSignal.timeout(timeoutMs),
+        // The last report, at stop, may hold the process up 2 s at most.
+        signal: AbortSignal.timeout(stopping ? Math.min(timeoutMs, 2000) : timeoutMs),
       });
       const answer = await res.text().catch(() => "");
       if (!res.ok) {
@@ -452,6 +454,7 @@ export function startTrafficReporter(opts: TrafficReporterOptions): TrafficRepor
     timer = setTimeout(tick, intervalMs);
     timer.unref();
     const stop = (): void => {
+      stopping = true;
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
       // The last interval's traffic, best effort (the server may be gone too).
