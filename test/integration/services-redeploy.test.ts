@@ -121,6 +121,7 @@ describe("redeploying a changed spec rolls the replicas under streaming load", (
     expect(dry.out).toContain(
       `${MODEL}: rolling serve (env (FIXTURE_LABEL) changed): 2 replica(s) replaced one at a time`,
     );
+    expect(dry.out).toMatch(/each successor ready before its predecessor drains \(dry run\)\n/);
     expect(dry.out).toContain("dry run: nothing was changed");
     const dryJson = JSON.parse(cli("--json", "deploy", file, "--dry-run").out) as {
       dryRun: boolean;

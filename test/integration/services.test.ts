@@ -1,3 +1,4 @@
+import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -14,6 +15,7 @@ import { events, job, ServerProcess, sleep, tempHome, waitFor, writeCluster } fr
  * restarted server, published as the live backend set. The model server is a stand-in engine (plain Node).
  */
 const fixture = path.join(packageRoot, "src", "gateway", "testing", "replica-fixture.mjs");
+const bin = path.join(packageRoot, "bin", "switchyard.js");
 
 interface Described {
   service: ServiceSummary;
@@ -188,6 +190,61 @@ describe("services in the server", () => {
     },
     60_000,
   );
+
+  it("services logs: every replica's log by slot, one with --replica and --tail, JSON lines, and --follow across a restart", async () => {
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [bin, "--home", home, "services", "logs", "fixture-model", ...args], {
+        encoding: "utf8",
+        env: { ...process.env, SWITCHYARD_HOME: home },
+        timeout: 20_000,
+      });
+    const all = cli();
+    expect(all.status, all.stderr).toBe(0);
+    for (const slot of ["unstable-0", "unstable-1"]) {
+      expect(all.stdout).toMatch(new RegExp(`^\\[${slot}\\] fixture replica listening on 127\\.0\\.0\\.1:\\d+$`, "m"));
+    }
+    const one = cli("--replica", "unstable-1", "--tail", "1");
+    expect(one.stdout).toMatch(/^fixture replica listening on 127\.0\.0\.1:\d+\n$/);
+    const json = cli("--replica", "1", "--json");
+    const rec = JSON.parse(json.stdout.trim().split("\n")[0]!) as { replica: string; job: string; line: string };
+    expect(rec).toMatchObject({ replica: "unstable-1", line: expect.stringMatching(/^fixture replica listening/) });
+    const bad = cli("--replica", "nope");
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain(
+      'service fixture-model has no replica "nope" (fix: --replica one of unstable-0, unstable-1)',
+    );
+
+    // --follow: a restart of a replica shows its next attempt's log.
+    const follow = spawn(
+      process.execPath,
+      [bin, "--home", home, "services", "logs", "fixture-model", "-r", "unstable-1", "-f"],
+      {
+        env: { ...process.env, SWITCHYARD_HOME: home },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    follow.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    try {
+      await waitFor("the first lines", async () => out.includes("fixture replica listening"), 10_000);
+      const d = await client.get<Described>("/api/services/fixture-model");
+      const target = d.replicas.find((r) => r.slot === "unstable-1" && r.state === "ready")!;
+      const { ranks } = await client.get<{ ranks: Array<{ pid: number }> }>(`/api/jobs/${target.jobId}/ranks`);
+      process.kill(-ranks[0]!.pid, "SIGKILL");
+      await waitFor(
+        "the next attempt's log",
+        async () => /--- replica unstable-1: attempt \d+ ---\nfixture replica listening/.test(out),
+        30_000,
+      );
+    } finally {
+      follow.kill("SIGTERM");
+    }
+    await waitFor(
+      "both replicas ready again",
+      async () => ready(await client.get<BackendSet>("/api/services/backends")).length === 2,
+      30_000,
+    );
+  }, 90_000);
 
   it("keeps a node that serves replicas from a training gang, scales down by draining, undeploys", async () => {
     // 2 replicas hold one device on each node of `unstable` (2 devices per node): a 2-node gang must wait.

@@ -11,6 +11,7 @@ import {
   type StoredService,
 } from "../../supervisor/services.js";
 import { CliError, connect, ExitCode } from "../client.js";
+import { registerServiceLogs } from "./service-logs.js";
 import { globals } from "../context.js";
 import { duration, table } from "../format.js";
 import type { RequestsLedger, TrafficView } from "../../server/traffic.js";
@@ -152,7 +153,7 @@ export function registerServicesCommands(program: Command): void {
           dryRun: true,
         });
         if (g.json) return console.log(JSON.stringify({ dryRun: true, services: plans }));
-        for (const p of plans) console.log(describePlan(p.plan));
+        for (const p of plans) console.log(`${describePlan(p.plan)} (dry run)`);
         console.log("dry run: nothing was changed (deploy again without --dry-run to do it)");
         return;
       }
@@ -186,6 +187,8 @@ export function registerServicesCommands(program: Command): void {
       const traffic = await lastMinuteTraffic(client, d.service.name);
       console.log(g.json ? JSON.stringify({ ...d, traffic }) : formatDescribe(d, Date.now(), traffic));
     });
+
+  registerServiceLogs(services);
 
   services
     .command("ledger")
