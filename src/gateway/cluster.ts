@@ -1,10 +1,13 @@
 /**
  * Several gateway processes on one port (`switchyard gateway --workers N`), with node:cluster.
  *
- * Node 20 has no `reusePort` listen option (it came in Node 22.12/23.1), so the processes share one listening socket
- * through node:cluster with `schedulingPolicy = SCHED_NONE`: the primary creates the socket and hands it to each
- * worker, and the kernel gives each new connection to whichever worker accepts first. The primary is never in the
- * data path: it only coordinates, through small IPC messages.
+ * Node 20 has no `reusePort` listen option (it came in Node 22.12/23.1), so the processes share the port through
+ * node:cluster with `schedulingPolicy = SCHED_RR`: the primary accepts each new connection and hands it to the next
+ * free worker. That is once per connection, not per request: a keep-alive connection then lives in its worker, and
+ * the primary never sees its requests (it only coordinates, through small IPC messages). With SCHED_NONE (the kernel
+ * gives each connection to whichever worker accepts first) a burst of keep-alive connections opened at once, as by
+ * wrk, a load balancer's pool or an SDK, went nearly all to one worker (62/2, 64/0 and 9/55 of wrk's 64 measured),
+ * so a second worker added next to nothing.
  *
  * What the primary owns, so that N workers are not N times looser than one process:
  *
@@ -315,7 +318,7 @@ export class GatewayCluster {
 
   constructor(private readonly opts: ClusterPrimaryOptions) {
     this.limits = new LimitAuthority(() => Math.max(1, this.workers.size));
-    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.schedulingPolicy = cluster.SCHED_RR;
   }
 
   /** Forks the workers; resolves with the URL once every one listens (rejects when one cannot listen). */

@@ -3,8 +3,8 @@
  * limit holds across both (R, not 2R), /metrics counts every worker's requests, a worker killed mid-stream is
  * restarted while the other worker's streams finish untouched, and SIGTERM drains both.
  *
- * Which worker serves a connection is the kernel's choice; the tests open connections until each worker has some,
- * learning the worker of each from GET /healthz on that same keep-alive connection.
+ * Which worker serves a connection is the primary's choice (the next free one); the tests open connections until each
+ * worker has some, learning the worker of each from GET /healthz on that same keep-alive connection.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -136,6 +136,28 @@ describe("switchyard gateway --workers 2", () => {
     );
     return file;
   }
+
+  it("a burst of keep-alive connections opened at once is spread over both workers, not taken by one", async () => {
+    // wrk, a load balancer's pool or an SDK opens its connections at once and keeps them: with the kernel choosing
+    // (SCHED_NONE), the first worker to wake took nearly all of such a burst (62/2, 64/0 of wrk's 64), so a second
+    // worker added nothing. The primary now hands each new connection to the next free worker.
+    gw = startGateway(["--json", "gateway", services(fast), "--port", "0", "--workers", "2", "--no-auth"], env);
+    const url = await listeningUrl(gw);
+    const clients = Array.from({ length: 32 }, () => new Client(url, { pipelining: 1, keepAliveTimeout: 60_000 }));
+    try {
+      const workers = await Promise.all(
+        clients.map(async (client) => {
+          const res = await client.request({ path: "/healthz", method: "GET" });
+          return ((await res.body.json()) as { worker: number }).worker;
+        }),
+      );
+      const counts = [0, 1].map((w) => workers.filter((x) => x === w).length);
+      expect(counts[0]! + counts[1]!).toBe(32);
+      expect(Math.min(...counts)).toBeGreaterThanOrEqual(8);
+    } finally {
+      await Promise.all(clients.map((c) => c.destroy()));
+    }
+  });
 
   it("a key limited to 20 rpm gets about 20 requests across both workers (not 40), and /metrics sums the workers", async () => {
     const keysFile = path.join(dir, "keys.json");
