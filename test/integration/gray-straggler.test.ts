@@ -33,7 +33,7 @@ pools:
 `;
 
 function spec(name: string, home: string, extra: string[]): string {
-  const args = ["--steps", "360", "--step-sleep", "0.25", "--at-step", "120", "--slow-rank", "1", "--factor", "4"];
+  const args = ["--steps", "280", "--step-sleep", "0.25", "--at-step", "120", "--slow-rank", "1", "--factor", "4"];
   return [
     `name: ${name}`,
     "pools: [ascend]",
@@ -41,7 +41,7 @@ function spec(name: string, home: string, extra: string[]): string {
     "procsPerNode: 1",
     `command: ${JSON.stringify(["{python}", path.join(fixtures, "slow.py"), ...args, "--only-attempt", "1", "--ckpt-every", "20", ...extra])}`,
     `workdir: ${JSON.stringify(home)}`,
-    "steps: 360",
+    "steps: 280",
     "recovery: { maxRestarts: 3, backoffSeconds: 0.5 }",
   ].join("\n");
 }
