@@ -33,6 +33,7 @@ describe("traffic in the CLI", () => {
       "traffic     last minute: 2.50 req/s (150 requests), TTFT p50 12 ms p99 1.83 s, 3 failed (2 cut mid-answer), " +
         "errors connect 3, cut 2, failovers 1, saved by failover 4",
     );
+    expect(formatTrafficLine({ ...view, requests: 912.5, failed: 0, cut: 0 })).toContain("(913 requests)");
     expect(formatTrafficLine(null)).toMatch(/none reported by a gateway in the last minute/);
   });
 

@@ -21,7 +21,8 @@ export async function lastMinuteTraffic(client: ApiClient, service: string): Pro
 
 const ms = (v: number | null): string =>
   v === null ? "-" : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`;
-const n = (v: number): string => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+/** A count: whole (a window's edge cuts a report's interval in proportion, so counts can carry fractions). */
+const n = (v: number): string => String(Math.round(v));
 
 /** One line: req/s, TTFT p50/p99, failed (cut), errors by reason, failovers, saved. */
 export function formatTrafficLine(t: TrafficView | null): string {
