@@ -1,8 +1,9 @@
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { makeClient } from "../client.js";
+import { main } from "../main.js";
 import { TRAFFIC_REPORT_VERSION } from "../../gateway/report.js";
 import { readToken } from "../../server/config.js";
 import { startServer, type RunningServer } from "../../server/main.js";
@@ -49,6 +50,29 @@ describe("traffic in the CLI", () => {
     expect(text).toMatch(/chat\s+nvidia\s+10\s+0/);
     expect(text).toMatch(/chat\s+4\s+5\s+1/);
     expect(formatRequestsLedger({ requests: [], saved: [] })).toMatch(/none reported yet/);
+  });
+
+  it("gateway --name: a name fit for reports, and only with --control-plane (exit 2 with the fix)", async () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), "sy-cli-gwname-"));
+    const run = async (args: string[]): Promise<{ code: number; err: string }> => {
+      const err: string[] = [];
+      const error = vi.spyOn(console, "error").mockImplementation((m: string) => void err.push(`${m}\n`));
+      const stderr = vi.spyOn(process.stderr, "write").mockImplementation((m) => (err.push(String(m)), true));
+      try {
+        process.exitCode = undefined;
+        return { code: await main(["node", "switchyard", "--home", home, ...args]), err: err.join("") };
+      } finally {
+        process.exitCode = undefined;
+        error.mockRestore();
+        stderr.mockRestore();
+      }
+    };
+    const bad = await run(["gateway", "--control-plane", "http://127.0.0.1:1", "--name", "edge 1/eu"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--name.*1-128 characters of A-Z a-z 0-9/);
+    const alone = await run(["gateway", "examples/gateway/local.yaml", "--name", "edge-1", "--check"]);
+    expect(alone.code).toBe(2);
+    expect(alone.err).toMatch(/--name is the gateway's name in its traffic reports.*fix: pass --control-plane URL/);
   });
 
   describe("against the real server", () => {
