@@ -142,11 +142,15 @@ describe.skipIf(noChromium)("gateway traffic in the server, the ledger, the CLI 
     primary.behaviour.fault = "none";
 
     // The API: within a report or two (every 5 s).
-    const totals = await until("the traffic in the API", async () => {
-      const s = await client.get<TrafficSeries>("/api/services/traffic?service=chat&since=5m");
-      const t = s.services[0]?.totals;
-      return t !== undefined && t.requests >= 8 ? s : undefined;
-    });
+    const totals = await until(
+      "the traffic in the API",
+      async () => {
+        const s = await client.get<TrafficSeries>("/api/services/traffic?service=chat&since=5m");
+        const t = s.services[0]?.totals;
+        return t !== undefined && t.requests >= 8 ? s : undefined;
+      },
+      60_000,
+    );
     const t = totals.services[0]!.totals;
     expect(t).toMatchObject({ requests: 8, answered: 7, failed: 1, cut: 1, saved: 2, caught: 2, failovers: 2 });
     expect(t.errors).toEqual({ status_5xx: 2, cut: 1 });
@@ -176,7 +180,7 @@ describe.skipIf(noChromium)("gateway traffic in the server, the ledger, the CLI 
       return r.stdout;
     };
     expect(run(["services", "describe", "chat"])).toMatch(
-      /traffic\s+last minute: [\d.]+ req\/s \(8 requests\), TTFT p50 \S+ ms p99 \S+ ms, 1 failed \(1 cut mid-answer\), errors status_5xx 2, cut 1, failovers 2, saved by failover 2/,
+      /traffic\s+last minute: [\d.]+ req\/s \(8 requests\), TTFT p50 [\d.]+ m?s p99 [\d.]+ m?s, 1 failed \(1 cut mid-answer\), errors status_5xx 2, cut 1, failovers 2, saved by failover 2/,
     );
     const described = JSON.parse(run(["--json", "services", "describe", "chat"])) as { traffic: { saved: number } };
     expect(described.traffic.saved).toBe(2);
