@@ -434,7 +434,12 @@ async function refreshTraffic() {
       : `· ${traffic.gateways
           .map((g) => `${g.gateway} (last report ${Math.max(0, Math.round((now - g.lastReportAt) / 1000))}s ago)`)
           .join(", ")}`;
-  document.getElementById("traffic-empty").hidden = traffic.services.length > 0;
+  // Refused by the gateways themselves (auth, rate limit, size, unknown model): no service to count them under.
+  const refused = Object.entries(traffic.rejected).filter(([, v]) => v > 0);
+  const rejectedLine = document.getElementById("traffic-rejected");
+  rejectedLine.hidden = refused.length === 0;
+  rejectedLine.textContent = `refused by the gateways (15 min): ${refused.map(([k, v]) => `${k} ${fmt(v)}`).join(", ")}`;
+  document.getElementById("traffic-empty").hidden = traffic.services.length > 0 || refused.length > 0;
   const host = document.getElementById("traffic");
   const seen = new Set();
   for (const s of traffic.services) {

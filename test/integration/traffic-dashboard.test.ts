@@ -140,6 +140,13 @@ describe.skipIf(noChromium)("gateway traffic in the server, the ledger, the CLI 
     const cut = await chat(gatewayUrl);
     expect(cut.body).not.toMatch(/data: \[DONE\]\s*$/);
     primary.behaviour.fault = "none";
+    // A model the gateway does not serve: refused by the gateway itself, counted apart (no service).
+    const unknown = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "nope", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(unknown.status).toBe(404);
 
     // The API: within a report or two (every 5 s).
     const totals = await until(
@@ -147,7 +154,7 @@ describe.skipIf(noChromium)("gateway traffic in the server, the ledger, the CLI 
       async () => {
         const s = await client.get<TrafficSeries>("/api/services/traffic?service=chat&since=5m");
         const t = s.services[0]?.totals;
-        return t !== undefined && t.requests >= 8 ? s : undefined;
+        return t !== undefined && t.requests >= 8 && s.rejected.unknown_model === 1 ? s : undefined;
       },
       60_000,
     );
@@ -205,6 +212,9 @@ describe.skipIf(noChromium)("gateway traffic in the server, the ledger, the CLI 
     await block.locator(".chart-errors canvas").waitFor();
     expect(await block.locator("canvas").count()).toBe(3);
     expect(await page.locator("#traffic-gateways").textContent()).toContain("edge-test");
+    expect(await page.locator("#traffic-rejected").textContent()).toBe(
+      "refused by the gateways (15 min): unknown_model 1",
+    );
     const savedCell = page.locator('#requests-ledger tr.total[data-service="chat"] td').nth(4);
     await expect(savedCell.textContent()).resolves.toBe("2");
     const primaryRow = page.locator('#requests-ledger tr[data-pool="primary"] td');
