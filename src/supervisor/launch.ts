@@ -11,7 +11,7 @@ import type { Adopter, AdoptedLaunch } from "./adopt.js";
 import { findResumePoint, verifyCheckpoint } from "./checkpoint-scan.js";
 import type { SupervisorContext } from "./context.js";
 import type { Placement, Queue } from "./queue.js";
-import { replicaEndpointOn, replicaLaunchArgv } from "./services.js";
+import { replicaEndpointOn, replicaLaunchArgv, replicaPortsOn } from "./services.js";
 import type { Verdict } from "./verdict.js";
 
 /** A launch that cannot succeed or did not: `permanent` when no retry can help (a missing workdir or command). */
@@ -79,7 +79,14 @@ export async function launchAttempt(
     state: AttemptState.Launching,
     pool: pool.name,
     nodes: placement.nodes,
-    masterPort: spec.workload?.port ? await preferredPort(spec.workload.port) : await freePort(),
+    // A replica's port must also differ from those of the replicas already on its node (a roll's successor beside its
+    // predecessor): on another host, a free port here says nothing about that node.
+    masterPort: spec.workload?.port
+      ? await preferredPort(
+          spec.workload.port,
+          pool.executor === "local" ? [] : await replicaPortsOn(ctx, placement.nodes[0]),
+        )
+      : await freePort(),
     dir,
     resumeFrom: chosen?.path ?? adopted?.resumeFrom ?? null,
     resumeStep: chosen?.step ?? adopted?.resumeStep ?? null,
@@ -345,8 +352,9 @@ function torchrunEnvInput(job: JobRecord, attempt: number): TorchrunEnvInput {
   };
 }
 
-/** `port` when nobody listens on it now (a replica's configured port), else a free one. */
-async function preferredPort(port: number): Promise<number> {
+/** `port` when nobody listens on it now and it is not `taken` (a replica's configured port), else a free one. */
+async function preferredPort(port: number, taken: readonly number[] = []): Promise<number> {
+  if (taken.includes(port)) return freePort();
   const free = await new Promise<boolean>((resolve) => {
     const srv = createServer();
     srv.unref();

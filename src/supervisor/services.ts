@@ -195,6 +195,21 @@ export async function replicaEndpointOn(
   return replicaEndpoint(host, pool.executor, address, node);
 }
 
+/**
+ * The ports of the replicas running on `node` now (their live attempts): a replica placed there must take another, or
+ * it could not listen, and its readiness probe would be answered by its neighbour.
+ */
+export async function replicaPortsOn(ctx: SupervisorContext, node: string | undefined): Promise<number[]> {
+  if (node === undefined) return [];
+  const out: number[] = [];
+  for (const job of await ctx.store.listJobs({ activeOnly: true })) {
+    if (job.spec.workload?.kind !== "replica") continue;
+    const a = await ctx.currentAttempt(job.id);
+    if (a && a.endedAt === null && a.nodes[0] === node) out.push(a.masterPort);
+  }
+  return out;
+}
+
 /** An IPv6 address in a URL is bracketed. */
 export const urlHostPart = (host: string): string => (host.includes(":") ? `[${host}]` : host);
 

@@ -28,25 +28,27 @@ pools:
   - name: ascend
     executor: slurm
     accelerator: { vendor: ascend, model: 910B }
-    devicesPerNode: 1
+    devicesPerNode: 2
     slurm: { partition: ascend, agentPython: /usr/bin/python3, lostAfterSeconds: 4 }
 `;
 
-const servicesYaml = [
-  "services:",
-  `  - model: ${MODEL}`,
-  "    pools:",
-  "      - name: ascend",
-  "        replicas:",
-  "          count: 1",
-  "          engine: vllm",
-  // {host} is left at its default (127.0.0.1): on a Slurm node that must become the node's own address.
-  `          command: ["${process.execPath}", "${fixture}", --port, "{port}", --host, "{host}", --ready-after-ms, "200"]`,
-  "          port: 18900",
-  "          readyTimeoutS: 30",
-  "          drainSeconds: 2",
-  "          recovery: { backoffSeconds: 0.2, maxBackoffSeconds: 1, strikesBeforeCordon: 5 }",
-].join("\n");
+const servicesYaml = (label: string): string =>
+  [
+    "services:",
+    `  - model: ${MODEL}`,
+    "    pools:",
+    "      - name: ascend",
+    "        replicas:",
+    "          count: 1",
+    "          engine: vllm",
+    `          env: { FIXTURE_LABEL: ${label} }`,
+    // {host} is left at its default (127.0.0.1): on a Slurm node that must become the node's own address.
+    `          command: ["${process.execPath}", "${fixture}", --port, "{port}", --host, "{host}", --ready-after-ms, "200"]`,
+    "          port: 18900",
+    "          readyTimeoutS: 30",
+    "          drainSeconds: 2",
+    "          recovery: { backoffSeconds: 0.2, maxBackoffSeconds: 1, strikesBeforeCordon: 5 }",
+  ].join("\n");
 
 interface Described {
   replicas: Array<{ jobId: string; slot: string; state: string; url: string | null; node: string | null }>;
@@ -102,8 +104,8 @@ describe.skipIf(noTestbed)("services on the Slurm testbed", () => {
 
   it("a replica on a Slurm node is reached at the node's address through a gateway, restarted when killed on its host, and undeploy leaves no Slurm job", async () => {
     const file = path.join(home, "services.yaml");
-    writeFileSync(file, servicesYaml);
-    await client.post("/api/services", { yaml: servicesYaml, file });
+    writeFileSync(file, servicesYaml("v1"));
+    await client.post("/api/services", { yaml: servicesYaml("v1"), file });
 
     const first = await waitFor(
       "the replica ready",
@@ -157,12 +159,41 @@ describe.skipIf(noTestbed)("services on the Slurm testbed", () => {
     expect(answered.backend).toBe(first.id);
     expect(answered.body).toContain("data: [DONE]");
 
+    // A redeploy with another env rolls the replica. Its successor lands beside it (the first node with a free device
+    // of 2), so it must take another port there: on the same one it could not listen, and its readiness probe would
+    // be answered by its predecessor.
+    await client.post("/api/services", { yaml: servicesYaml("v2"), file });
+    const successor = await waitFor(
+      "the successor ready and its predecessor stopped",
+      async () => {
+        const b = readyBackends(await client.get<BackendSet>("/api/services/backends"));
+        const d = await client.get<Described>(`/api/services/${MODEL}`);
+        return b.length === 1 && b[0]!.id !== first.id && d.replicas.filter((r) => r.state !== "stopped").length === 1
+          ? b[0]!
+          : null;
+      },
+      40_000,
+    );
+    expect(successor.url).not.toBe(first.url);
+    const jobId = successor.id.split("/").pop()!;
+    const successorJob = await job(client, jobId);
+    expect(successorJob.restarts, JSON.stringify(successorJob.incidents)).toBe(0);
+    expect(successor.url).toBe(`http://${addresses.get(successor.node!)}:${new URL(successor.url).port}`);
+    const rolled = await waitFor(
+      "an answer from the new spec",
+      async () => {
+        const r = await complete(gatewayUrl);
+        return r.status === 200 && r.body.includes('"text":"v2"') ? r : null;
+      },
+      15_000,
+    );
+    expect(rolled.backend).toBe(successor.id);
+
     // The replica's own process is SIGKILLed on its host (it lives in that host's network namespace).
-    const jobId = first.id.split("/").pop()!;
-    const attempts = (await job(client, jobId)).attempts;
+    const attempts = successorJob.attempts;
     const agentFile = path.join(home, "jobs", jobId, `attempt-${attempts[attempts.length - 1]!.n}`, "rank-0.agent");
     const agent = JSON.parse(readFileSync(agentFile, "utf8")) as { node: string; pid: number };
-    expect(agent.node).toBe(first.node);
+    expect(agent.node).toBe(successor.node);
     expect(readlinkSync(`/proc/${agent.pid}/ns/net`)).not.toBe(readlinkSync("/proc/self/ns/net"));
     process.kill(agent.pid, "SIGKILL");
 
@@ -175,7 +206,7 @@ describe.skipIf(noTestbed)("services on the Slurm testbed", () => {
       },
       30_000,
     );
-    expect(back.j.incidents[0]).toMatchObject({ cause: "killed", culpritRank: 0, culpritNode: first.node });
+    expect(back.j.incidents[0]).toMatchObject({ cause: "killed", culpritRank: 0, culpritNode: successor.node });
     expect(back.b.url).toBe(`http://${addresses.get(back.b.node!)}:${new URL(back.b.url).port}`);
     const again = await waitFor(
       "an answer from the restarted replica",
@@ -186,19 +217,25 @@ describe.skipIf(noTestbed)("services on the Slurm testbed", () => {
       15_000,
     );
     expect(again.backend).toBe(back.b.id);
+    expect(again.body).toContain('"text":"v2"');
 
-    // Undeploy: the replica drains and stops, and its Slurm allocation is released.
+    // Undeploy: the replica drains and stops, and its Slurm allocation is released (as the rolled one's was).
     const described = await client.get<Described>(`/api/services/${MODEL}`);
-    const allocations = described.replicas.map(
-      (r) =>
-        (
-          JSON.parse(readFileSync(path.join(home, "jobs", r.jobId, "slurm-allocation.json"), "utf8")) as {
-            slurmJobId: string;
-          }
-        ).slurmJobId,
+    const allocationOf = (jobId: string): string =>
+      (
+        JSON.parse(readFileSync(path.join(home, "jobs", jobId, "slurm-allocation.json"), "utf8")) as {
+          slurmJobId: string;
+        }
+      ).slurmJobId;
+    const allocations = described.replicas.map((r) => allocationOf(r.jobId));
+    expect(allocations).toHaveLength(2);
+    expect(queuedSlurmJobs()).toContain(allocationOf(jobId));
+    const rolledAway = allocationOf(first.id.split("/").pop()!);
+    await waitFor(
+      "the rolled replica's allocation released",
+      async () => !queuedSlurmJobs().includes(rolledAway),
+      10_000,
     );
-    expect(allocations.length).toBeGreaterThan(0);
-    expect(queuedSlurmJobs()).toEqual(expect.arrayContaining(allocations));
     await client.post(`/api/services/${MODEL}/undeploy`);
     await waitFor(
       "the service gone",
