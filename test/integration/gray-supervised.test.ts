@@ -87,9 +87,9 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
   }, 120_000);
 
   it("a healthy run of the job opens no slowdown", async () => {
-    // 300 steps with a checkpoint every 20 (about a minute here): the 30-minute healthy soak (bench/gray/soak.mjs) is
+    // 150 steps with a checkpoint every 20 (about a minute here): the 30-minute healthy soak (bench/gray/soak.mjs) is
     // the long version, outside CI's time budget.
-    const id = await submit(client, home, "gray-healthy", spec("gray-healthy", home, 300));
+    const id = await submit(client, home, "gray-healthy", spec("gray-healthy", home, 150));
     const end = await waitForEnd(client, id, 400_000);
     expect(end.state, server.output.slice(-3000)).toBe("SUCCEEDED");
     const kinds = (await events(client, id)).map((e) => e.kind);
@@ -100,7 +100,7 @@ describe.skipIf(noTestbed || !hasTorch)("gray failures supervised on the testbed
   }, 450_000);
 
   it("a host's link collapsed mid-run: detected, the host named from the probe and drained, the job finishes on the others, degraded time in the ledger", async () => {
-    const id = await submit(client, home, "gray-slow", spec("gray-slow", home, 400));
+    const id = await submit(client, home, "gray-slow", spec("gray-slow", home, 240));
     await waitForStep(client, id, 90);
     const first = current(await job(client, id));
     expect(first.nodes).toHaveLength(3);
