@@ -201,8 +201,13 @@ describe("TrafficBook over SQLite", () => {
     now = 1_010_000;
     await postReport(report({ gateway: "edge-a", at: 10_001, answered: 7 }));
     await postReport(report({ gateway: "edge-b", instance: "instance-bbbb", at: 10_001, answered: 5 }));
-    const s = await series("service=chat&since=1000000&until=1010000");
+    now = 1_012_000;
+    await postReport(report({ gateway: "edge-a", at: 12_001, answered: 7, rejected: { auth: 3 } }));
+    const s = await series("service=chat&since=1000000&until=1012000");
     expect(s.services[0]!.totals.answered).toBe(12);
+    // The gateways' own refusals belong to no service: with or without ?service=.
+    expect(s.rejected).toEqual({ auth: 3 });
+    expect((await series("since=1000000&until=1012000")).rejected).toEqual({ auth: 3 });
     expect(s.gateways.map((g) => g.gateway).sort()).toEqual(["edge-a", "edge-b"]);
   });
 

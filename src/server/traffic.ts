@@ -247,10 +247,14 @@ export class TrafficBook {
     const stepMs = q.stepS * 1000;
     const start = Math.floor(q.since / stepMs) * stepMs;
     const windows = Math.max(1, Math.ceil((q.until - start) / stepMs));
-    const rows = await this.store.listTrafficSamples({
-      since: q.since,
-      ...(q.service !== undefined && { service: q.service }),
-    });
+    // One service's samples, and the gateways' own refusals (service ""), which belong to no service.
+    const rows =
+      q.service === undefined
+        ? await this.store.listTrafficSamples({ since: q.since })
+        : [
+            ...(await this.store.listTrafficSamples({ since: q.since, service: q.service })),
+            ...(await this.store.listTrafficSamples({ since: q.since, service: "" })),
+          ];
     const byService = new Map<string, { windows: Tally[]; total: Tally; pools: Map<string, Tally> }>();
     const rejected: Record<string, number> = {};
     for (const row of rows) {
