@@ -4,7 +4,8 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rm
 import path from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { packageRoot } from "../paths.js";
-import { homePaths, readToken, type ServerInfo } from "../server/config.js";
+import type { SpecIssue } from "../core/spec-errors.js";
+import { homePaths, loadCluster, readHomeConfig, readToken, type ServerInfo } from "../server/config.js";
 import { lockHolder } from "../server/lock.js";
 
 /**
@@ -24,6 +25,8 @@ export class CliError extends Error {
     message: string,
     readonly exitCode: ExitCodeValue,
     readonly fix?: string,
+    /** A refused file or request's problems, each with its position and fix (printed under --json as `issues`). */
+    readonly issues?: readonly SpecIssue[],
   ) {
     super(message);
     this.name = "CliError";
@@ -129,7 +132,15 @@ export function makeClient(url: string, token: string | null, opts: ClientOption
     if (!res.ok) {
       const message = (data as { error?: string }).error ?? `HTTP ${res.status}`;
       // 4xx: the request was refused (bad input, unknown name, wrong state): exit 2. 5xx: the server itself failed.
-      if (res.status < 500) throw new CliError(message, ExitCode.Usage);
+      if (res.status < 500) {
+        const { fix, issues } = data as { fix?: unknown; issues?: unknown };
+        throw new CliError(
+          message,
+          ExitCode.Usage,
+          typeof fix === "string" ? fix : undefined,
+          Array.isArray(issues) ? (issues as SpecIssue[]) : undefined,
+        );
+      }
       throw new CliError(
         `the switchyard server failed on ${method} ${p} (HTTP ${res.status}): ${message}`,
         ExitCode.Unreachable,
@@ -177,6 +188,9 @@ export async function startBackgroundServer(
   serverArgs: readonly string[] = [],
 ): Promise<ServerInfo> {
   const paths = homePaths(home);
+  // A bad cluster file is bad input (exit 2, its issues listed), not a server that did not come up (exit 3): the
+  // server would refuse it with the same SpecError, in a log.
+  loadCluster(clusterFile ?? readHomeConfig(home).clusterFile);
   mkdirSync(home, { recursive: true, mode: 0o700 });
   const log = openSync(paths.serverLog, "a", 0o600);
   chmodSync(paths.serverLog, 0o600);

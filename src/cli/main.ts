@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { SpecError } from "../core/spec-errors.js";
 import { CliError, ExitCode } from "./client.js";
 import { version } from "./context.js";
 import { registerChaosCommand } from "./commands/chaos.js";
@@ -58,6 +59,11 @@ export async function main(argv: string[]): Promise<number> {
       printError(err, json);
       return err.exitCode;
     }
+    // A user's file that failed validation (spec, cluster, services, plan, keys): bad input, every issue listed.
+    if (err instanceof SpecError) {
+      printError(new CliError(err.message, ExitCode.Usage, undefined, err.issues), json);
+      return ExitCode.Usage;
+    }
     // A bug or an unforeseen failure: still one line in the one format, with the stack only when asked for.
     const message = err instanceof Error ? err.message : String(err);
     printError(
@@ -79,7 +85,19 @@ export function wantsJson(argv: string[]): boolean {
 
 export function printError(err: CliError, json: boolean): void {
   if (json) {
-    console.error(JSON.stringify({ error: err.message, ...(err.fix ? { fix: err.fix } : {}), exitCode: err.exitCode }));
+    // A file's issues each carry their fix (printed on their own lines); JSON still has one top-level fix.
+    const issues = err.issues?.length ? err.issues : undefined;
+    const fix =
+      err.fix ??
+      (issues === undefined ? undefined : issues.length === 1 ? issues[0]!.fix : "correct each of the issues listed");
+    console.error(
+      JSON.stringify({
+        error: err.message,
+        ...(fix ? { fix } : {}),
+        exitCode: err.exitCode,
+        ...(issues && { issues }),
+      }),
+    );
   } else {
     console.error(`switchyard: ${err.message}${err.fix ? ` (fix: ${err.fix})` : ""}`);
   }

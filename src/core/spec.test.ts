@@ -151,7 +151,7 @@ describe("cluster spec", () => {
         parseClusterSpec("pools:\n  - name: a\n    nodes: 1\n    accelerator: { vendor: tpu }\n", "c.yaml"),
       ),
     ).toBe(
-      'c.yaml:4:28: pools[0].accelerator.vendor: must be one of "nvidia", "ascend", "cpu" (fix: pick one of the listed values)',
+      'c.yaml:4:28: pools[0].accelerator.vendor: must be one of "nvidia", "ascend", "cpu", got string "tpu" (fix: pick one of the listed values)',
     );
   });
 });

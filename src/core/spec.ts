@@ -4,14 +4,7 @@ import { z } from "zod";
 import { causePatternListSchema, type CausePattern } from "./classify.js";
 import { watchPatternProblem } from "./adopted.js";
 import { LinearRegExp, linearRegexProblem } from "./linear-regex.js";
-import {
-  countZodIssues,
-  parseYaml,
-  SpecError,
-  zodIssuesToSpecIssues,
-  type KnownKeys,
-  type ParsedYaml,
-} from "./spec-errors.js";
+import { SpecError, validateYaml, type ParsedYaml } from "./spec-errors.js";
 
 /**
  * Specs go through stages: YAML text -> validated user spec (zod, strict) -> compiled spec with every default applied
@@ -404,44 +397,12 @@ export interface ReplicaWorkload {
   revision?: string;
 }
 
-function knownKeysFor(root: z.ZodType): KnownKeys {
-  return (p) => {
-    let schema: z.ZodType | undefined = root;
-    for (const part of p) {
-      schema = unwrap(schema);
-      if (schema instanceof z.ZodObject) schema = (schema.shape as Record<string, z.ZodType>)[String(part)];
-      else if (schema instanceof z.ZodArray) schema = schema.element as z.ZodType;
-      else if (schema instanceof z.ZodRecord) schema = schema.valueType as z.ZodType;
-      else return [];
-    }
-    schema = unwrap(schema);
-    return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
-  };
-}
-
-function unwrap(schema: z.ZodType | undefined): z.ZodType | undefined {
-  let s = schema;
-  while (s instanceof z.ZodDefault || s instanceof z.ZodOptional) s = s.unwrap() as z.ZodType;
-  return s;
-}
-
 function validate<S extends z.ZodType>(
   schema: S,
   text: string,
   file: string,
 ): { data: z.output<S>; parsed: ParsedYaml } {
-  const parsed = parseYaml(text, file);
-  if (parsed.value === null || parsed.value === undefined) {
-    throw new SpecError([
-      { file, path: "", line: 1, column: 1, message: "the file is empty", fix: "write a YAML mapping" },
-    ]);
-  }
-  const result = schema.safeParse(parsed.value, { reportInput: true });
-  if (!result.success) {
-    const shown = zodIssuesToSpecIssues(result.error.issues, parsed, file, knownKeysFor(schema));
-    throw new SpecError(shown, countZodIssues(result.error.issues) - shown.length);
-  }
-  return { data: result.data, parsed };
+  return validateYaml(schema, text, file);
 }
 
 export function parseClusterSpec(text: string, file: string): ClusterSpec {

@@ -155,8 +155,15 @@ describe("switchyard gateway CLI", () => {
       );
       const r = await run(["gateway", bad, "--check"]);
       expect(r.code).toBe(2);
-      expect(r.err).toContain(`${bad}: invalid services config`);
-      expect(r.err).toContain("services[0].pools[0].backends[0].url");
+      expect(r.err).toBe(
+        `switchyard: ${bad}:3:42: services[0].pools[0].backends[0].url: must be an http:// or https:// URL, got string "nope" (fix: write the server root, e.g. http://127.0.0.1:8000)\n`,
+      );
+      const json = await run(["--json", "gateway", bad, "--check"]);
+      expect(json.code).toBe(2);
+      expect(JSON.parse(json.err.trim())).toMatchObject({
+        exitCode: 2,
+        issues: [{ file: bad, line: 3, column: 42, path: "services[0].pools[0].backends[0].url" }],
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

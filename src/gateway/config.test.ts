@@ -57,8 +57,9 @@ services:
     } catch (err) {
       expect(err).toBeInstanceOf(ServicesConfigError);
       const msg = (err as Error).message;
-      expect(msg).toContain("svc.yaml: invalid services config");
-      expect(msg).toContain("services[0].pools[0].backends[0].url: an http:// or https:// URL");
+      expect(msg).toContain(
+        'svc.yaml:6:27: services[0].pools[0].backends[0].url: must be an http:// or https:// URL, got string "ftp://x"',
+      );
       expect(msg).toMatch(/services\[0\]\.pools\[0\]\.backends\[0\]\.engine: .*vllm/);
     }
   });
@@ -75,7 +76,9 @@ services:
     pools:
       - { name: p, backends: [{ id: x, url: "http://a:1", engine: vllm }] }
 `;
-    expect(() => parseServicesYaml(text)).toThrow(/services\[1\]: model name "m" is already used by services\[0\]/);
+    expect(() => parseServicesYaml(text)).toThrow(
+      /services\[1\]\.aliases\[0\]: model name "m" is already used by services\[0\]/,
+    );
     expect(() => parseServicesYaml(text)).toThrow(/services\[0\]\.pools\[1\]: has neither backends nor replicas/);
     expect(() => parseServicesYaml(text)).toThrow(/backends\[0\]\.id: "x" is already used/);
     expect(() => parseServicesYaml("services: [{model: m, pools: [{name: p, replica: {}}]}]")).toThrow(/replica/);
@@ -94,9 +97,7 @@ services:
   });
 
   it("reports YAML syntax errors with the file name", () => {
-    expect(() => parseServicesYaml("services: [", "s.yaml")).toThrow(
-      /s\.yaml: invalid services config:\n {2}- not valid YAML/,
-    );
+    expect(() => parseServicesYaml("services: [", "s.yaml")).toThrow(/^s\.yaml:1:12: invalid YAML: /);
   });
 });
 

@@ -4,8 +4,16 @@
  * Compiled in stages (STYLE.md): YAML text -> validated raw config -> compiled config with every default filled in.
  */
 import { readFileSync } from "node:fs";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import {
+  formatPath,
+  positionAt,
+  SpecError,
+  validateYaml,
+  withKeyHints,
+  type ParsedYaml,
+  type SpecIssue,
+} from "../core/spec-errors.js";
 import { badOrigin, type CorsSettings } from "./cors.js";
 
 export const EngineKind = {
@@ -31,7 +39,10 @@ const backendSchema = z
       .string()
       .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "letters, digits, _ . : - (1-64 characters)")
       .optional(),
-    url: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }),
+    url: z.url({
+      protocol: /^https?$/,
+      error: "an http:// or https:// URL | fix: write the server root, e.g. http://127.0.0.1:8000",
+    }),
     engine: z.enum(engineKinds),
     weight: z.number().positive().max(1000).optional(),
     /** Name of the environment variable holding the backend's API key (never the key itself in YAML). */
@@ -39,7 +50,12 @@ const backendSchema = z
       .string()
       .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
       .optional(),
-    metricsUrl: z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" }).optional(),
+    metricsUrl: z
+      .url({
+        protocol: /^https?$/,
+        error: "an http:// or https:// URL | fix: write its full URL, e.g. http://127.0.0.1:8000/metrics",
+      })
+      .optional(),
     maxInFlight: z.number().int().positive().optional(),
     tls: tlsSchema.optional(),
     /** The model name this backend serves (vLLM --served-model-name); default: the service's model name. */
@@ -99,13 +115,20 @@ const poolSchema = z
   })
   .strict();
 
-const serviceSchema = z
-  .object({
-    model: z.string().min(1).max(256),
-    aliases: z.array(z.string().min(1).max(256)).default([]),
-    pools: z.array(poolSchema).min(1),
-  })
-  .strict();
+const serviceSchema = withKeyHints(
+  z
+    .object({
+      model: z.string().min(1).max(256),
+      aliases: z.array(z.string().min(1).max(256)).default([]),
+      pools: z.array(poolSchema).min(1),
+    })
+    .strict(),
+  {
+    name: "a service is named by the model name clients ask for: write model: <name> (name: names a pool, under pools[])",
+    replicas:
+      "replicas belong to a pool: pools: [{ name: <pool>, replicas: { count: 2, engine: ..., command: [...], port: ... } }]",
+  },
+);
 
 const settingsSchema = z
   .object({
@@ -220,14 +243,23 @@ export interface CompiledServices {
   services: CompiledService[];
 }
 
-/** A config error that names the file, the field and what to do. */
-export class ServicesConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly issues: string[],
-  ) {
-    super(`${file}: invalid services config:\n${issues.map((i) => `  - ${i}`).join("\n")}`);
+/**
+ * A services file that failed to parse or validate: a SpecError (src/core/spec-errors.ts), so its issues read
+ * `file:line:col: path: message (fix: ...)` like every other config file's, and carry over to --json and the API.
+ */
+export class ServicesConfigError extends SpecError {
+  constructor(issues: SpecIssue[], omitted = 0) {
+    super(issues, omitted);
     this.name = "ServicesConfigError";
+  }
+
+  /** The file the first issue is in. */
+  get file(): string {
+    return this.issues[0]?.file ?? "";
+  }
+
+  static from(err: SpecError): ServicesConfigError {
+    return err instanceof ServicesConfigError ? err : new ServicesConfigError(err.issues, err.omitted);
   }
 }
 
@@ -248,29 +280,16 @@ export function normalizeBackendUrl(url: string): string {
   return url.replace(/\/+$/, "").replace(/\/v1$/, "");
 }
 
-function pathOf(path: readonly PropertyKey[]): string {
-  return path
-    .map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`))
-    .join("")
-    .replace(/^\./, "");
-}
-
 /** Validates and compiles services YAML text. `file` is used only in error messages. */
 export function parseServicesYaml(text: string, file = "<services>"): CompiledServices {
-  let raw: unknown;
+  let checked: { data: ServicesFile; parsed: ParsedYaml };
   try {
-    raw = parseYaml(text);
+    checked = validateYaml(servicesFileSchema, text, file);
   } catch (err) {
-    throw new ServicesConfigError(file, [`not valid YAML: ${err instanceof Error ? err.message : String(err)}`]);
+    if (err instanceof SpecError) throw ServicesConfigError.from(err);
+    throw err;
   }
-  const result = servicesFileSchema.safeParse(raw);
-  if (!result.success) {
-    throw new ServicesConfigError(
-      file,
-      result.error.issues.map((i) => `${pathOf(i.path) || "(top level)"}: ${i.message}`),
-    );
-  }
-  return compileServices(result.data, file);
+  return compileChecked(checked.data, file, checked.parsed);
 }
 
 export function loadServicesFile(file: string): CompiledServices {
@@ -278,39 +297,80 @@ export function loadServicesFile(file: string): CompiledServices {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    throw new ServicesConfigError(file, [`cannot read file: ${err instanceof Error ? err.message : String(err)}`]);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ServicesConfigError([
+      {
+        file,
+        path: "",
+        line: 0,
+        column: 0,
+        message: `the services file ${code === "ENOENT" ? "does not exist" : `cannot be read (${code ?? (err as Error).message})`}`,
+        fix: "pass the path of an existing services YAML file",
+      },
+    ]);
   }
   return parseServicesYaml(text, file);
 }
 
+/** A problem found after validation (names used twice, a pool with nothing to serve), at a path in the file. */
+interface CompileIssue {
+  path: (string | number)[];
+  message: string;
+  fix: string;
+}
+
 export function compileServices(data: ServicesFile, file = "<services>"): CompiledServices {
+  return compileChecked(data, file, undefined);
+}
+
+function compileChecked(data: ServicesFile, file: string, parsed: ParsedYaml | undefined): CompiledServices {
   const settings: GatewaySettings = { ...defaultGatewaySettings };
   const { cors, ...numeric } = data.gateway;
   for (const [k, v] of Object.entries(numeric)) {
     if (v !== undefined) (settings as unknown as Record<string, number>)[k] = v;
   }
-  const issues: string[] = [];
+  const issues: CompileIssue[] = [];
   const names = new Map<string, string>();
   const backendIds = new Set<string>();
   const services = data.services.map((svc, si): CompiledService => {
-    for (const name of [svc.model, ...svc.aliases]) {
+    [svc.model, ...svc.aliases].forEach((name, ni) => {
       const prior = names.get(name);
       if (prior !== undefined) {
-        issues.push(`services[${si}]: model name "${name}" is already used by ${prior}; each name must be unique`);
+        issues.push({
+          path: ni === 0 ? ["services", si, "model"] : ["services", si, "aliases", ni - 1],
+          message: `model name "${name}" is already used by ${prior}`,
+          fix: "give every model and alias a name of its own",
+        });
       }
       names.set(name, `services[${si}]`);
-    }
+    });
     const poolNames = new Set<string>();
     const pools = svc.pools.map((pool, pi): CompiledPool => {
-      const where = `services[${si}].pools[${pi}]`;
-      if (poolNames.has(pool.name)) issues.push(`${where}.name: pool "${pool.name}" appears twice in this service`);
+      const where = ["services", si, "pools", pi];
+      if (poolNames.has(pool.name)) {
+        issues.push({
+          path: [...where, "name"],
+          message: `pool "${pool.name}" appears twice in this service`,
+          fix: "merge the two entries, or rename one",
+        });
+      }
       poolNames.add(pool.name);
       if (pool.backends.length === 0 && pool.replicas === undefined) {
-        issues.push(`${where}: has neither backends nor replicas; add a backends: list or a replicas: block`);
+        issues.push({
+          path: where,
+          message: "has neither backends nor replicas",
+          fix: "add a backends: list or a replicas: block",
+        });
       }
       const backends = pool.backends.map((b, bi): CompiledBackend => {
         const id = b.id ?? `${svc.model}/${pool.name}/${bi}`;
-        if (backendIds.has(id)) issues.push(`${where}.backends[${bi}].id: "${id}" is already used; ids must be unique`);
+        if (backendIds.has(id)) {
+          issues.push({
+            path: [...where, "backends", bi, "id"],
+            message: `"${id}" is already used`,
+            fix: "give every backend an id of its own",
+          });
+        }
         backendIds.add(id);
         return {
           id,
@@ -325,7 +385,11 @@ export function compileServices(data: ServicesFile, file = "<services>"): Compil
         };
       });
       if (pool.replicas && pool.replicas.port + pool.replicas.count - 1 > 65535) {
-        issues.push(`${where}.replicas: port + count - 1 exceeds 65535; choose a lower port`);
+        issues.push({
+          path: [...where, "replicas", "port"],
+          message: `port + count - 1 exceeds 65535 (${pool.replicas.port} + ${pool.replicas.count} - 1)`,
+          fix: "choose a lower port",
+        });
       }
       return {
         name: pool.name,
@@ -338,6 +402,16 @@ export function compileServices(data: ServicesFile, file = "<services>"): Compil
     pools.sort((a, b) => a.priority - b.priority);
     return { model: svc.model, aliases: svc.aliases, pools };
   });
-  if (issues.length > 0) throw new ServicesConfigError(file, issues);
+  if (issues.length > 0) {
+    throw new ServicesConfigError(
+      issues.map((i) => ({
+        file,
+        path: formatPath(i.path),
+        ...(parsed ? positionAt(parsed, i.path) : { line: 0, column: 0 }),
+        message: i.message,
+        fix: i.fix,
+      })),
+    );
+  }
   return { settings, services, ...(cors !== undefined && { cors }) };
 }

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { defaultClusterSpec, parseClusterSpec, type ClusterSpec } from "../core/spec.js";
+import { fileError, SpecError } from "../core/spec-errors.js";
 
 /** What lives under SWITCHYARD_HOME. */
 export function homePaths(home: string) {
@@ -77,11 +78,29 @@ export function secureHome(home: string): void {
   }
 }
 
+/**
+ * The cluster the server runs: the built-in local pool, or `file` validated. A missing, unreadable or invalid file is
+ * a SpecError (`file:line:col: path: message (fix: ...)`), the same whether the CLI checks it before starting a
+ * server (`up --cluster`) or the server does at its start.
+ */
 export function loadCluster(file: string | undefined): ClusterSpec {
   if (!file) return defaultClusterSpec(os.cpus().length);
-  if (!existsSync(file))
-    throw new Error(`cluster config ${file} does not exist (fix: pass an existing file to --cluster)`);
-  return parseClusterSpec(readFileSync(file, "utf8"), file);
+  return parseClusterSpec(readConfigFile(file, "cluster config", "pass an existing file to --cluster"), file);
+}
+
+/** A user's config file as text; one that is missing, unreadable or a folder is a SpecError naming it. */
+export function readConfigFile(file: string, what: string, fix: string): string {
+  let text: string;
+  try {
+    if (statSync(file).isDirectory()) throw fileError(file, `${what} is a folder, not a file`, fix);
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    if (err instanceof SpecError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "does not exist" : `cannot be read (${code ?? (err as Error).message})`;
+    throw fileError(file, `${what} ${why}`, fix);
+  }
+  return text;
 }
 
 /** The API token, made on first use and readable only by its owner. */

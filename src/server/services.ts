@@ -25,8 +25,12 @@ export function registerServiceRoutes(
   extra: { requestsLedger?: () => Promise<RequestsLedger> } = {},
 ): void {
   const services = supervisor.services;
-  const refused = (err: unknown): { error: string } | null =>
-    err instanceof DeployError || err instanceof ServicesConfigError ? { error: err.message } : null;
+  const refused = (err: unknown): { error: string; issues?: ServicesConfigError["issues"] } | null =>
+    err instanceof ServicesConfigError
+      ? { error: err.message, issues: err.issues }
+      : err instanceof DeployError
+        ? { error: err.message }
+        : null;
 
   app.post("/api/services", async (c) => {
     const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown; dryRun?: unknown } | null;

@@ -65,7 +65,7 @@ describe("plan files", () => {
   it("names file, line, YAML path and a fix for an unknown key, with a suggestion", () => {
     const err = errorOf(VALID.replace("devices_per_node: 8", "devices_per_nod: 8"));
     expect(err.message).toContain(
-      'plans/x.yaml:6: scenarios[0].fleet.devices_per_nod: unknown key "devices_per_nod". Fix: did you mean "devices_per_node"?',
+      'plans/x.yaml:6:7: scenarios[0].fleet.devices_per_nod: unknown key "devices_per_nod" (fix: did you mean "devices_per_node"?)',
     );
   });
 
@@ -75,8 +75,10 @@ describe("plan files", () => {
       {
         file: "plans/x.yaml",
         line: 2,
-        yamlPath: "scenarios[0].recovery",
-        message: "required key is missing. Fix: add recovery (object)",
+        column: 5,
+        path: "scenarios[0].recovery",
+        message: "is required",
+        fix: "add this field (object)",
       },
     ]);
   });
@@ -84,28 +86,31 @@ describe("plan files", () => {
   it("explains a bad duration", () => {
     const err = errorOf(VALID.replace("save: 30s", "save: 30 minutes"));
     expect(err.message).toContain(
-      'plans/x.yaml:10: scenarios[0].checkpoint.save: not a duration: "30 minutes". Fix: use a number of seconds or a string like',
+      'plans/x.yaml:10:44: scenarios[0].checkpoint.save: not a duration: "30 minutes" (fix: use a number of seconds or a string like',
     );
   });
 
   it("lists every problem at once", () => {
     const err = errorOf(VALID.replace("devices: 64", "devices: 60").replace("restart: 5m", "restart: 5m, retries: 3"));
-    expect(err.issues.map((i) => i.yamlPath)).toEqual(["scenarios[0].fleet.devices", "scenarios[0].recovery.retries"]);
-    expect(err.issues[0]?.message).toBe(
-      "60 devices do not fill whole nodes of 8. Fix: use a multiple of devices_per_node",
-    );
+    expect(err.issues.map((i) => i.path)).toEqual(["scenarios[0].fleet.devices", "scenarios[0].recovery.retries"]);
+    expect(err.issues[0]).toMatchObject({
+      message: "60 devices do not fill whole nodes of 8",
+      fix: "use a multiple of devices_per_node",
+    });
   });
 
   it("rejects a workload with both steps and tokens", () => {
     const err = errorOf(VALID.replace("step_time: 1.5s", "step_time: 1.5s, tokens: 1e9"));
-    expect(err.issues[0]?.yamlPath).toBe("scenarios[0].workload");
-    expect(err.issues[0]?.message).toMatch(/^both steps and tokens given\. Fix:/);
+    expect(err.issues[0]?.path).toBe("scenarios[0].workload");
+    expect(err.issues[0]?.message).toBe("both steps and tokens given");
+    expect(err.issues[0]?.fix).toMatch(/^give steps and step_time/);
   });
 
   it("rejects a failure cause without a rate", () => {
     const err = errorOf(VALID.replace("per_device_day: 0.001, ", ""));
-    expect(err.issues[0]?.yamlPath).toBe("scenarios[0].fleet.failures[0]");
+    expect(err.issues[0]?.path).toBe("scenarios[0].fleet.failures[0]");
     expect(err.issues[0]?.line).toBe(8);
+    expect(err.issues[0]?.column).toBe(11);
   });
 
   it("reads durations with spread, sizes and bandwidths", () => {
@@ -128,48 +133,48 @@ describe("plan files", () => {
       [
         "- { cause: gpu, per_device_day: 0.001, detect: 5m }",
         "- { cause: tor, hosts: 4, per_node_day: 0.001 }",
-        /^scenarios\[0\]\.fleet\.failures\[0\]\.hosts: an event that takes 4 hosts needs a rate per domain or per fleet\. Fix: use per_domain_day/,
+        /^scenarios\[0\]\.fleet\.failures\[0\]\.hosts: an event that takes 4 hosts needs a rate per domain or per fleet \(fix: use per_domain_day/,
       ],
       [
         "- { cause: gpu, per_device_day: 0.001, detect: 5m }",
         "- { cause: tor, hosts: 9, per_domain_day: 0.001 }",
-        /^scenarios\[0\]\.fleet\.failures\[0\]\.hosts: 9 hosts per event, but the fleet has 8 nodes\. Fix:/,
+        /^scenarios\[0\]\.fleet\.failures\[0\]\.hosts: 9 hosts per event, but the fleet has 8 nodes \(fix:/,
       ],
       [
         "- { cause: gpu, per_device_day: 0.001, detect: 5m }",
         "- { cause: tor, hosts: most, per_day: 1 }",
-        'scenarios[0].fleet.failures[0].hosts: "most" is not valid here. Fix: use a whole number of hosts (1 or more) or "all"',
+        'scenarios[0].fleet.failures[0].hosts: "most" is not valid here (fix: use a whole number of hosts (1 or more) or "all")',
       ],
       [
         "detect: 5m",
         "detect: { mean: 5m, sd: 1m }",
-        /^scenarios\[0\]\.fleet\.failures\[0\]\.detect: not a duration with spread: .*unknown key sd.*Fix: use/,
+        /^scenarios\[0\]\.fleet\.failures\[0\]\.detect: not a duration with spread: .*unknown key sd.*\(fix: use/,
       ],
-      ["save: 30s", "size: 2TB", /^scenarios\[0\]\.checkpoint\.storage: size needs storage\. Fix:/],
+      ["save: 30s", "size: 2TB", /^scenarios\[0\]\.checkpoint\.storage: size needs storage \(fix:/],
       [
         "restart: 5m",
         "restart: 5m, partial: { replicas: 3 }",
-        /^scenarios\[0\]\.recovery\.partial\.replicas: 8 nodes do not split into 3 equal replica groups\. Fix: use a divisor of 8/,
+        /^scenarios\[0\]\.recovery\.partial\.replicas: 8 nodes do not split into 3 equal replica groups \(fix: use a divisor of 8/,
       ],
       [
         "restart: 5m",
         "restart: 5m, manual: { day_start: 18, day_end: 9 }",
-        /^scenarios\[0\]\.recovery\.manual\.day_end: working hours end \(9\) before they start \(18\)\. Fix:/,
+        /^scenarios\[0\]\.recovery\.manual\.day_end: working hours end \(9\) before they start \(18\) \(fix:/,
       ],
       [
         "step_time: 1.5s",
         "step_time: 1.5s, loss_spikes: { per_day: 0.1, rollbak: 2 }",
-        /^scenarios\[0\]\.workload\.loss_spikes\.rollbak: unknown key "rollbak"\. Fix: did you mean "rollback"\?/,
+        /^scenarios\[0\]\.workload\.loss_spikes\.rollbak: unknown key "rollbak" \(fix: did you mean "rollback"\?/,
       ],
       [
         "save: 30s",
         "save: 30s, storage: { write_bandwidth: fast, read_bandwidth: 1GB/s }",
-        /^scenarios\[0\]\.checkpoint\.storage\.write_bandwidth: not a bandwidth: "fast"\. Fix: use bytes per second/,
+        /^scenarios\[0\]\.checkpoint\.storage\.write_bandwidth: not a bandwidth: "fast" \(fix: use bytes per second/,
       ],
     ];
     for (const [from, to, expected] of cases) {
       const err = errorOf(VALID.replace(from, to));
-      const messages = err.issues.map((i) => `${i.yamlPath}: ${i.message}`);
+      const messages = err.issues.map((i) => `${i.path}: ${i.message} (fix: ${i.fix})`);
       expect(
         messages.some((m) => (typeof expected === "string" ? m === expected : expected.test(m))),
         messages.join("\n"),
@@ -181,27 +186,28 @@ describe("plan files", () => {
     const err = errorOf(
       VALID.replace("restart: 5m }", "restart: 5m, fallback: { scenario: b, after_failures: 3, within: 1d } }"),
     );
-    expect(err.issues[0]?.message).toBe(
-      'fallback scenario "b" does not exist. Fix: name another scenario of this file: (none)',
-    );
+    expect(err.issues[0]).toMatchObject({
+      message: 'fallback scenario "b" does not exist',
+      fix: "name another scenario of this file: (none)",
+    });
   });
 
   it("reports YAML syntax errors with their line", () => {
     const err = errorOf("scenarios:\n  - name: a\n    fleet: {device: gpu\n");
     expect(err.issues[0]?.line).toBeGreaterThanOrEqual(3);
-    expect(err.issues[0]?.message).toMatch(/^YAML syntax error: /);
+    expect(err.issues[0]?.message).toMatch(/^invalid YAML: /);
   });
 
   it("rejects scenario names that would not work on the command line", () => {
     const err = errorOf(VALID.replace("name: a", "name: a b"));
     expect(err.message).toBe(
-      "plans/x.yaml:2: scenarios[0].name: not a valid scenario name (it is used on the command line and in charts). Fix: use letters, digits, '.', '_' and '-' only",
+      "plans/x.yaml:2:11: scenarios[0].name: not a valid scenario name (it is used on the command line and in charts) (fix: use letters, digits, '.', '_' and '-' only)",
     );
   });
 
   it("rejects an empty file with a pointer to what is needed", () => {
     const err = errorOf("");
-    expect(err.issues[0]?.yamlPath).toBe("scenarios");
-    expect(err.issues[0]?.message).toContain("required key is missing");
+    expect(err.issues[0]?.path).toBe("scenarios");
+    expect(err.issues[0]?.message).toBe("is required");
   });
 });

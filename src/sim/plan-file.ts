@@ -2,7 +2,7 @@
  * Plan files (YAML): schema, defaults and error messages that name the file, the YAML path, the line and the fix.
  * See docs/planner.md for the reference.
  */
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from "yaml";
+import { SpecError, validateYaml, type SpecIssue } from "../core/spec-errors.js";
 import { z } from "zod";
 import { BANDWIDTH_HINT, BYTES_HINT, DURATION_HINT, parseBandwidth, parseBytes, parseDuration } from "./duration.js";
 
@@ -482,65 +482,30 @@ export function workUnit(s: {
 export type Plan = z.output<typeof planSchema>;
 export type PlanScenario = Plan["scenarios"][number];
 
-/** One problem in a plan file, located in the file. */
-export interface PlanIssue {
-  file: string;
-  line: number | undefined;
-  /** YAML path such as scenarios[0].fleet.devices ("" for the document). */
-  yamlPath: string;
-  message: string;
-}
+/** One problem in a plan file: `file:line:col: path: message (fix: ...)`, as in every config file (spec-errors.ts). */
+export type PlanIssue = SpecIssue;
 
-export class PlanFileError extends Error {
-  constructor(readonly issues: PlanIssue[]) {
-    super(issues.map(formatIssue).join("\n"));
+/** A plan file that failed to read, parse or validate: a SpecError, so the CLI and --json treat it like any other. */
+export class PlanFileError extends SpecError {
+  constructor(issues: SpecIssue[], omitted = 0) {
+    super(issues, omitted);
     this.name = "PlanFileError";
   }
 }
 
-export function formatIssue(issue: PlanIssue): string {
-  const where = issue.line === undefined ? issue.file : `${issue.file}:${issue.line}`;
-  return `${where}: ${issue.yamlPath === "" ? "" : `${issue.yamlPath}: `}${issue.message}`;
-}
-
 /** Parses and validates plan text; throws PlanFileError listing every problem found. */
 export function parsePlan(text: string, file: string): Plan {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, merge: true, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new PlanFileError(
-      doc.errors.map((err) => ({
-        file,
-        line: lineCounter.linePos(err.pos[0]).line,
-        yamlPath: "",
-        message: `YAML syntax error: ${err.message.split("\n")[0] ?? err.code}. Fix: correct the YAML at this line`,
-      })),
-    );
+  try {
+    return validateYaml(planSchema, text, file, {
+      merge: true,
+      // An empty file is a plan without scenarios: the error says what to add.
+      prepare: (value) => withoutExtensionKeys(value ?? {}),
+      describe: describeIssue,
+    }).data;
+  } catch (err) {
+    if (err instanceof SpecError && !(err instanceof PlanFileError)) throw new PlanFileError(err.issues, err.omitted);
+    throw err;
   }
-  const data: unknown = withoutExtensionKeys(doc.toJS({ maxAliasCount: 1000 }));
-  const result = planSchema.safeParse(data ?? {});
-  if (result.success) return result.data;
-
-  const issues = result.error.issues.flatMap((issue): PlanIssue[] => {
-    const path = issue.path.filter((p): p is string | number => typeof p !== "symbol");
-    if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((key) => ({
-        file,
-        line: lineOf(doc.contents, [...path, key], lineCounter, true),
-        yamlPath: formatPath([...path, key]),
-        message: `unknown key "${key}". Fix: ${suggestKey(key, data, path)}`,
-      }));
-    }
-    return [
-      {
-        file,
-        line: lineOf(doc.contents, path, lineCounter, false),
-        yamlPath: formatPath(path),
-        message: describeIssue(issue, data, path),
-      },
-    ];
-  });
-  throw new PlanFileError(issues);
 }
 
 /** Top-level keys starting with "x-" hold YAML anchors shared by scenarios (as in Compose files); they are not plan keys. */
@@ -549,128 +514,17 @@ function withoutExtensionKeys(data: unknown): unknown {
   return Object.fromEntries(Object.entries(data).filter(([key]) => !key.startsWith("x-")));
 }
 
-function describeIssue(issue: z.core.$ZodIssue, data: unknown, path: (string | number)[]): string {
-  if (issue.code === "invalid_type") {
-    const value = valueAt(data, path);
-    if (value === undefined)
-      return `required key is missing. Fix: add ${String(path.at(-1) ?? "it")} (${issue.expected})`;
-    return `expected ${issue.expected}, got ${describeValue(value)}. Fix: write a ${issue.expected} here`;
-  }
-  if (issue.code === "invalid_value") {
-    const options = issue.values.map((v) => JSON.stringify(v)).join(", ");
-    return `${JSON.stringify(valueAt(data, path))} is not allowed. Fix: use one of ${options}`;
-  }
+/** The plan's own wording where the generic one says too little: its unions and its names. */
+function describeIssue(issue: z.core.$ZodIssue): { message: string; fix: string } | undefined {
+  const got = JSON.stringify(issue.input) ?? String(issue.input);
   if (issue.code === "invalid_union") {
-    if (path.at(-1) === "hosts") {
-      return `${JSON.stringify(valueAt(data, path))} is not valid here. Fix: use a whole number of hosts (1 or more) or "all"`;
+    if (issue.path.at(-1) === "hosts") {
+      return { message: `${got} is not valid here`, fix: 'use a whole number of hosts (1 or more) or "all"' };
     }
-    return `${JSON.stringify(valueAt(data, path))} is not valid here. Fix: use "optimal" or ${DURATION_HINT}`;
+    return { message: `${got} is not valid here`, fix: `use "optimal" or ${DURATION_HINT}` };
   }
-  if (issue.code === "too_small" || issue.code === "too_big") {
-    return `${issue.message.replace(/^Too (small|big): /, "")}, got ${JSON.stringify(valueAt(data, path))}. Fix: change the value`;
+  if (issue.code === "invalid_format") {
+    return { message: issue.message, fix: "use letters, digits, '.', '_' and '-' only" };
   }
-  if (issue.code === "invalid_format") return `${issue.message}. Fix: use letters, digits, '.', '_' and '-' only`;
-  return issue.message.includes("Fix:") ? issue.message : `${issue.message}. Fix: change the value`;
-}
-
-function describeValue(value: unknown): string {
-  if (Array.isArray(value)) return "a list";
-  if (value === null) return "nothing (null)";
-  if (typeof value === "object") return "a mapping";
-  return `${typeof value} ${JSON.stringify(value)}`;
-}
-
-function suggestKey(key: string, data: unknown, path: (string | number)[]): string {
-  const known = KNOWN_KEYS[knownKeysFor(path)] ?? [];
-  const present = valueAt(data, path);
-  const unused = known.filter((k) => typeof present !== "object" || present === null || !(k in present));
-  const closest = known.map((k) => ({ k, d: editDistance(k, key) })).sort((a, b) => a.d - b.d)[0];
-  const didYouMean =
-    closest !== undefined && closest.d <= Math.max(2, key.length / 3) ? `did you mean "${closest.k}"? ` : "";
-  return `${didYouMean}remove it, or use one of: ${(unused.length > 0 ? unused : known).join(", ")}`;
-}
-
-/** Known keys by schema location (numbers in paths dropped), for "did you mean". */
-const KNOWN_KEYS: Record<string, string[]> = {
-  "": Object.keys(planSchema.shape),
-  scenarios: Object.keys(scenario.shape),
-  "scenarios.fleet": Object.keys(fleet.shape),
-  "scenarios.fleet.failures": Object.keys(failureCause.shape),
-  "scenarios.fleet.stragglers": Object.keys(stragglers.shape),
-  "scenarios.workload": Object.keys(workload.shape),
-  "scenarios.checkpoint": Object.keys(checkpoint.shape),
-  "scenarios.recovery": Object.keys(recovery.shape),
-  "scenarios.recovery.fallback": Object.keys(fallback.shape),
-  "scenarios.recovery.partial": Object.keys(partial.shape),
-  "scenarios.recovery.manual": Object.keys(manual.shape),
-  "scenarios.fleet.burn_in": Object.keys(burnIn.shape),
-  "scenarios.fleet.repeat_offenders": Object.keys(repeatOffenders.shape),
-  "scenarios.fleet.network": Object.keys(network.shape),
-  "scenarios.fleet.network.collapses": Object.keys(collapses.shape),
-  "scenarios.workload.loss_spikes": Object.keys(lossSpikes.shape),
-  "scenarios.checkpoint.storage": Object.keys(storage.shape),
-  "scenarios.checkpoint.memory": Object.keys(memoryTier.shape),
-};
-
-function knownKeysFor(path: (string | number)[]): string {
-  return path.filter((p) => typeof p === "string").join(".");
-}
-
-function valueAt(data: unknown, path: (string | number)[]): unknown {
-  let current = data;
-  for (const key of path) {
-    if (current === null || typeof current !== "object") return undefined;
-    current = (current as Record<string | number, unknown>)[key];
-  }
-  return current;
-}
-
-function formatPath(path: (string | number)[]): string {
-  return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
-}
-
-/** Line of the deepest YAML node along the path (the key itself for keyLine), 1-based. */
-function lineOf(
-  root: YamlNode | null,
-  path: (string | number)[],
-  counter: LineCounter,
-  keyLine: boolean,
-): number | undefined {
-  let node: unknown = root;
-  let line = rangeLine(root, counter);
-  for (const [i, key] of path.entries()) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => isScalar(p.key) && p.key.value === key);
-      if (pair === undefined) break;
-      // A missing value or a nested mapping is best shown by its key's line; so is an unknown key.
-      line = rangeLine(pair.key, counter) ?? line;
-      node = pair.value;
-      if (keyLine && i === path.length - 1) break;
-    } else if (isSeq(node) && typeof key === "number") {
-      node = node.items[key];
-      line = rangeLine(node, counter) ?? line;
-    } else {
-      break;
-    }
-  }
-  return line;
-}
-
-function rangeLine(node: unknown, counter: LineCounter): number | undefined {
-  const range = (node as { range?: [number, number, number] } | null | undefined)?.range;
-  return range === undefined ? undefined : counter.linePos(range[0]).line;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0] ?? 0;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j] ?? 0;
-      row[j] = Math.min(above + 1, (row[j - 1] ?? 0) + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return row[b.length] ?? 0;
+  return undefined;
 }

@@ -29,8 +29,10 @@ export function loadPlanFile(path: string): Plan {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    const reason = err instanceof Error && "code" in err && err.code === "ENOENT" ? "file not found" : String(err);
-    throw new PlanFileError([{ file: path, line: undefined, yamlPath: "", message: `${reason}. Fix: check the path` }]);
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason =
+      code === "ENOENT" ? "the plan file does not exist" : `the plan file cannot be read (${code ?? String(err)})`;
+    throw new PlanFileError([{ file: path, path: "", line: 0, column: 0, message: reason, fix: "check the path" }]);
   }
   return parsePlan(text, path);
 }

@@ -106,7 +106,8 @@ export function loadServicesForCli(file: string, what = "services file"): Compil
     return loadServicesFile(file);
   } catch (err) {
     if (err instanceof ServicesConfigError) {
-      throw new CliError(err.message, ExitCode.Usage, "see docs/gateway.md for the services file fields");
+      // Every issue carries its own fix; the list goes to --json as `issues`.
+      throw new CliError(err.message, ExitCode.Usage, undefined, err.issues);
     }
     throw err;
   }

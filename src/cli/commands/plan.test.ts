@@ -57,7 +57,17 @@ describe("switchyard plan", () => {
     writeFileSync(bad, PLAN.replace("restart: 2m", "restart: 2m, retry: 3"));
     const result = await runCli([bad]);
     expect(result.code).toBe(2);
-    expect(result.err).toContain(`${bad}:6: scenarios[0].recovery.retry: unknown key "retry". Fix:`);
+    expect(result.err).toMatch(
+      new RegExp(
+        `^switchyard: ${bad}:6:\\d+: scenarios\\[0\\]\\.recovery\\.retry: unknown key "retry" \\(fix: remove it; allowed keys here: restart, `,
+      ),
+    );
+    const json = await runCli([bad, "--json"]);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.err)).toMatchObject({
+      exitCode: 2,
+      issues: [{ file: bad, line: 6, path: "scenarios[0].recovery.retry" }],
+    });
   });
 
   it("exits 2 for an unknown scenario or a missing file", async () => {

@@ -96,7 +96,8 @@ function planCommand(file: string, options: PlanCommandOptions): number {
   } catch (err) {
     // One error path for the CLI: main() prints it (as JSON under --json) and exits 2.
     if (err instanceof PlanFileError) {
-      throw new CliError(`invalid plan file\n${err.message}`, ExitCode.Usage, "see docs/planner.md for the format");
+      // Every issue carries its own fix (docs/planner.md has the format); --json lists them as `issues`.
+      throw new CliError(err.message, ExitCode.Usage, undefined, err.issues);
     }
     throw err;
   }

@@ -2,7 +2,7 @@ import { closeSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { Command } from "commander";
 import { startServer } from "../../server/main.js";
-import { homePaths, isLoopback, readHomeConfig, readToken, writeHomeConfig } from "../../server/config.js";
+import { homePaths, isLoopback, loadCluster, readHomeConfig, readToken, writeHomeConfig } from "../../server/config.js";
 import { HomeLockedError } from "../../server/lock.js";
 import {
   CliError,
@@ -95,6 +95,9 @@ export function registerServerCommands(program: Command): void {
     const g = globals(cmd);
     if (opts.cluster) {
       const clusterFile = path.resolve(opts.cluster);
+      // Checked here, before a running server is stopped for it or the home remembers it: a bad file is exit 2 with
+      // its issues (SpecError), and the server that runs now goes on running.
+      loadCluster(opts.cluster);
       const running = serverInfo(g.home);
       if (running && running.clusterFile !== clusterFile) await stopServer(g.home);
       writeHomeConfig(g.home, { ...readHomeConfig(g.home), clusterFile });
