@@ -112,7 +112,8 @@ export async function serviceLogs(
     attempt: null,
     offset: 0,
     lines: new LineBuffer(),
-    done: false,
+    // A replica that had stopped already (none was live) is read once, never followed.
+    done: replica.state === "stopped",
   }));
   const emit = (f: Followed, attempt: number, line: string, all: readonly ReplicaView[]): void => {
     if (opts.json) {
