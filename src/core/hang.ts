@@ -44,6 +44,18 @@ export function hangTimeoutMs(policy: HangPolicy, stepIntervalsMs: readonly numb
   );
 }
 
+/**
+ * A long step never seen before (the job's first eval, say) has no longest step to cover it. While every rank is busy
+ * on CPU, the silence is taken for such a step, up to the startup timeout (the window a job already has for the step
+ * it has not made yet): the soak-wide lane's first eval (25-32 s at load 15) was otherwise a hang in every attempt,
+ * which resumed before the eval and met it again. A rank stopped, blocked in a collective behind a hung peer, or
+ * waiting on I/O uses next to no CPU, so those hangs keep the progress timeout; a gang whose every rank spins (a
+ * busy-wait in every rank) is found at the startup timeout.
+ */
+export function busyStepTimeoutMs(policy: HangPolicy, timeoutMs: number): number {
+  return Math.max(timeoutMs, policy.startupSeconds * 1000);
+}
+
 export interface RankProgress {
   rank: number;
   /** Last report time (ms), or null if the rank never reported in this attempt. */

@@ -4,8 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { CompiledJobSpec } from "../core/spec.js";
-import type { AttemptRecord, RankRecord } from "../store/port.js";
-import { ActivityWatch } from "./activity.js";
+import type { AttemptRecord, RankRecord, StepSample } from "../store/port.js";
+import { ActivityWatch, busyWithinMs, gangBusy } from "./activity.js";
 import { fallbackTimeoutMs, judgeHangVerdict, stackExcerpt } from "./detectors/hang.js";
 
 const root = mkdtempSync(path.join(os.tmpdir(), "sy-activity-"));
@@ -168,5 +168,74 @@ describe("output-or-CPU activity (progress fallback)", () => {
       "Thread 0x00007f0b (most recent call first):",
       '  File "/w/tqdm_bar.py", line 52 in <module>',
     ]);
+  });
+});
+
+describe("a gang busy on CPU past the progress timeout is in a long step, not hung", () => {
+  // Rank 0's steps a second apart (the job's pace: timeout max(10 s, 3 x 1 s, 2 x 1 s) = 10 s), then 30 s of silence:
+  // the soak-wide lane's first eval (25-32 s), longer than any step the job had made.
+  const now = 200_000;
+  const lastStep = now - 30_000;
+  const recent: StepSample[] = Array.from({ length: 20 }, (_, i) => ({
+    jobId: "busy-eval",
+    attempt: 1,
+    rank: 0,
+    step: i + 1,
+    t: lastStep - (19 - i) * 1000,
+    loss: null,
+    tokens: null,
+    computeS: null,
+  }));
+  const input = (busy: boolean, silentMs = 30_000) => ({
+    now: lastStep + silentMs,
+    attempt: { ...attempt(0), jobId: "busy-eval" },
+    ranks: [rank(0, null), rank(1, null)],
+    detection: { ...detection, startupSeconds: 300 },
+    progress: [
+      { rank: 0, lastT: lastStep, lastStep: 20 },
+      { rank: 1, lastT: lastStep, lastStep: 20 },
+    ],
+    recent,
+    unread: new Map<number, number | null>(),
+    processState: () => "R",
+    ...(busy ? { busy } : {}),
+  });
+
+  it("silent 30 s with every rank computing: not hung; idle: hung at the progress timeout as before", () => {
+    expect(judgeHangVerdict(input(true))).toBeNull();
+    const idle = judgeHangVerdict(input(false))!;
+    expect(idle.dump.facts.summary).toMatch(/^no progress for 30s \(timeout 10s\);/);
+  });
+
+  it("a busy gang is still hung past the startup timeout, and the incident says every rank was busy", () => {
+    const hung = judgeHangVerdict(input(true, 301_000))!;
+    expect(hung.kind).toBe("hung");
+    expect(hung.dump.facts.summary).toMatch(
+      /^no progress for 301s \(timeout 300s, every rank busy on CPU all along\);/,
+    );
+    expect(hung.dump.facts.evidence).toMatchObject({ busy: true, timeoutMs: 300_000 });
+  });
+
+  it("gangBusy: every rank computing is busy; one rank stopped (a hang, its peers blocked behind it) is not", async () => {
+    const a = spawn("/usr/bin/python3", ["-c", "while True: sum(range(10000))"]);
+    const b = spawn("/usr/bin/python3", ["-c", "while True: sum(range(10000))"]);
+    children.push(a, b);
+    const ranks = [rank(0, a.pid!), rank(1, b.pid!)];
+    const watch = new ActivityWatch();
+    const start = attempt(Date.now() - 1000);
+    let busy = false;
+    for (let i = 0; i < 25 && !busy; i++) {
+      await sleep(200);
+      busy = gangBusy(await watch.look("busy", start, ranks, Date.now()), Date.now());
+    }
+    expect(busy).toBe(true);
+    b.kill("SIGSTOP");
+    let stillBusy = true;
+    for (let i = 0; i < 30 && stillBusy; i++) {
+      await sleep(200);
+      stillBusy = gangBusy(await watch.look("busy", start, ranks, Date.now()), Date.now());
+    }
+    expect(stillBusy).toBe(false);
+    expect(busyWithinMs).toBeLessThan(detection.hangMinSeconds * 1000);
   });
 });

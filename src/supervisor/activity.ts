@@ -16,6 +16,8 @@ export interface ActivityLook {
   lastActiveAt: Map<number, number | null>;
   /** Gaps (ms) between the gang's moments of activity this attempt, oldest first (at most `maxGaps`). */
   gapsMs: number[];
+  /** Per rank: when it last used CPU (output left out), or null when never seen to. */
+  cpuActiveAt: Map<number, number | null>;
 }
 
 /** CPU is sampled for gangs up to this size (as the gray-failure detector does); bigger ones go by output alone. */
@@ -54,6 +56,7 @@ export class ActivityWatch {
     job.seenAt = now;
     const sampleCpu = ranks.length <= maxCpuSampledRanks;
     const lastActiveAt = new Map<number, number | null>();
+    const cpuActiveAt = new Map<number, number | null>();
     for (const r of ranks) {
       let ra = job.ranks.get(r.rank);
       if (!ra) {
@@ -74,6 +77,7 @@ export class ActivityWatch {
       }
       const written = await lastWrite([r.logPath, r.reportPath], attempt.startedAt, now);
       lastActiveAt.set(r.rank, latest(written, ra.cpuActiveAt));
+      cpuActiveAt.set(r.rank, ra.cpuActiveAt);
     }
     const gang = [...lastActiveAt.values()].reduce<number | null>(latest, null);
     if (gang !== null && job.gangLast !== null && gang > job.gangLast) {
@@ -81,8 +85,21 @@ export class ActivityWatch {
       if (job.gaps.length > maxGaps) job.gaps.splice(0, job.gaps.length - maxGaps);
     }
     if (gang !== null) job.gangLast = Math.max(job.gangLast ?? gang, gang);
-    return { lastActiveAt, gapsMs: [...job.gaps] };
+    return { lastActiveAt, gapsMs: [...job.gaps], cpuActiveAt };
   }
+}
+
+/** How recent a rank's activity must be for the gang to count as busy (the Slurm heartbeat is written every second). */
+export const busyWithinMs = 3000;
+
+/**
+ * Whether every rank of the gang used CPU within `busyWithinMs` of `now`: a gang silent on its progress source but
+ * computing is in a long step (core/hang.ts busyStepTimeoutMs), not hung. Output does not count (peers of a hung rank
+ * may print timeouts and warnings).
+ */
+export function gangBusy(look: ActivityLook, now: number): boolean {
+  const at = [...look.cpuActiveAt.values()];
+  return at.length > 0 && at.every((t) => t !== null && now - t <= busyWithinMs);
 }
 
 function latest(a: number | null, b: number | null): number | null {

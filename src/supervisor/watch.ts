@@ -8,7 +8,7 @@ import { hangWithStacks, judgeHangVerdict } from "./detectors/hang.js";
 import { judgeNan } from "./detectors/nan.js";
 import { judgeSlowdownVerdict, slowdownLookMs, slowdownSampleLimit } from "./detectors/slowdown.js";
 import { suggestProgressRegex } from "../core/progress-suggest.js";
-import { ActivityWatch } from "./activity.js";
+import { ActivityWatch, gangBusy } from "./activity.js";
 import { ingest } from "./ingest.js";
 import type { PoolFaults } from "./pool-faults.js";
 import { tailLines, unreadActivity } from "./reports.js";
@@ -80,6 +80,18 @@ export async function watchAttempt(
     }
     await noteProgressFallback(ctx, job, attempt, ranks);
   }
+  // Silent on its progress source for half the floor: the gang's CPU is sampled, and a gang whose every rank is busy
+  // is in a long step (an eval never seen before), not hung (core/hang.ts busyStepTimeoutMs).
+  const lastProgressAt = Math.max(
+    attempt.startedAt,
+    ...progress.map((p) => p.lastT),
+    ...[...unread.values()].filter((t): t is number => t !== null),
+  );
+  const busy =
+    !fallback &&
+    progress.length > 0 &&
+    ctx.now() - lastProgressAt >= (job.spec.detection.hangMinSeconds * 1000) / 2 &&
+    gangBusy(await busyWatch.look(job.id, attempt, ranks, ctx.now()), ctx.now());
   const hung = judgeHangVerdict({
     now: ctx.now(),
     attempt,
@@ -92,6 +104,7 @@ export async function watchAttempt(
     ...(fallback
       ? { fallback: { gapsMs: fallback.gapsMs, active: [...fallback.lastActiveAt.values()].some((t) => t !== null) } }
       : {}),
+    ...(busy ? { busy } : {}),
   });
   if (hung) return hung;
   // The slowdown detector reads thousands of samples: it looks about once a second, not every tick.
@@ -126,6 +139,8 @@ async function hasProgressSource(ctx: SupervisorContext, job: JobRecord, ranks: 
 
 /** Output and CPU activity of jobs whose progress source matched nothing (see activity.ts). */
 const activity = new ActivityWatch();
+/** CPU of gangs silent on their progress source for a while: busy is a long step, not a hang. */
+const busyWatch = new ActivityWatch();
 /** Attempts whose fallback was said (job id -> attempt number): one progress.fallback event per attempt. */
 const fallbackNoted = new Map<string, number>();
 

@@ -1,5 +1,12 @@
 import type { CompiledJobSpec } from "../../core/spec.js";
-import { hangCulprit, hangTimeoutMs, judgeHang, percentile, type RankProgress } from "../../core/hang.js";
+import {
+  busyStepTimeoutMs,
+  hangCulprit,
+  hangTimeoutMs,
+  judgeHang,
+  percentile,
+  type RankProgress,
+} from "../../core/hang.js";
 import { nativeStacksExcerpt, nativeStacksPath } from "../../executors/native-stacks.js";
 import type { AttemptRecord, RankRecord, StepSample } from "../../store/port.js";
 import type { HangDump } from "../context.js";
@@ -24,6 +31,11 @@ export interface HangInput {
    * between the gang's moments of activity, after the startup window.
    */
   fallback?: { gapsMs: readonly number[]; active: boolean };
+  /**
+   * Set when every rank has been busy on CPU in the last few seconds (watch.ts samples it once the gang has been silent
+   * for a while): the silence is a long step up to the startup timeout (core/hang.ts busyStepTimeoutMs).
+   */
+  busy?: boolean;
 }
 
 /** Moments of activity after which the gang's rhythm is known and the fallback's startup window ends early. */
@@ -83,9 +95,12 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
     multiple: d.hangMultiple,
     percentile: 0.95,
   };
+  const paceMs = hangTimeoutMs(policy, intervals, longestStep(attempt.jobId, intervals));
   const timeoutMs = input.fallback
     ? fallbackTimeoutMs(d, now - attempt.startedAt, input.fallback.gapsMs, input.fallback.active)
-    : hangTimeoutMs(policy, intervals, longestStep(attempt.jobId, intervals));
+    : input.busy
+      ? busyStepTimeoutMs(policy, paceMs)
+      : paceMs;
   // A rank whose report file (or log, in regex mode) holds bytes not read yet is alive as of the file's mtime:
   // ingestion lagging behind a flood must never look like a hang.
   const lastBy = new Map(progress.map((p) => [p.rank, p.lastT]));
@@ -122,7 +137,8 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
     summary: input.fallback
       ? `no output or CPU activity for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s; no progress ` +
         `source matched, so output and CPU were watched); ${culprit.reason}`
-      : `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s); ${culprit.reason}`,
+      : `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s` +
+        `${input.busy ? ", every rank busy on CPU all along" : ""}); ${culprit.reason}`,
     hard: false,
     signature: "",
     lastStep,
@@ -131,6 +147,7 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
       timeoutMs: verdict.timeoutMs,
       processStates: view,
       ...(input.fallback ? { progressSource: "output-or-cpu" } : {}),
+      ...(input.busy ? { busy: true } : {}),
     },
   };
   // The stacks take a while to be written: the incident is recorded on a later tick (no job waits for this one).
