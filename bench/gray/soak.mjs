@@ -156,7 +156,14 @@ for (const j of perJob) {
     j.evalSteps += text.split("\n").filter((l) => l.startsWith("eval at step")).length;
   }
 }
-const drainedBySwitchyard = hostLines().filter((l) => /\|switchyard/.test(l) && !drainedBefore.has(l.split("|")[0]));
+// Only drains by this soak's server: the hosts it has cordoned itself (the testbed is shared; another server's drain
+// is left alone).
+const cordonedHere = new Set(
+  (await api("GET", "/api/nodes").catch(() => [])).filter((n) => n.cordoned).map((n) => n.name),
+);
+const drainedBySwitchyard = hostLines().filter(
+  (l) => /\|switchyard/.test(l) && !drainedBefore.has(l.split("|")[0]) && cordonedHere.has(l.split("|")[0]),
+);
 await server.stop();
 // Hosts this soak's server drained are resumed (their reason is in the results).
 for (const line of drainedBySwitchyard) {
