@@ -194,6 +194,25 @@ describe("TrafficBook over SQLite", () => {
     expect(rows[rows.length - 1]).toMatchObject({ fromT: 1_013_000, t: 1_015_000 });
   });
 
+  it("a restarted server goes on from each gateway's last counters (kept in the store): nothing counted twice", async () => {
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), "sy-traffic-db-")), "t.db");
+    const first = new SqliteStore(file);
+    now = 1_000_000;
+    await new TrafficBook(first, undefined, () => now).ingest(report({ startedAt: 0, at: 5_000, answered: 40 }));
+    await first.close();
+    const second = new SqliteStore(file);
+    const again = new TrafficBook(second, undefined, () => now);
+    now = 1_030_000; // the server was away 30 s; the gateway counted on
+    await again.ingest(report({ at: 35_000, answered: 55 }));
+    const s = await again.series({ service: "chat", since: 0, until: now, stepS: 3600 });
+    expect(s.services[0]!.totals.answered).toBe(55);
+    expect((await second.listTrafficSamples({ since: 0 })).map((r) => [r.fromT, r.t])).toEqual([
+      [995_000, 1_000_000],
+      [1_000_000, 1_030_000],
+    ]);
+    await second.close();
+  });
+
   it("keeps two gateways apart and sums them", async () => {
     now = 1_000_000;
     await postReport(report({ gateway: "edge-a", startedAt: 0, at: 1, answered: 0 }));
