@@ -127,7 +127,7 @@ describe("services controller", () => {
 });
 
 /** A controller over a memory store with one local pool; submitted replica jobs land in the store as PENDING jobs. */
-function deployable(): {
+function deployable(waiting: Map<string, string> = new Map()): {
   svc: Services;
   store: MemoryStore;
   submitted: CompiledJobSpec[];
@@ -154,6 +154,7 @@ function deployable(): {
       cancelled.push(id);
       await store.updateJob(id, { state: JobState.Cancelled, endedAt: Date.now() });
     },
+    waitingFor: (id) => waiting.get(id) ?? null,
   });
   return { svc, store, submitted, cancelled };
 }
@@ -319,5 +320,23 @@ describe("redeploying a service: the controller", () => {
     expect(cancelled).toEqual([`${submitted[0]!.name}-1`]);
     expect(submitted).toHaveLength(2);
     expect(submitted[1]!.command).toContain("--fixed");
+  });
+
+  it("a roll whose successor waits for capacity says why, and that the lone replica serving does not drain first", async () => {
+    const waiting = new Map<string, string>();
+    const { svc, store, submitted } = deployable(waiting);
+    await svc.deploy(fileWith({ count: 1 }), "/srv/services.yaml");
+    for (const r of await store.listReplicas()) await store.putReplica({ ...r, state: "ready", url: "http://x" });
+    await svc.deploy(fileWith({ count: 1, env: { MODE: "b" } }), "/srv/services.yaml");
+    expect(submitted).toHaveLength(2);
+    const successor = `${submitted[1]!.name}-2`;
+    expect((await svc.list())[0]).toMatchObject({ state: "rolling", note: null });
+    waiting.set(successor, "waiting for 1 device(s) on p: 0 free");
+    const [summary] = await svc.list();
+    expect(summary!.state).toBe("rolling");
+    expect(summary!.note).toBe(
+      `the successor of p-0 waits: waiting for 1 device(s) on p: 0 free; ${submitted[0]!.name}-1 serves meanwhile ` +
+        "(it is the only replica serving, so it does not drain first; fix: room for one more replica on p, or scale m to 0 and back, with downtime)",
+    );
   });
 });

@@ -110,6 +110,8 @@ export interface ServingLedgerRow {
 export interface ServiceJobs {
   submit(spec: CompiledJobSpec): Promise<JobRecord>;
   cancel(jobId: string): Promise<unknown>;
+  /** Why a job waits to launch (the queue's reason), or null when it does not wait. */
+  waitingFor?(jobId: string): string | null;
 }
 
 const jobNameOk = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -615,6 +617,7 @@ export class Services {
       const lastFailed = failed[failed.length - 1];
       if (note === null && lastFailed && ready < desired)
         note = `replica ${lastFailed.slot} failed: ${lastFailed.reason ?? "?"}`;
+      if (note === null && rolling) note = this.stuckRoll(svc, mine);
       out.push({
         name: svc.name,
         aliases: svc.aliases,
@@ -631,6 +634,27 @@ export class Services {
       });
     }
     return out;
+  }
+
+  /**
+   * A roll whose successor waits for capacity, said with the queue's reason: in a full pool a predecessor drains first
+   * only while another replica of the service serves, so a lone replica in a full pool waits for room beside it.
+   */
+  private stuckRoll(svc: StoredService, live: readonly ReplicaView[]): string | null {
+    for (const r of live) {
+      if (r.state !== "starting" || r.jobState !== JobState.Pending) continue;
+      const predecessor = live.find((x) => x.slot === r.slot && x.jobId !== r.jobId && x.createdAt < r.createdAt);
+      const why = this.jobs.waitingFor?.(r.jobId);
+      if (!predecessor || !why) continue;
+      const others = live.some((x) => x.slot !== r.slot && x.state === "ready");
+      return (
+        `the successor of ${r.slot} waits: ${why}; ${predecessor.jobId} serves meanwhile` +
+        (others
+          ? ""
+          : ` (it is the only replica serving, so it does not drain first; fix: room for one more replica on ${r.pool}, or scale ${svc.name} to 0 and back, with downtime)`)
+      );
+    }
+    return null;
   }
 
   async describe(name: string): Promise<{ service: ServiceSummary; spec: StoredService; replicas: ReplicaView[] }> {

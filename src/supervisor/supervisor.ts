@@ -75,7 +75,11 @@ export class Supervisor {
     this.queue = new Queue(this.ctx, this.incidents, (id) => this.runtime(id));
     this.faults = new PoolFaults(this.ctx);
     this.gray = new GrayFailures(this.ctx, this.inventory);
-    this.services = new Services(this.ctx, { submit: (spec) => this.submit(spec), cancel: (id) => this.cancel(id) });
+    this.services = new Services(this.ctx, {
+      submit: (spec) => this.submit(spec),
+      cancel: (id) => this.cancel(id),
+      waitingFor: (id) => this.queueInfo(id).waitingFor,
+    });
     this.adopter = new Adopter(this.ctx);
   }
 
