@@ -121,17 +121,22 @@ function jsonSyntaxErrors(text: string, file: string): void {
   try {
     JSON.parse(text);
   } catch (err) {
-    const reason = truncate((err as Error).message, 200);
-    // Most of V8's messages give the offset; one that does not is reported for the file as a whole (line 0).
-    const at = /position (\d+)/.exec(reason);
-    const before = at ? text.slice(0, Number(at[1])).split("\n") : undefined;
+    // V8 says "... in JSON at position N" or "Unexpected token 'x', ...<excerpt>... is not valid JSON" (no offset).
+    const reason = (err as Error).message
+      .replace(/, (\.\.\.)?".*" is not valid JSON$/s, "")
+      .replace(/ in JSON at position \d+.*$/s, "");
+    const at = /position (\d+)/.exec((err as Error).message);
+    let offset = at ? Number(at[1]) : undefined;
+    // Without an offset, the YAML parser's first complaint is usually the same place; failing that, the file as a whole.
+    offset ??= parseDocument(text, { prettyErrors: false }).errors[0]?.pos[0];
+    const before = offset === undefined ? undefined : text.slice(0, offset).split("\n");
     throw new SpecError([
       {
         file,
         path: "",
         line: before?.length ?? 0,
         column: before ? (before.at(-1)?.length ?? 0) + 1 : 0,
-        message: `invalid JSON: ${reason.replace(/ in JSON at position \d+.*$/, "")}`,
+        message: `invalid JSON: ${truncate(reason, 200)}`,
         fix: before ? "correct the JSON syntax at this position" : "correct the JSON syntax",
       },
     ]);

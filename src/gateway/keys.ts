@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "no
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { z } from "zod";
+import { fileError, SpecError, validateYaml } from "../core/spec-errors.js";
 import { LocalLimiter, type KeyLimits, type Limiter } from "./limits.js";
 
 const storedKeySchema = z.object({
@@ -41,25 +42,34 @@ export function hashKey(key: string): string {
   return `sha256:${createHash("sha256").update(key, "utf8").digest("hex")}`;
 }
 
+/**
+ * The keys file; none yet is no keys. One that cannot be read or is not a keys file is a SpecError
+ * (`file:line:col: path: message (fix: ...)`, spec-errors.ts), as for every config file.
+ */
 export function readKeysFile(path: string): KeysFile {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { version: 1, keys: [] };
-    throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return { version: 1, keys: [] };
+    throw fileError(
+      path,
+      `the gateway keys file cannot be read (${code ?? (err as Error).message})`,
+      "make it readable by this user (it should be 0600), or point --keys-file at another one",
+    );
   }
-  let raw: unknown;
   try {
-    raw = JSON.parse(text);
-  } catch {
-    throw new Error(`${path}: not valid JSON; fix or remove the file (keys are then lost and must be re-issued)`);
+    return validateYaml(keysFileSchema, text, path, { syntax: "JSON" }).data;
+  } catch (err) {
+    if (!(err instanceof SpecError)) throw err;
+    // Each issue's own fix, and the way out when the file cannot be mended.
+    const last = "or remove the file (its keys are then lost and must be issued again)";
+    throw new SpecError(
+      err.issues.map((i) => ({ ...i, fix: `${i.fix}; ${last}` })),
+      err.omitted,
+    );
   }
-  const parsed = keysFileSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new Error(`${path}: not a switchyard keys file: ${parsed.error.issues[0]?.message ?? "invalid"}`);
-  }
-  return parsed.data;
 }
 
 function writeKeysFile(path: string, file: KeysFile): void {

@@ -20,6 +20,7 @@ import { followControlPlane } from "../../gateway/control-plane.js";
 import { gatewayId } from "../../gateway/report.js";
 import { badOrigin, type CorsSettings } from "../../gateway/cors.js";
 import { homePaths } from "../../server/config.js";
+import { SpecError } from "../../core/spec-errors.js";
 import { CliError, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 
@@ -243,6 +244,8 @@ function activeKeysIn(file: string): number {
   try {
     return readKeysFile(file).keys.filter((k) => k.revokedAt === undefined).length;
   } catch (err) {
+    // A SpecError lists each problem with its position and fix; main() prints it as bad input (exit 2).
+    if (err instanceof SpecError) throw err;
     throw new CliError(
       err instanceof Error ? err.message : String(err),
       ExitCode.Usage,
