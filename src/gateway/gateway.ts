@@ -97,6 +97,8 @@ interface TokenMeter {
 const RETRYABLE_BODY_LIMIT = 64 * 1024;
 const BUFFERED_RESPONSE_LIMIT = 64 * 1024 * 1024;
 const SSE_PENDING_LIMIT = 4 * 1024 * 1024;
+/** Buffered answers up to this size are written with their head in one piece (see onEnd in relay). */
+const ONE_WRITE_ANSWER_LIMIT = 16 * 1024;
 /** A refused (too large) body is read and thrown away up to this many bytes / this long, then the socket closes. */
 const DISCARD_LIMIT = 256 * 1024 * 1024;
 const DISCARD_MS = 30_000;
@@ -1286,7 +1288,11 @@ export class Gateway {
             meter.usage = totalTokensIn(all) ?? meter.usage;
           }
           res.writeHead(status, this.clientHeaders(upstream.headers, backend, false, all.length));
-          res.end(all);
+          // A small answer goes out as one latin1 string: Node then sends the head and the body as one chunk (one
+          // write), where a Buffer is corked behind the head and sent as a writev of two. Latin1 maps each byte to one
+          // character and back, so the bytes are the same.
+          if (all.length <= ONE_WRITE_ANSWER_LIMIT) res.end(all.toString("latin1"), "latin1");
+          else res.end(all);
         }
         finish({ kind: "answered", status });
       };

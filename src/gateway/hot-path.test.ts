@@ -107,3 +107,66 @@ describe("the proxy path's per-request bookkeeping", () => {
     expect(gateway.openRequests()).toBe(0);
   });
 });
+
+describe("buffered answers are relayed byte for byte, written in one piece or not", () => {
+  let backend: Server;
+  let gateway: Gateway;
+  let server: Server;
+  let url: string;
+  /** Every byte value, then invalid UTF-8 and a multi-byte character, repeated to the size asked for. */
+  const bytes = (size: number): Buffer => {
+    const unit = Buffer.concat([
+      Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+      Buffer.from([0xc3, 0x28, 0xe2, 0x82]),
+      Buffer.from("é€😀", "utf8"),
+    ]);
+    return Buffer.concat(Array.from({ length: Math.ceil(size / unit.length) }, () => unit)).subarray(0, size);
+  };
+
+  beforeAll(async () => {
+    backend = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString("utf8")));
+      req.on("end", () => {
+        const size = (JSON.parse(body) as { size: number }).size;
+        const answer = bytes(size);
+        res.writeHead(200, { "content-type": "application/octet-stream", "content-length": answer.length });
+        res.end(answer);
+      });
+    });
+    await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+    const backendUrl = `http://127.0.0.1:${(backend.address() as AddressInfo).port}`;
+    const config = compileServices({
+      gateway: {},
+      services: [
+        { model: "m", aliases: [], pools: [{ name: "p", backends: [{ id: "raw", url: backendUrl, engine: "vllm" }] }] },
+      ],
+    });
+    gateway = new Gateway(config);
+    server = createServer(gateway.handle);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await gateway.close();
+    backend.closeAllConnections();
+    await new Promise((r) => backend.close(r));
+  });
+
+  for (const size of [0, 1, 300, 16 * 1024, 16 * 1024 + 1, 200_000]) {
+    it(`${size} bytes`, async () => {
+      const res = await request(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "m", size }),
+      });
+      const got = Buffer.from(await res.body.arrayBuffer());
+      expect(res.statusCode).toBe(200);
+      expect(res.headers["content-length"]).toBe(String(size));
+      expect(res.headers["content-type"]).toBe("application/octet-stream");
+      expect(got.equals(bytes(size))).toBe(true);
+    });
+  }
+});
