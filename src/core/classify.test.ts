@@ -32,6 +32,15 @@ describe("classifyFailure over fixture logs", () => {
     patternId: string;
     over?: Partial<FailureInput>;
   }[] = [
+    // A port held by another process: software (no strike on the node), though torch words it DistNetworkError.
+    {
+      file: "software-address-in-use.log",
+      cause: "software",
+      hard: false,
+      detail: /^a port was already in use on the node/,
+      evidence: /DistNetworkError: .*errno: 98 - Address already in use/,
+      patternId: "address-in-use",
+    },
     // NVIDIA
     {
       file: "nvidia-xid79-fallen-off-bus.log",
@@ -349,6 +358,16 @@ describe("hang, killed, oom-killer and unknown", () => {
       tail: ["Traceback (most recent call last):\r", "KeyError: 7\r"],
     });
     expect([c.cause, c.signature]).toEqual(["software", "KeyError: <n>"]);
+  });
+
+  it("a model server whose port is taken (uvicorn/vLLM, Node) is the address-in-use software error", () => {
+    for (const line of [
+      "ERROR:    [Errno 98] error while attempting to bind on address ('0.0.0.0', 8000): address already in use",
+      "Error: listen EADDRINUSE: address already in use 127.0.0.1:8000",
+    ]) {
+      const c = classifyFailure({ code: 1, signal: null, tail: ["starting", line] });
+      expect([c.cause, c.patternId, c.retryable], line).toEqual(["software", "address-in-use", true]);
+    }
   });
 
   it("an exit code with nothing recognisable is unknown", () => {

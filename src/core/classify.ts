@@ -185,6 +185,16 @@ export const defaultCausePatterns: readonly CausePattern[] = [
     regex: String.raw`DefaultCPUAllocator: can't allocate memory|\bMemoryError\b`,
     detail: "host out of memory: allocation failed",
   },
+  // A port another process holds: torch's rendezvous store on MASTER_PORT, a model server (vLLM/uvicorn, Node) on its
+  // port. Software, not the node's fault (no strike): a restart on a fresh port gets past a stale process, and a port
+  // the spec fixes that stays taken repeats the same error, which the crash-loop rule stops with this line.
+  // Listed before the network rules: torch words it DistNetworkError.
+  {
+    id: "address-in-use",
+    cause: "software",
+    regex: String.raw`EADDRINUSE|[Aa]ddress already in use`,
+    detail: "a port was already in use on the node (another process holds it)",
+  },
   // Network: NCCL, HCCL, gloo, and what a survivor sees when a peer goes away.
   {
     id: "ascend-suspect-remote",
