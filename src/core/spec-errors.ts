@@ -515,6 +515,8 @@ export function countZodIssues(issues: readonly z.core.$ZodIssue[]): number {
   return n;
 }
 
+const noPosition = { line: 0, column: 0 } as const;
+
 /** A file-specific wording for an issue, where the generic one says too little (undefined: use the generic one). */
 export type DescribeIssue = (issue: z.core.$ZodIssue) => { message: string; fix: string } | undefined;
 
@@ -525,7 +527,8 @@ export type DescribeIssue = (issue: z.core.$ZodIssue) => { message: string; fix:
  */
 export function zodIssuesToSpecIssues(
   issues: readonly z.core.$ZodIssue[],
-  parsed: ParsedYaml,
+  /** The parsed file, for positions; none for input without any (an API request's JSON body): line 0. */
+  parsed: ParsedYaml | undefined,
   file: string,
   schema: z.ZodType,
   describeHook?: DescribeIssue,
@@ -539,7 +542,7 @@ export function zodIssuesToSpecIssues(
       const present = input !== null && typeof input === "object" ? Object.keys(input).slice(0, 1000) : [];
       for (const key of issue.keys) {
         if (out.length >= maxIssuesReported) break;
-        const pos = positionOf(parsed, path, key);
+        const pos = parsed ? positionOf(parsed, path, key) : noPosition;
         out.push({
           file,
           path: formatPath([...path, key]),
@@ -550,7 +553,7 @@ export function zodIssuesToSpecIssues(
       }
       continue;
     }
-    const pos = positionOf(parsed, path);
+    const pos = parsed ? positionOf(parsed, path) : noPosition;
     const { message, fix } = describeHook?.(issue) ?? describe(issue);
     out.push({ file, path: formatPath(path), ...pos, message, fix });
   }

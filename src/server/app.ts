@@ -7,7 +7,9 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { secureHeaders } from "hono/secure-headers";
 import { compileJobSpec } from "../core/spec.js";
+import { z } from "zod";
 import { SpecError } from "../core/spec-errors.js";
+import { requestBody } from "./request-body.js";
 import type { Store } from "../store/port.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
 import { degradeLink, healLink } from "../executors/slurm/testbed.js";
@@ -50,6 +52,27 @@ const webFiles: Record<string, { path: string; type: string }> = {
   "/vendor/uPlot.min.css": { path: path.join(uplotDist, "uPlot.min.css"), type: "text/css; charset=utf-8" },
 };
 const maxLogBytes = 1 << 20;
+
+/** Request bodies (strict: an unknown field is refused with "did you mean"; request-body.ts). */
+const jobRequestSchema = z.strictObject({
+  yaml: z.string(),
+  file: z.string().min(1).max(4096),
+  resumeFrom: z
+    .string()
+    .max(4096)
+    .refine((p) => path.isAbsolute(p), {
+      message: "must be an absolute checkpoint path | fix: pass the absolute path of a step-* checkpoint folder",
+    })
+    .optional(),
+});
+const chaosRequestSchema = z.strictObject({
+  action: z.enum(chaosActions),
+  rank: z.number().int().min(0).max(1_000_000).optional(),
+  node: z.string().min(1).max(256).optional(),
+  rate: z.string().min(1).max(64).optional(),
+  burst: z.string().min(1).max(64).optional(),
+});
+const cordonRequestSchema = z.strictObject({ reason: z.string().max(1024).optional() });
 
 /** The HTTP API as a plain request handler: bound to a port only in main.ts, tested in-process with app.request(). */
 export function createApp(opts: AppOptions): Hono {
@@ -117,23 +140,13 @@ export function createApp(opts: AppOptions): Hono {
   });
 
   app.post("/api/jobs", async (c) => {
-    const body = (await c.req.json().catch(() => null)) as {
-      yaml?: unknown;
-      file?: unknown;
-      resumeFrom?: unknown;
-    } | null;
-    if (!body || typeof body.yaml !== "string" || typeof body.file !== "string") {
-      return c.json({ error: "POST /api/jobs wants JSON {yaml: <job spec text>, file: <its path>}" }, 400);
-    }
-    if (body.resumeFrom !== undefined && (typeof body.resumeFrom !== "string" || !path.isAbsolute(body.resumeFrom))) {
-      return c.json({ error: "POST /api/jobs: resumeFrom must be an absolute checkpoint path" }, 400);
-    }
+    const body = await requestBody(c, jobRequestSchema, '{"yaml": "<job spec text>", "file": "<its path>"}');
     const submit = async () => {
-      const spec = compileJobSpec(body.yaml as string, {
-        file: body.file as string,
+      const spec = compileJobSpec(body.yaml, {
+        file: body.file,
         cluster: supervisor.cluster,
         defaultCheckpointRoot: opts.defaultCheckpointRoot,
-        resumeFrom: body.resumeFrom as string | undefined,
+        resumeFrom: body.resumeFrom,
         checkWorkdir: true,
       });
       return supervisor.submit(spec);
@@ -251,19 +264,8 @@ export function createApp(opts: AppOptions): Hono {
   app.post("/api/jobs/:id/chaos", async (c) => {
     const job = await store.getJob(c.req.param("id"));
     if (!job) return notFound(c, c.req.param("id"));
-    const body = (await c.req.json().catch(() => ({}))) as {
-      action?: unknown;
-      rank?: unknown;
-      node?: unknown;
-      rate?: unknown;
-      burst?: unknown;
-    };
-    const action = chaosActions.find((a) => a === body.action);
-    if (!action)
-      return c.json(
-        { error: `unknown chaos action ${JSON.stringify(body.action)} (fix: one of ${chaosActions.join(", ")})` },
-        400,
-      );
+    const body = await requestBody(c, chaosRequestSchema, '{"action": "kill-rank", "rank": 0}');
+    const action = body.action;
     const current = await supervisor.currentRanks(job.id);
     const result = await injectChaos(
       action,
@@ -274,14 +276,14 @@ export function createApp(opts: AppOptions): Hono {
         ...(job.spec.checkpoint.watch ? { adoptedFile: () => newestAdoptedFile(job.spec, job.id) } : {}),
         signalRank: (r, sig) => supervisor.signalRank(r, sig),
         link: {
-          ...(typeof body.node === "string" ? { node: body.node } : {}),
-          ...(typeof body.rate === "string" ? { rate: body.rate } : {}),
-          ...(typeof body.burst === "string" ? { burst: body.burst } : {}),
+          ...(body.node !== undefined ? { node: body.node } : {}),
+          ...(body.rate !== undefined ? { rate: body.rate } : {}),
+          ...(body.burst !== undefined ? { burst: body.burst } : {}),
         },
         poolExecutor: supervisor.cluster.pools.find((p) => p.name === current?.attempt.pool)?.executor ?? "none",
         shaper: { degrade: degradeLink, heal: healLink },
       },
-      typeof body.rank === "number" ? body.rank : undefined,
+      body.rank,
     ).catch((err: Error) => err);
     if (result instanceof Error) return c.json({ error: result.message }, 409);
     await store.addEvent({ jobId: job.id, t: Date.now(), kind: "chaos", message: result.message, data: { ...result } });
@@ -314,8 +316,8 @@ export function createApp(opts: AppOptions): Hono {
         404,
       );
     }
-    const body = (await c.req.json().catch(() => ({}))) as { reason?: unknown };
-    const reason = typeof body.reason === "string" ? body.reason : "by user";
+    const body = await requestBody(c, cordonRequestSchema, '{"reason": "bad DIMM"}');
+    const reason = body.reason ?? "by user";
     await supervisor.setCordon(c.req.param("name"), c.req.param("action") === "cordon", reason);
     return c.json((await supervisor.nodes()).find((n) => n.name === c.req.param("name")));
   });

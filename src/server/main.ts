@@ -9,6 +9,7 @@ import { SlurmExecutor } from "../executors/slurm/slurm.js";
 import { SqliteStore } from "../store/sqlite.js";
 import { Supervisor } from "../supervisor/supervisor.js";
 import { createApp } from "./app.js";
+import { fileError } from "../core/spec-errors.js";
 import { ensureToken, homePaths, isLoopback, loadCluster, secureHome, type ServerInfo } from "./config.js";
 import { acquireHomeLock } from "./lock.js";
 import { allowedHostValues, hostName, isWildcard } from "./security.js";
@@ -138,8 +139,12 @@ function readTls(files: { cert: string; key: string }): { cert: Buffer; key: Buf
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new Error(
-        `cannot read the TLS ${what} ${file}: ${(err as Error).message} (fix: pass a readable PEM file to --tls-${what})`,
+      // Bad input, like a bad cluster file: the CLI prints it as exit 2, not as an unexpected error.
+      const code = (err as NodeJS.ErrnoException).code;
+      throw fileError(
+        file,
+        `the TLS ${what} ${code === "ENOENT" ? "does not exist" : `cannot be read (${code ?? (err as Error).message})`}`,
+        `pass a readable PEM file to --tls-${what}`,
       );
     }
   };

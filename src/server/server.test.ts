@@ -11,6 +11,7 @@ import { CliError, ExitCode, makeClient, type ApiClient } from "../cli/client.js
 import { homePaths, readToken } from "./config.js";
 import { HomeLockedError, lockHolder } from "./lock.js";
 import { startServer, type RunningServer } from "./main.js";
+import { SpecError } from "../core/spec-errors.js";
 
 /** The real server in-process (real SQLite, real local executor, real HTTP) over a temporary home. */
 
@@ -313,8 +314,10 @@ describe("beyond loopback", () => {
     const err = await start(home, { tls: { cert: "/nonexistent/c.pem", key: "/nonexistent/k.pem" } }).catch(
       (e: unknown) => e,
     );
-    expect((err as Error).message).toContain("cannot read the TLS cert /nonexistent/c.pem");
-    expect((err as Error).message).toContain("--tls-cert");
+    expect(err).toBeInstanceOf(SpecError);
+    expect((err as Error).message).toBe(
+      "/nonexistent/c.pem: the TLS cert does not exist (fix: pass a readable PEM file to --tls-cert)",
+    );
     // The failed start released the home's lock.
     servers.push(await start(home));
   });

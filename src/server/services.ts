@@ -1,5 +1,7 @@
 import type { Hono } from "hono";
+import { z } from "zod";
 import { ServicesConfigError } from "../gateway/config.js";
+import { requestBody } from "./request-body.js";
 import { DeployError } from "../supervisor/services.js";
 import type { Supervisor } from "../supervisor/supervisor.js";
 import type { RequestsLedger } from "./traffic.js";
@@ -19,6 +21,17 @@ import type { RequestsLedger } from "./traffic.js";
  *   POST /api/services/:name/scale      {replicas, pool?}
  *   POST /api/services/:name/undeploy   drain and stop its replicas, then forget it
  */
+/** Request bodies (strict: an unknown field is refused with "did you mean"; request-body.ts). */
+const deployRequestSchema = z.strictObject({
+  yaml: z.string(),
+  file: z.string().min(1).max(4096),
+  dryRun: z.boolean().optional(),
+});
+const scaleRequestSchema = z.strictObject({
+  replicas: z.number().int().min(0).max(1024),
+  pool: z.string().min(1).max(256).optional(),
+});
+
 export function registerServiceRoutes(
   app: Hono,
   supervisor: Supervisor,
@@ -33,18 +46,11 @@ export function registerServiceRoutes(
         : null;
 
   app.post("/api/services", async (c) => {
-    const body = (await c.req.json().catch(() => null)) as { yaml?: unknown; file?: unknown; dryRun?: unknown } | null;
-    if (
-      !body ||
-      typeof body.yaml !== "string" ||
-      typeof body.file !== "string" ||
-      (body.dryRun !== undefined && typeof body.dryRun !== "boolean")
-    ) {
-      return c.json(
-        { error: "POST /api/services wants JSON {yaml: <services file text>, file: <its path>, dryRun?: true|false}" },
-        400,
-      );
-    }
+    const body = await requestBody(
+      c,
+      deployRequestSchema,
+      '{"yaml": "<services file text>", "file": "<its path>", "dryRun": false}',
+    );
     try {
       if (body.dryRun === true) return c.json(await services.deploy(body.yaml, body.file, { dryRun: true }), 200);
       return c.json(await services.deploy(body.yaml, body.file), 201);
@@ -97,14 +103,9 @@ export function registerServiceRoutes(
   });
 
   app.post("/api/services/:name/scale", async (c) => {
-    const body = (await c.req.json().catch(() => ({}))) as { replicas?: unknown; pool?: unknown };
-    if (typeof body.replicas !== "number") {
-      return c.json({ error: "POST /api/services/:name/scale wants JSON {replicas: <count>, pool?: <name>}" }, 400);
-    }
+    const body = await requestBody(c, scaleRequestSchema, '{"replicas": 2, "pool": "<pool>"}');
     try {
-      return c.json(
-        await services.scale(c.req.param("name"), body.replicas, typeof body.pool === "string" ? body.pool : undefined),
-      );
+      return c.json(await services.scale(c.req.param("name"), body.replicas, body.pool));
     } catch (err) {
       const r = refused(err);
       if (r) return c.json(r, r.error.startsWith("no service") ? 404 : 400);

@@ -68,6 +68,13 @@ describe("a bad cluster file through the CLI", () => {
     });
     expect(existsSync(home)).toBe(false);
 
+    const tls = cli(home, "up", "--tls-cert", path.join(dir, "none.pem"), "--tls-key", path.join(dir, "none.key"));
+    expect(tls.code).toBe(2);
+    expect(tls.err).toBe(
+      `switchyard: --tls-cert ${dir}/none.pem does not exist (fix: pass a readable PEM file to --tls-cert)\n`,
+    );
+    expect(existsSync(home)).toBe(false);
+
     const missing = cli(home, "up", "--cluster", path.join(dir, "none.yaml"));
     expect(missing.code).toBe(2);
     expect(missing.err).toBe(
@@ -106,6 +113,23 @@ describe("a bad cluster file through the CLI", () => {
       expect(again.code, again.err).toBe(0);
       expect(JSON.parse(again.out)).toMatchObject({ pid, clusterFile: goodFile });
       expect(JSON.parse(readFileSync(path.join(home, "config.json"), "utf8"))).toEqual({ clusterFile: goodFile });
+
+      // A services file with the report's typos, through the server (deploy posts it): exit 2, issues positioned.
+      const services = path.join(dir, "services.yaml");
+      writeFileSync(services, "services: [{ name: x, replcas: 2 }]\n");
+      const deploy = cli(home, "--json", "deploy", services);
+      expect(deploy.code).toBe(2);
+      expect((JSON.parse(deploy.err) as { issues: unknown[] }).issues).toEqual([
+        expect.objectContaining({ path: "services[0].model", line: 1, column: 12 }),
+        expect.objectContaining({ path: "services[0].pools", line: 1, column: 12 }),
+        expect.objectContaining({ path: "services[0].name", line: 1, column: 14 }),
+        expect.objectContaining({
+          path: "services[0].replcas",
+          line: 1,
+          column: 23,
+          fix: 'did you mean "replicas"? it belongs at services[0].pools[].replicas',
+        }),
+      ]);
 
       // The remembered file turns bad while the server is down: the next command that would start one says so.
       expect(cli(home, "down").code).toBe(0);

@@ -35,7 +35,25 @@ function tlsOption(opts: BindOptions): { cert: string; key: string } | undefined
   if (!opts.tlsCert || !opts.tlsKey) {
     throw new CliError("--tls-cert and --tls-key go together", ExitCode.Usage, "pass both PEM files, or neither");
   }
-  return { cert: path.resolve(opts.tlsCert), key: path.resolve(opts.tlsKey) };
+  const tls = { cert: path.resolve(opts.tlsCert), key: path.resolve(opts.tlsKey) };
+  // Checked here too, so that `up` refuses an unreadable file as bad input (exit 2) instead of starting a server that
+  // cannot come up (exit 3).
+  for (const [flag, file] of [
+    ["--tls-cert", tls.cert],
+    ["--tls-key", tls.key],
+  ] as const) {
+    try {
+      closeSync(openSync(file, "r"));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new CliError(
+        `${flag} ${file} ${code === "ENOENT" ? "does not exist" : `cannot be read (${code ?? (err as Error).message})`}`,
+        ExitCode.Usage,
+        `pass a readable PEM file to ${flag}`,
+      );
+    }
+  }
+  return tls;
 }
 
 export function registerServerCommands(program: Command): void {
