@@ -42,6 +42,13 @@ describe("services file errors", () => {
     ]);
   });
 
+  it("replicas written on the service, not its pool, says where they go", () => {
+    const err = errorOf(valid.replace("  - model: m\n", "  - model: m\n    replicas: 2\n"));
+    expect(err.message).toBe(
+      '/srv/services.yaml:3:5: services[0].replicas: unknown key "replicas" (fix: replicas belong to a pool: pools: [{ name: <pool>, replicas: { count: 2, engine: ..., command: [...], port: ... } }])',
+    );
+  });
+
   it("a typo deep in an array: line:col and did-you-mean", () => {
     const err = errorOf(valid.replace("port: 8100", "port: 8100\n          readyTimoutS: 60"));
     expect(err.message).toBe(
