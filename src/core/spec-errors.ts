@@ -1,10 +1,15 @@
 import { isMap, isScalar, LineCounter, parseDocument, visit, type Document } from "yaml";
 import type { z } from "zod";
 
-/** One problem in a user's file: where it is and how to fix it. */
+/**
+ * One problem in a user's file (job spec, cluster, services, plan, gateway keys) or request body: where it is and how
+ * to fix it. Every such error in switchyard reads `file:line:col: path: message (fix: ...)` (formatIssue).
+ */
 export interface SpecIssue {
+  /** The file, or for a request body the route (`POST /api/jobs`). */
   file: string;
   path: string;
+  /** 1-based; 0 when the problem has no place in the text (the file cannot be read; a request body). */
   line: number;
   column: number;
   message: string;
