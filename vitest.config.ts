@@ -4,14 +4,29 @@ export default defineConfig({
   test: {
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    // Integration tests start real multi-process PyTorch jobs; on 2 cores they must not run side by side.
-    fileParallelism: false,
     reporters: ["default"],
-    // `vitest run --project unit` is the quick loop (pure code and in-process servers, seconds);
-    // `--project integration` starts real processes: PyTorch ranks, the server, Chromium.
+    // `vitest run --project unit` is the quick loop (pure code and in-process servers, seconds): its files run side by
+    // side. `--project integration` starts real processes (PyTorch ranks, the server, Slurm on the shared testbed,
+    // Chromium): on 2 cores they must not run side by side, and they start only after every unit file is done
+    // (sequence.groupOrder), so no unit file competes with a timing-sensitive real job.
     projects: [
-      { extends: true, test: { name: "unit", include: ["src/**/*.test.ts", "sdk/**/*.test.ts"] } },
-      { extends: true, test: { name: "integration", include: ["test/**/*.test.ts"] } },
+      {
+        extends: true,
+        test: {
+          name: "unit",
+          include: ["src/**/*.test.ts", "sdk/**/*.test.ts"],
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "integration",
+          include: ["test/**/*.test.ts"],
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
     ],
   },
 });
