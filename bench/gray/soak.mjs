@@ -5,7 +5,7 @@
 //   lane 1  bench/gray/soak-small.yaml   the char-GPT example at its default size, checkpoint every 20, eval every 50
 //   lane 2  bench/gray/soak-wide.yaml    the benchmark's communication-heavy size, checkpoint every 20, eval every 40
 //
-//   npm run build && node bench/gray/soak.mjs [--minutes 30] [--work DIR]
+//   npm run build && node bench/gray/soak.mjs [--minutes 20] [--work DIR] [--lanes a.yaml,b.yaml]
 //
 // Counted from switchyard's own events and incidents: slowdowns detected, slowdown incidents opened (network,
 // straggler, degraded), evictions (slowdown.evict), pre-flight exclusions, and hosts drained by switchyard. On a
@@ -37,7 +37,7 @@ if (!existsSync(path.join(root, "dist/server/main.js")) && !existsSync(path.join
 }
 
 const { flag } = options(process.argv.slice(2), { known: ["--minutes", "--work", "--lanes"], fail });
-const minutes = Number(flag("--minutes", "30"));
+const minutes = Number(flag("--minutes", "20"));
 if (!Number.isFinite(minutes) || minutes < 1 || minutes > 24 * 60) fail("--minutes must be in [1, 1440]");
 const laneFiles = flag("--lanes", "soak-small.yaml,soak-wide.yaml")
   .split(",")
