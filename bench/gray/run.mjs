@@ -302,6 +302,8 @@ const marks = { detected: null, named: null, namedNode: null, evicted: null, inc
 let results;
 let hosts = null;
 let seenEvents = 0;
+/** Whether this benchmark shaped the culprit's link and has not healed it yet. */
+let shapedHere = false;
 
 /**
  * One run, alone on the hosts: started, its link collapse a minute after its first step, followed to the end (or the
@@ -332,6 +334,7 @@ async function runOne(r) {
     const now = Date.now();
     const first = r.firstStepAt();
     if (r.collapseAt === undefined && first !== null && now >= first + opt.collapseAfter * 1000) {
+      shapedHere = true; // before the call: a degrade that fails half-way is healed too
       const out = run("bash", [testbedSh, "degrade", culprit, "--rate", opt.rate]);
       if (out.code !== 0) throw new Error(`testbed.sh degrade: ${out.out}`);
       r.collapseAt = Date.now();
@@ -384,10 +387,13 @@ async function followEvents(r) {
 
 function healAndResume() {
   if (!culprit) return;
-  run("bash", [testbedSh, "heal", culprit]);
-  // A drain switchyard made (its reason starts "switchyard") is resumed; one that was there before is left.
+  // Only what this benchmark did: the testbed is shared, another session's shaped link or drain is left alone.
+  if (shapedHere) run("bash", [testbedSh, "heal", culprit]);
+  shapedHere = false;
+  // A drain this benchmark's server made (its reason names the switchyard job) is resumed.
   const n = nodesOf(opt.partition).get(culprit);
-  if (n?.reason?.startsWith("switchyard") && !before.get(culprit)?.reason) {
+  const jobId = runs.switchyard?.jobId;
+  if (jobId && n?.reason?.startsWith("switchyard") && n.reason.includes(jobId) && !before.get(culprit)?.reason) {
     run("scontrol", ["update", `NodeName=${culprit}`, "State=RESUME"]);
     log("bench", `${culprit} resumed in Slurm (switchyard had drained it)`);
   }
