@@ -984,6 +984,10 @@ export class Gateway {
       if (answeredBy !== undefined && answeredBy.pool.name !== firstPool && firstPool !== undefined) {
         this.metrics.failovers.inc({ service: r.service.model, from_pool: firstPool, to_pool: answeredBy.pool.name });
       }
+      // A backend failed before the first byte, another answered all of it: the client never saw the failure.
+      if (attempts > 1 && result === "complete" && status < 500) {
+        this.metrics.saved.inc({ service: r.service.model, stream: r.stream ? "true" : "false" });
+      }
     }
     const backendLabel = answeredBy?.id ?? "none";
     this.metrics.requests.inc({ service: r.service.model, backend: backendLabel, status: String(status), result });

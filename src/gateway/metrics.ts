@@ -11,6 +11,7 @@ export class GatewayMetrics {
   readonly retries: Counter<"service" | "reason">;
   readonly failovers: Counter<"service" | "from_pool" | "to_pool">;
   readonly spillovers: Counter<"service" | "to_pool">;
+  readonly saved: Counter<"service" | "stream">;
   readonly ttft: Histogram<"backend">;
   readonly latency: Histogram<"backend">;
   readonly rejected: Counter<"reason">;
@@ -50,6 +51,14 @@ export class GatewayMetrics {
       name: "switchyard_gateway_spillovers_total",
       help: "Requests sent to a lower-priority pool because every better pool was saturated",
       labelNames: ["service", "to_pool"],
+      registers,
+    });
+    this.saved = new Counter({
+      name: "switchyard_gateway_saved_total",
+      help:
+        "Requests saved by failover: at least one attempt failed before the first byte reached the client and another " +
+        "backend then answered the whole of it (status < 500); stream=true ones are the streams caught",
+      labelNames: ["service", "stream"],
       registers,
     });
     this.rejected = new Counter({

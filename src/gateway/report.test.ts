@@ -83,6 +83,8 @@ describe("reportFromMetrics over a real gateway's registry", () => {
     const svc = r.services.find((s) => s.service === "m")!;
     expect(svc.retries).toBe(2);
     expect(svc.exhausted).toBe(0);
+    // Counted per request: the stream the fallback answered is saved (and caught); the one it cut is not.
+    expect([svc.saved, svc.caught]).toEqual([1, 1]);
     expect(svc.failovers).toEqual([{ from: "preferred", to: "fallback", n: 2 }]);
     expect(Object.values(r.rejected).reduce((x, y) => x + y, 0)).toBe(1);
     // TTFT: cumulative buckets, +Inf last: every stream that started counts there.
@@ -90,6 +92,28 @@ describe("reportFromMetrics over a real gateway's registry", () => {
     expect(preferred!.ttft.length).toBe(r.ttftLe.length + 1);
     expect(preferred!.ttft[r.ttftLe.length]).toBe(2);
     expect(fallback!.ttft[r.ttftLe.length]).toBe(2);
+  });
+
+  it("counts a request saved once however many attempts failed before it (retries would say 2)", async () => {
+    const x = await FixtureBackend.start("x");
+    const y = await FixtureBackend.start("y");
+    const z = await FixtureBackend.start("z");
+    const g = await startHarness({ preferred: [x, y], fallback: [z] }, { ejectAfterFailures: 100 });
+    try {
+      x.behaviour.fault = "status500";
+      y.behaviour.fault = "status500";
+      const r1 = await post(`${g.url}/v1/chat/completions`, chat("m", false));
+      expect(r1.status).toBe(200);
+      await settled(g.gateway);
+      const svc = reportFromMetrics(await g.gateway.metrics.registry.metrics(), id).services.find(
+        (s) => s.service === "m",
+      )!;
+      expect(svc.retries).toBe(2);
+      expect([svc.saved, svc.caught]).toEqual([1, 0]);
+    } finally {
+      await g.close();
+      await Promise.all([x.close(), y.close(), z.close()]);
+    }
   });
 
   it("keeps a backend's pool after it leaves the set (the directory remembers it)", () => {

@@ -22,11 +22,10 @@
  * - upstream errors by reason per backend, retries per service, failovers (answered by another pool after a failure)
  *   per pool pair, spillovers, and refusals of the gateway itself (auth, rate limit, size: no service label);
  * - TTFT as a histogram per backend (streaming answers only), from which the server takes p50/p99 per interval;
- * - the gateway has no per-request "a backend failed, another answered" counter: the server derives "saved by
- *   failover" from retries and exhausted requests (see src/server/traffic.ts); and it never resumes a stream after
- *   its first byte reached the client, so a stream "caught" is one that broke before its first byte and was answered
- *   elsewhere, which is the same count. Streams cut mid-answer are the `incomplete` requests (the client got an
- *   in-band error, never a silent truncation).
+ * - saved by failover, counted per request (switchyard_gateway_saved_total): a backend failed before the first
+ *   byte and another answered all of it; of those, the streams are the streams "caught" (the gateway never resumes a
+ *   stream after its first byte reached the client, so a catch is always before it). Streams cut mid-answer are the
+ *   `incomplete` requests (the client got an in-band error, never a silent truncation).
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -76,6 +75,13 @@ export const serviceTrafficSchema = z.strictObject({
   retries: count,
   /** Failed requests that had tried at least one backend (every attempt failed): they spent retries in vain. */
   exhausted: count,
+  /**
+   * Requests saved by failover (a backend failed before the first byte, another answered all of it) and, of them, the
+   * streams (caught): counted per request by the gateway. Absent from gateways older than this field: the server then
+   * estimates saved from retries and exhausted.
+   */
+  saved: count.optional(),
+  caught: count.optional(),
   spillovers: count,
   failovers: z.array(z.strictObject({ from: poolName, to: poolName, n: count })).max(trafficLimits.failoverPairs),
 });
@@ -223,7 +229,15 @@ export function reportFromMetrics(
     let svc = services.get(name);
     if (svc === undefined) {
       if (services.size >= trafficLimits.services) return undefined;
-      svc = { service: name.slice(0, 256), retries: 0, exhausted: 0, spillovers: 0, failovers: [] };
+      svc = {
+        service: name.slice(0, 256),
+        retries: 0,
+        exhausted: 0,
+        saved: 0,
+        caught: 0,
+        spillovers: 0,
+        failovers: [],
+      };
       services.set(name, svc);
     }
     return svc;
@@ -280,6 +294,15 @@ export function reportFromMetrics(
         if (l.service !== undefined) {
           const svc = service(l.service);
           if (svc !== undefined) svc.retries += s.value;
+        }
+        break;
+      case "switchyard_gateway_saved_total":
+        if (l.service !== undefined) {
+          const svc = service(l.service);
+          if (svc !== undefined) {
+            svc.saved = (svc.saved ?? 0) + s.value;
+            if (l.stream === "true") svc.caught = (svc.caught ?? 0) + s.value;
+          }
         }
         break;
       case "switchyard_gateway_spillovers_total":

@@ -112,6 +112,20 @@ describe("TrafficBook over SQLite", () => {
   const series = async (query: string): Promise<TrafficSeries> =>
     (await (await app.request(`/api/services/traffic?${query}`)).json()) as TrafficSeries;
 
+  it("takes saved and caught as the gateway counted them when its report carries them (no estimate)", async () => {
+    const counted = (at: number, retries: number, saved: number, caught: number): TrafficReport => {
+      const r = report({ startedAt: 0, at, answered: 10, retries });
+      return { ...r, services: r.services.map((x) => ({ ...x, saved, caught })) };
+    };
+    now = 1_000_000;
+    expect((await postReport(counted(10_000, 0, 0, 0))).status).toBe(204);
+    // 4 retries spent on 1 request saved (a stream): the estimate would say 4 saved.
+    now = 1_010_000;
+    expect((await postReport(counted(20_000, 4, 1, 1))).status).toBe(204);
+    const s = await series(`service=chat&since=${now - 10_000}&until=${now}&step=10`);
+    expect(s.services.find((x) => x.service === "chat")!.totals).toMatchObject({ saved: 1, caught: 1, retries: 4 });
+  });
+
   it("stores the differences of two reports: req/s, failed, saved, failovers, cut, TTFT p50/p99", async () => {
     // First report: the gateway started 10 s ago; 20 answered since.
     now = 1_000_000;

@@ -17,12 +17,11 @@
  * - answered: a complete answer with a status below 400; failed: the client got a 5xx (every attempt failed, or no
  *   backend was available) or an incomplete answer (cut mid-answer: the gateway ends it with an in-band error);
  *   client error: a 4xx handed on from a backend; client closed: the client left first.
- * - saved by failover: requests a backend failed before the first byte and another backend answered. The gateway
- *   counts retries (attempts), not such requests, so per interval: retries minus the requests that failed after
- *   trying a backend (each spent at least one attempt). Exact when a saved request needed one retry and a failed one
- *   had one retry; otherwise an estimate. `failovers` (to another pool) are the gateway's exact count.
- * - streams caught = saved (the gateway never resumes a stream after its first byte; a break before it is retried);
- *   streams cut = incomplete answers.
+ * - saved by failover: requests a backend failed before the first byte and another backend answered all of, counted
+ *   per request by the gateway (switchyard_gateway_saved_total); streams caught: the streams among them (the gateway
+ *   never resumes a stream after its first byte). A gateway from before that counter is estimated: retries minus the
+ *   requests that failed after trying a backend. `failovers` (to another pool) are the gateway's exact count.
+ * - streams cut = incomplete answers.
  */
 import type { Hono } from "hono";
 import { trafficLimits, trafficReportSchema, type TrafficReport } from "../gateway/report.js";
@@ -53,6 +52,8 @@ export interface SampleData {
   exhausted: number;
   spillovers: number;
   saved: number;
+  /** Streams saved by failover (absent in samples stored before the gateway counted it: read as `saved`). */
+  caught?: number;
   failovers: Array<{ from: string; to: string; n: number }>;
 }
 
@@ -74,6 +75,8 @@ export function flattenReport(r: TrafficReport): Map<string, number> {
     put(["s", s.service, "retries"], s.retries);
     put(["s", s.service, "exhausted"], s.exhausted);
     put(["s", s.service, "spillovers"], s.spillovers);
+    if (s.saved !== undefined) put(["s", s.service, "saved"], s.saved);
+    if (s.caught !== undefined) put(["s", s.service, "caught"], s.caught);
     for (const f of s.failovers) put(["s", s.service, "f", f.from, f.to], f.n);
   }
   for (const [reason, n] of Object.entries(r.rejected)) put(["r", reason], n);
@@ -102,11 +105,15 @@ function emptyPool(): PoolCounts {
 }
 
 function emptySample(): SampleData {
-  return { pools: {}, retries: 0, exhausted: 0, spillovers: 0, saved: 0, failovers: [] };
+  return { pools: {}, retries: 0, exhausted: 0, spillovers: 0, saved: 0, caught: 0, failovers: [] };
 }
 
 /** The differences laid out per service (service "" holds the gateway's own refusals: `{rejected}`). */
-export function samplesFromDeltas(deltas: Map<string, number>): {
+export function samplesFromDeltas(
+  deltas: Map<string, number>,
+  /** The report counted saved requests itself (a gateway with switchyard_gateway_saved_total); else estimate. */
+  counted = false,
+): {
   services: Map<string, SampleData>;
   rejected: Record<string, number>;
 } {
@@ -130,9 +137,16 @@ export function samplesFromDeltas(deltas: Map<string, number>): {
       const s = svc(service);
       if (field === "f" && from !== undefined && to !== undefined) s.failovers.push({ from, to, n });
       else if (field === "retries" || field === "exhausted" || field === "spillovers") s[field] += n;
+      else if (counted && field === "saved") s.saved += n;
+      else if (counted && field === "caught") s.caught = (s.caught ?? 0) + n;
     } else if (key[0] === "r" && key[1] !== undefined) rejected[key[1]] = (rejected[key[1]] ?? 0) + n;
   }
-  for (const s of services.values()) s.saved = Math.max(0, s.retries - s.exhausted);
+  if (!counted) {
+    for (const s of services.values()) {
+      s.saved = Math.max(0, s.retries - s.exhausted);
+      s.caught = s.saved; // no split by stream without the gateway's count
+    }
+  }
   return { services, rejected };
 }
 
@@ -201,7 +215,10 @@ export class TrafficBook {
     const fromT = same
       ? prior.t
       : Math.max(now - Math.max(1, report.at - report.startedAt), prior?.t ?? 0, now - this.retention.keepMs);
-    const { services, rejected } = samplesFromDeltas(deltas);
+    const { services, rejected } = samplesFromDeltas(
+      deltas,
+      report.services.some((s) => s.saved !== undefined),
+    );
     const samples: Array<Omit<TrafficSampleRecord, "id">> = [];
     const totals: Array<{ service: string; pool: string; counts: Record<string, number> }> = [];
     const t = Math.max(now, fromT + 1);
@@ -355,7 +372,7 @@ export interface TrafficView {
   clientClosed: number;
   /** Streams (and answers) cut mid-answer: the client got an in-band error. */
   cut: number;
-  /** Broke before the first byte and answered elsewhere (= saved: the gateway never resumes after the first byte). */
+  /** Streams saved by failover: broke before the first byte and answered elsewhere (never resumed after it). */
   caught: number;
   saved: number;
   retries: number;
@@ -396,6 +413,7 @@ class Tally {
   readonly pool = emptyPool();
   retries = 0;
   saved = 0;
+  caught = 0;
   failovers = 0;
   spillovers = 0;
 
@@ -403,6 +421,7 @@ class Tally {
     for (const p of Object.values(d.pools)) this.addPool(p, frac);
     this.retries += d.retries * frac;
     this.saved += d.saved * frac;
+    this.caught += (d.caught ?? d.saved) * frac;
     this.spillovers += d.spillovers * frac;
     for (const f of d.failovers) this.failovers += f.n * frac;
   }
@@ -426,7 +445,7 @@ class Tally {
       clientError: round3(p.clientError),
       clientClosed: round3(p.clientClosed),
       cut: round3(p.incomplete),
-      caught: round3(this.saved),
+      caught: round3(this.caught),
       saved: round3(this.saved),
       retries: round3(this.retries),
       failovers: round3(this.failovers),
