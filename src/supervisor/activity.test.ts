@@ -5,7 +5,7 @@ import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { CompiledJobSpec } from "../core/spec.js";
 import type { AttemptRecord, RankRecord, StepSample } from "../store/port.js";
-import { ActivityWatch, busyWithinMs, gangBusy } from "./activity.js";
+import { ActivityWatch, busyWithinMs, cpuTellsLongSteps, gangBusy } from "./activity.js";
 import { fallbackTimeoutMs, judgeHangVerdict, stackExcerpt } from "./detectors/hang.js";
 
 const root = mkdtempSync(path.join(os.tmpdir(), "sy-activity-"));
@@ -214,6 +214,13 @@ describe("a gang busy on CPU past the progress timeout is in a long step, not hu
       /^no progress for 301s \(timeout 300s, every rank busy on CPU all along\);/,
     );
     expect(hung.dump.facts.evidence).toMatchObject({ busy: true, timeoutMs: 300_000 });
+  });
+
+  it("only on CPU pools: on an accelerator a rank spins on the CPU while it waits for its device (a hung collective)", () => {
+    expect(cpuTellsLongSteps({ accelerator: { vendor: "cpu" } })).toBe(true);
+    expect(cpuTellsLongSteps({ accelerator: { vendor: "nvidia", model: "H100" } })).toBe(false);
+    expect(cpuTellsLongSteps({ accelerator: { vendor: "ascend", model: "910B" } })).toBe(false);
+    expect(cpuTellsLongSteps(undefined)).toBe(false);
   });
 
   it("gangBusy: every rank computing is busy; one rank stopped (a hang, its peers blocked behind it) is not", async () => {

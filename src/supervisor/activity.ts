@@ -1,5 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import type { PoolSpec } from "../core/spec.js";
 import type { AttemptRecord, RankRecord } from "../store/port.js";
 
 /**
@@ -87,6 +88,16 @@ export class ActivityWatch {
     if (gang !== null) job.gangLast = Math.max(job.gangLast ?? gang, gang);
     return { lastActiveAt, gapsMs: [...job.gaps], cpuActiveAt };
   }
+}
+
+/**
+ * Whether a busy CPU can tell a long step from a hang on this pool: only where the ranks compute on the CPU. On an
+ * accelerator a rank waiting for its device spins on the CPU (a CUDA stream sync, NCCL's and HCCL's proxy threads), so
+ * a collective hung behind a dead peer looks busy, and such a hang must keep the progress timeout (seconds), not wait
+ * out the startup timeout.
+ */
+export function cpuTellsLongSteps(pool: Pick<PoolSpec, "accelerator"> | undefined): boolean {
+  return pool?.accelerator.vendor === "cpu";
 }
 
 /** How recent a rank's activity must be for the gang to count as busy (the Slurm heartbeat is written every second). */

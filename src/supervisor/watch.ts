@@ -8,7 +8,7 @@ import { hangWithStacks, judgeHangVerdict } from "./detectors/hang.js";
 import { judgeNan } from "./detectors/nan.js";
 import { judgeSlowdownVerdict, slowdownLookMs, slowdownSampleLimit } from "./detectors/slowdown.js";
 import { suggestProgressRegex } from "../core/progress-suggest.js";
-import { ActivityWatch, gangBusy } from "./activity.js";
+import { ActivityWatch, cpuTellsLongSteps, gangBusy } from "./activity.js";
 import { ingest } from "./ingest.js";
 import type { PoolFaults } from "./pool-faults.js";
 import { tailLines, unreadActivity } from "./reports.js";
@@ -89,6 +89,7 @@ export async function watchAttempt(
   );
   const busy =
     !fallback &&
+    cpuTellsLongSteps(ctx.pool(attempt.pool)) &&
     progress.length > 0 &&
     ctx.now() - lastProgressAt >= (job.spec.detection.hangMinSeconds * 1000) / 2 &&
     gangBusy(await busyWatch.look(job.id, attempt, ranks, ctx.now()), ctx.now());
