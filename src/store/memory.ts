@@ -15,6 +15,7 @@ import type {
   StepSample,
   Store,
   StrikeRecord,
+  TrafficBatch,
   TrafficGatewayRecord,
   TrafficRetention,
   TrafficSampleRecord,
@@ -427,14 +428,7 @@ export class MemoryStore implements Store {
     this.db.replicas.delete(jobId);
   }
 
-  async recordTraffic(
-    batch: {
-      gateway: TrafficGatewayRecord;
-      samples: Array<Omit<TrafficSampleRecord, "id">>;
-      totals: TrafficTotalRecord[];
-    },
-    retention: TrafficRetention,
-  ): Promise<void> {
+  async recordTraffic(batch: TrafficBatch, retention: TrafficRetention): Promise<void> {
     this.open();
     const db = this.db;
     for (const s of batch.samples) db.trafficSamples.push(json({ ...s, id: db.nextTrafficSample++ }));

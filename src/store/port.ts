@@ -217,6 +217,13 @@ export interface TrafficRetention {
   maxGateways: number;
 }
 
+/** One gateway report as stored: the gateway's counters, the interval's samples, the additions to the totals. */
+export interface TrafficBatch {
+  gateway: TrafficGatewayRecord;
+  samples: Array<Omit<TrafficSampleRecord, "id">>;
+  totals: TrafficTotalRecord[];
+}
+
 export interface Store {
   createJob(job: Omit<JobRecord, "endedAt" | "updatedAt" | "restarts" | "reason">): Promise<void>;
   updateJob(id: string, patch: Partial<Pick<JobRecord, "state" | "reason" | "restarts" | "endedAt">>): Promise<void>;
@@ -305,14 +312,7 @@ export interface Store {
    * One traffic report, atomically: its samples appended, its counts added to the totals, the gateway's counters
    * replaced; then samples and gateways beyond `retention` are pruned.
    */
-  recordTraffic(
-    batch: {
-      gateway: TrafficGatewayRecord;
-      samples: Array<Omit<TrafficSampleRecord, "id">>;
-      totals: TrafficTotalRecord[];
-    },
-    retention: TrafficRetention,
-  ): Promise<void>;
+  recordTraffic(batch: TrafficBatch, retention: TrafficRetention): Promise<void>;
   getTrafficGateway(gateway: string): Promise<TrafficGatewayRecord | null>;
   /** Gateways that reported (newest report first), without their counters. */
   listTrafficGateways(): Promise<Array<Omit<TrafficGatewayRecord, "counters">>>;

@@ -17,6 +17,7 @@ import type {
   StepSample,
   Store,
   StrikeRecord,
+  TrafficBatch,
   TrafficGatewayRecord,
   TrafficRetention,
   TrafficSampleRecord,
@@ -688,14 +689,7 @@ export class SqliteStore implements Store {
     this.db.prepare("DELETE FROM replicas WHERE job_id = ?").run(jobId);
   }
 
-  async recordTraffic(
-    batch: {
-      gateway: TrafficGatewayRecord;
-      samples: Array<Omit<TrafficSampleRecord, "id">>;
-      totals: TrafficTotalRecord[];
-    },
-    retention: TrafficRetention,
-  ): Promise<void> {
+  async recordTraffic(batch: TrafficBatch, retention: TrafficRetention): Promise<void> {
     this.db.transaction(() => {
       const insert = this.stmt(
         "INSERT INTO traffic_samples (gateway, service, from_t, t, data) VALUES (@gateway, @service, @fromT, @t, @data)",

@@ -1,13 +1,10 @@
 import { Command } from "commander";
 import { ledgerCategories } from "../../core/goodput.js";
 import type { JobReport } from "../../supervisor/report.js";
-import type { ServingLedgerRow } from "../../supervisor/services.js";
 import { CliError, connect, ExitCode } from "../client.js";
 import { globals } from "../context.js";
 import { incidentNumbers, table } from "../format.js";
-import { formatServingLedger } from "./services.js";
-import { formatRequestsLedger } from "./traffic.js";
-import type { RequestsLedger } from "../../server/traffic.js";
+import { servingLedgerText } from "./services.js";
 
 export function registerReportCommand(program: Command): void {
   program
@@ -29,16 +26,7 @@ export function registerReportCommand(program: Command): void {
       }
       const client = await connect(g.home);
       if (opts.serving === true) {
-        const {
-          pools,
-          requests = [],
-          saved = [],
-        } = await client.get<{ pools: ServingLedgerRow[] } & Partial<RequestsLedger>>("/api/services/ledger");
-        console.log(
-          g.json
-            ? JSON.stringify({ pools, requests, saved })
-            : `${formatServingLedger(pools)}\n\n${formatRequestsLedger({ requests, saved })}`,
-        );
+        console.log(await servingLedgerText(client, g.json));
         return;
       }
       const report = await client.get<JobReport>(`/api/jobs/${encodeURIComponent(job!)}/report`);

@@ -10,7 +10,7 @@ import {
   type ServingLedgerRow,
   type StoredService,
 } from "../../supervisor/services.js";
-import { CliError, connect, ExitCode } from "../client.js";
+import { CliError, connect, ExitCode, type ApiClient } from "../client.js";
 import { registerServiceLogs } from "./service-logs.js";
 import { globals } from "../context.js";
 import { duration, table } from "../format.js";
@@ -109,6 +109,18 @@ export function formatDescribe(d: Described, now = Date.now(), traffic?: Traffic
   return out.join("\n");
 }
 
+/** The serving ledger as `services ledger` and `report --serving` print it: replica-seconds, then requests. */
+export async function servingLedgerText(client: ApiClient, json: boolean): Promise<string> {
+  const {
+    pools,
+    requests = [],
+    saved = [],
+  } = await client.get<{ pools: ServingLedgerRow[] } & Partial<RequestsLedger>>("/api/services/ledger");
+  return json
+    ? JSON.stringify({ pools, requests, saved })
+    : `${formatServingLedger(pools)}\n\n${formatRequestsLedger({ requests, saved })}`;
+}
+
 export function formatServingLedger(rows: readonly ServingLedgerRow[]): string {
   if (rows.length === 0) return "serving ledger: no replicas yet";
   const total = (r: ServingLedgerRow) => r.serving + r.starting + r.down;
@@ -198,17 +210,7 @@ export function registerServicesCommands(program: Command): void {
     )
     .action(async (_opts: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const client = await connect(g.home, { start: false });
-      const {
-        pools,
-        requests = [],
-        saved = [],
-      } = await client.get<{ pools: ServingLedgerRow[] } & Partial<RequestsLedger>>("/api/services/ledger");
-      console.log(
-        g.json
-          ? JSON.stringify({ pools, requests, saved })
-          : `${formatServingLedger(pools)}\n\n${formatRequestsLedger({ requests, saved })}`,
-      );
+      console.log(await servingLedgerText(await connect(g.home, { start: false }), g.json));
     });
 
   program
