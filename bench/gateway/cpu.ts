@@ -14,11 +14,11 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { compileProc, freePort, log, median, waitHttp } from "./lib.js";
 
 const { values: argv } = parseArgs({
   options: {
@@ -38,19 +38,6 @@ const root = resolve(import.meta.dirname, "../..");
 const build = join(root, "dist", "bench-gateway");
 const children: ChildProcess[] = [];
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 /** utime + stime of a process, in seconds (0 when it is gone). */
 function cpuSeconds(pid: number): number {
@@ -81,47 +68,6 @@ function family(pid: number): number[] {
 }
 
 const familyCpu = (pids: number[]): number => pids.reduce((a, p) => a + cpuSeconds(p), 0);
-
-async function waitHttp(url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(url);
-      await r.arrayBuffer();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`${url} did not come up`);
-}
-
-function compileProc(): void {
-  execFileSync(
-    join(root, "node_modules", ".bin", "tsc"),
-    [
-      "--outDir",
-      build,
-      "--rootDir",
-      root,
-      "--module",
-      "NodeNext",
-      "--moduleResolution",
-      "NodeNext",
-      "--target",
-      "ES2022",
-      "--strict",
-      "--skipLibCheck",
-      "--types",
-      "node",
-      "--declaration",
-      "false",
-      "--sourceMap",
-      "false",
-      join(root, "bench/gateway/proc.ts"),
-    ],
-    { stdio: "inherit" },
-  );
-}
 
 function startBackend(): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [join(build, "bench/gateway/proc.js"), "backend", "fast"], {
@@ -175,7 +121,7 @@ services:
   );
   children.push(child);
   const url = `http://127.0.0.1:${port}`;
-  await waitHttp(`${url}/healthz`);
+  await waitHttp(`${url}/healthz`, 200);
   return { child, url };
 }
 
@@ -209,7 +155,7 @@ http {
   const child = spawn("nginx", ["-p", dir, "-c", conf], { stdio: ["ignore", "ignore", "inherit"] });
   children.push(child);
   const url = `http://127.0.0.1:${port}`;
-  await waitHttp(`${url}/health`);
+  await waitHttp(`${url}/health`, 200);
   return { child, url };
 }
 
@@ -237,12 +183,6 @@ function wrk(url: string, seconds: number, dir: string): { requests: number; non
   return { requests, non2xx };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 interface Target {
   name: string;
   url: string;
@@ -250,7 +190,7 @@ interface Target {
 }
 
 async function main(): Promise<void> {
-  compileProc();
+  compileProc(root, build);
   const dir = mkdtempSync(join(tmpdir(), "sy-bench-cpu-"));
   try {
     const backend = await startBackend();

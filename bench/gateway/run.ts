@@ -14,11 +14,11 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { compileProc, freePort, log, median, waitHttp } from "./lib.js";
 
 const { values: argv } = parseArgs({
   options: {
@@ -42,10 +42,6 @@ const build = join(root, "dist", "bench-gateway");
 const children: ChildProcess[] = [];
 const nginxPids: string[] = [];
 
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
 function ensureTools(): void {
   const missing = ["nginx", "wrk"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
   if (missing.length === 0) return;
@@ -62,31 +58,7 @@ function compile(): void {
     stdio: "inherit",
   });
   log("compiling gateway + bench to dist/bench-gateway ...");
-  execFileSync(
-    join(root, "node_modules", ".bin", "tsc"),
-    [
-      "--outDir",
-      build,
-      "--rootDir",
-      root,
-      "--module",
-      "NodeNext",
-      "--moduleResolution",
-      "NodeNext",
-      "--target",
-      "ES2022",
-      "--strict",
-      "--skipLibCheck",
-      "--types",
-      "node",
-      "--declaration",
-      "false",
-      "--sourceMap",
-      "false",
-      join(root, "bench/gateway/proc.ts"),
-    ],
-    { stdio: "inherit" },
-  );
+  compileProc(root, build);
 }
 
 function proc(role: string, ...args: string[]): ChildProcess {
@@ -127,15 +99,6 @@ function rssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
   return kb / 1024;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
 }
 
 /** `switchyard gateway --workers N` (the built CLI; its JSON access log to /dev/null, like nginx's to a file). */
@@ -204,19 +167,6 @@ http {
   return child;
 }
 
-async function waitHttp(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      const r = await fetch(url);
-      await r.arrayBuffer();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`${url} did not come up`);
-}
-
 function wrk(url: string, seconds: number, connections: number, dir: string): number {
   const script = join(dir, "post.lua");
   writeFileSync(
@@ -234,15 +184,6 @@ function wrk(url: string, seconds: number, connections: number, dir: string): nu
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
   if (non2xx) log(`wrk ${url}: ${non2xx[1]} non-2xx responses`);
   return rps;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0
-    ? NaN
-    : s.length % 2 === 1
-      ? s[(s.length - 1) / 2]!
-      : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 function loadAverage(): string {
