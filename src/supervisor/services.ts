@@ -643,7 +643,8 @@ export class Services {
   private stuckRoll(svc: StoredService, live: readonly ReplicaView[]): string | null {
     for (const r of live) {
       if (r.state !== "starting" || r.jobState !== JobState.Pending) continue;
-      const predecessor = live.find((x) => x.slot === r.slot && x.jobId !== r.jobId && x.createdAt < r.createdAt);
+      // At or before: a successor submitted within the same millisecond as its predecessor (a test's clock) is still one.
+      const predecessor = live.find((x) => x.slot === r.slot && x.jobId !== r.jobId && x.createdAt <= r.createdAt);
       const why = this.jobs.waitingFor?.(r.jobId);
       if (!predecessor || !why) continue;
       const others = live.some((x) => x.slot !== r.slot && x.state === "ready");
