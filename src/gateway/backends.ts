@@ -4,6 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Pool } from "undici";
+import { WirePool } from "./wire.js";
 import type { EngineKind, GatewaySettings } from "./config.js";
 import { engineAdapter, type EngineAdapter } from "./engines.js";
 
@@ -77,7 +78,10 @@ export class Backend {
   readonly origin: string;
   /** Path prefix of the backend URL, "" for a server root. */
   readonly basePath: string;
+  /** Health probes and metrics (undici). */
   readonly dispatcher: Pool;
+  /** Proxied requests (the hot path). */
+  readonly wire: WirePool;
   inFlight = 0;
   consecutiveFailures = 0;
   ejected = false;
@@ -118,6 +122,15 @@ export class Backend {
     this.origin = parsed.origin;
     this.basePath = parsed.pathname.replace(/\/+$/, "");
     this.cooldownMs = settings.ejectCooldownMs;
+    const ca = tls?.caFile !== undefined ? readCa(id, tls.caFile) : undefined;
+    this.wire = new WirePool(this.origin, {
+      connectTimeoutMs: settings.connectTimeoutMs,
+      keepAliveMs: 30_000,
+      tls: {
+        ...(tls?.insecureSkipVerify === true && { rejectUnauthorized: false }),
+        ...(ca !== undefined && { ca }),
+      },
+    });
     this.dispatcher = new Pool(this.origin, {
       connections: null,
       pipelining: 1,
@@ -127,7 +140,7 @@ export class Backend {
       connect: {
         timeout: settings.connectTimeoutMs,
         ...(tls?.insecureSkipVerify === true && { rejectUnauthorized: false }),
-        ...(tls?.caFile !== undefined && { ca: readCa(id, tls.caFile) }),
+        ...(ca !== undefined && { ca }),
       },
     });
   }

@@ -30,7 +30,8 @@ import { parsePrometheusText } from "./engines.js";
 import { request as undiciRequest } from "undici";
 import { rewriteModel } from "./body.js";
 import { SseScanner } from "./sse.js";
-import { readBodyLimited, UpstreamCall, type UpstreamResponse } from "./upstream.js";
+import { readBodyLimited, type UpstreamResponse } from "./upstream.js";
+import type { WireCall } from "./wire.js";
 import { estimateTokens, LocalLimiter, totalTokensIn, type KeyLimits, type Limiter } from "./limits.js";
 import { Cors, type CorsSettings } from "./cors.js";
 
@@ -126,7 +127,7 @@ class GatewayShutdown extends Error {}
 
 /** A client request in progress: the upstream call it waits on, if any (aborted when the client goes away). */
 interface Exchange {
-  call: UpstreamCall | undefined;
+  call: WireCall | undefined;
 }
 
 /** Headers of an answer to the client (res.writeHead). */
@@ -174,10 +175,10 @@ function upstreamFailureKind(err: unknown): FailureKind {
     code === "ENETUNREACH" ||
     code === "ENOTFOUND" ||
     code === "EAI_AGAIN" ||
-    code === "UND_ERR_CONNECT_TIMEOUT" ||
-    code === "UND_ERR_SOCKET"
+    code === "WIRE_CONNECT_TIMEOUT" ||
+    code === "WIRE_CLOSED"
   ) {
-    return code === "UND_ERR_SOCKET" ? "cut" : "connect";
+    return code === "WIRE_CLOSED" ? "cut" : "connect";
   }
   return "upstream";
 }
@@ -320,6 +321,7 @@ export class Gateway {
     this.backendsById.delete(id);
     const tier = backend.pool;
     tier.backends = tier.backends.filter((b) => b !== backend);
+    backend.wire.close();
     await backend.dispatcher.close();
     return true;
   }
@@ -489,6 +491,7 @@ export class Gateway {
     this.closed = true;
     if (this.healthTimer !== undefined) clearInterval(this.healthTimer);
     this.healthTimer = undefined;
+    for (const b of this.backendsById.values()) b.wire.destroy();
     await Promise.all([...this.backendsById.values()].map((b) => b.dispatcher.destroy()));
   }
 
@@ -1039,16 +1042,15 @@ export class Gateway {
     try {
       if (res.destroyed) return { kind: "client-gone" };
       const firstByteMs = r.stream ? this.settings.ttftTimeoutMs : this.settings.nonStreamTimeoutMs;
-      const thisCall = new UpstreamCall(backend.dispatcher, {
-        path: backend.basePath + r.rawUrl,
-        method: "POST",
-        headers: this.upstreamHeaders(req.headers, backend, requestId),
+      const thisCall = backend.wire.request(
+        "POST",
+        backend.basePath + r.rawUrl,
+        this.upstreamHeaders(req.headers, backend, requestId),
         // The backend gets the name it serves, whatever alias the client used; the rest of the body is untouched.
-        body:
-          r.model === backend.servedModel
-            ? r.body
-            : Buffer.from(rewriteModel(r.body.toString("utf8"), backend.servedModel)),
-      });
+        r.model === backend.servedModel
+          ? r.body
+          : Buffer.from(rewriteModel(r.body.toString("utf8"), backend.servedModel)),
+      );
       ex.call = thisCall;
       timer = setTimeout(() => thisCall.abort(new AttemptTimeout(r.stream ? "ttft_timeout" : "timeout")), firstByteMs);
       let upstream: UpstreamResponse;
@@ -1153,7 +1155,7 @@ export class Gateway {
     sse: boolean,
     responsesApi: boolean,
     meter: TokenMeter | undefined,
-    call: UpstreamCall,
+    call: WireCall,
     started: number,
     getTimer: () => NodeJS.Timeout | undefined,
     setTimer: (t: NodeJS.Timeout) => void,

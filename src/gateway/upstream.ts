@@ -1,10 +1,14 @@
 /**
- * One upstream HTTP exchange on undici's dispatch API: no Readable stream and no AbortSignal per request (both cost
- * more CPU than the proxying itself at a few thousand requests per second). Body events that arrive before the
- * consumer is attached are queued, so nothing is lost between the response head and `consume()`.
+ * An upstream answer's body as the gateway reads it (wire.ts parses it off the socket): no Readable stream per
+ * request, which costs more CPU than the proxying itself at a few thousand requests per second. Body events that
+ * arrive before the consumer is attached are queued, so nothing is lost between the response head and `consume()`.
  */
-import type { IncomingHttpHeaders } from "node:http";
-import type { Dispatcher } from "undici";
+
+/** Flow control of the connection a body comes on. */
+export interface BodyFlow {
+  pause(): void;
+  resume(): void;
+}
 
 export interface BodySink {
   data(chunk: Buffer): void;
@@ -16,7 +20,7 @@ export class UpstreamBody {
   private sink: BodySink | undefined;
   /** Events before consume(); allocated only when one comes that early. */
   private queued: Array<{ kind: "data"; chunk: Buffer } | { kind: "end" } | { kind: "error"; err: Error }> | undefined;
-  constructor(private readonly call: UpstreamCall) {}
+  constructor(private readonly flow: BodyFlow) {}
 
   consume(sink: BodySink): void {
     this.sink = sink;
@@ -31,11 +35,11 @@ export class UpstreamBody {
   }
 
   pause(): void {
-    this.call.controller?.pause();
+    this.flow.pause();
   }
 
   resume(): void {
-    this.call.controller?.resume();
+    this.flow.resume();
   }
 
   /** @internal */ push(chunk: Buffer): void {
@@ -56,57 +60,6 @@ export interface UpstreamResponse {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
   body: UpstreamBody;
-}
-
-/**
- * The call is its own dispatch handler: its methods live on the prototype, so a request allocates no handler object
- * and no closures for undici's callbacks.
- */
-export class UpstreamCall implements Dispatcher.DispatchHandler {
-  controller: Dispatcher.DispatchController | undefined;
-  /** Why the call was aborted (a timeout, the client leaving, ...), if it was. */
-  abortReason: Error | undefined;
-  readonly response: Promise<UpstreamResponse>;
-  private resolve!: (r: UpstreamResponse) => void;
-  private reject!: (err: Error) => void;
-  private body: UpstreamBody | undefined;
-
-  constructor(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions) {
-    this.response = new Promise<UpstreamResponse>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-    dispatcher.dispatch(opts, this);
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    if (this.abortReason !== undefined) controller.abort(this.abortReason);
-  }
-
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    this.body = new UpstreamBody(this);
-    this.resolve({ statusCode, headers, body: this.body });
-  }
-
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.body?.push(chunk);
-  }
-
-  onResponseEnd(): void {
-    this.body?.finish();
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    if (this.body === undefined) this.reject(err);
-    else this.body.fail(err);
-  }
-
-  abort(reason: Error): void {
-    if (this.abortReason !== undefined) return;
-    this.abortReason = reason;
-    this.controller?.abort(reason);
-  }
 }
 
 /** Reads a whole body, keeping at most `limit` bytes. */
