@@ -55,6 +55,10 @@ function rank(n: number, pid: number | null): RankRecord {
   } as RankRecord;
 }
 
+const cpuPool = { accelerator: { vendor: "cpu" } } as const;
+const nvidiaPool = { accelerator: { vendor: "nvidia", model: "H100" } } as const;
+const ascendPool = { accelerator: { vendor: "ascend", model: "910B" } } as const;
+
 const detection: CompiledJobSpec["detection"] = {
   startupSeconds: 20,
   hangMinSeconds: 10,
@@ -72,10 +76,10 @@ describe("output-or-CPU activity (progress fallback)", () => {
     const watch = new ActivityWatch();
     const t0 = Date.now();
     const start = attempt(t0 - 1000);
-    let look = await watch.look("j", start, ranks, Date.now());
+    let look = await watch.look("j", start, ranks, Date.now(), cpuPool);
     for (let i = 0; i < 20 && look.lastActiveAt.get(0) === null; i++) {
       await sleep(200);
-      look = await watch.look("j", start, ranks, Date.now());
+      look = await watch.look("j", start, ranks, Date.now(), cpuPool);
     }
     expect(look.lastActiveAt.get(0)).toBeGreaterThanOrEqual(t0);
     expect(look.lastActiveAt.get(1)).toBeNull();
@@ -84,21 +88,85 @@ describe("output-or-CPU activity (progress fallback)", () => {
     appendFileSync(ranks[2]!.logPath, "Epoch 1 | Batchsize: 32\n");
     const written = new Date(t0 - 200);
     utimesSync(ranks[2]!.logPath, written, written);
-    look = await watch.look("j", start, ranks, Date.now());
+    look = await watch.look("j", start, ranks, Date.now(), cpuPool);
     expect(look.lastActiveAt.get(2)).toBeCloseTo(t0 - 200, -1);
     // A busy gang's moments of activity come close together: its pace is short gaps.
     for (let i = 0; i < 5; i++) {
       await sleep(250);
-      look = await watch.look("j", start, ranks, Date.now());
+      look = await watch.look("j", start, ranks, Date.now(), cpuPool);
     }
     expect(look.gapsMs.length).toBeGreaterThan(0);
     expect(Math.max(...look.gapsMs)).toBeLessThan(5000);
     // A stopped rank uses no CPU: no longer active.
     busy.kill("SIGSTOP");
     await sleep(300);
-    const stoppedAt = (await watch.look("j", start, ranks, Date.now())).lastActiveAt.get(0)!;
+    const stoppedAt = (await watch.look("j", start, ranks, Date.now(), cpuPool)).lastActiveAt.get(0)!;
     await sleep(1000);
-    expect((await watch.look("j", start, ranks, Date.now())).lastActiveAt.get(0)).toBe(stoppedAt);
+    expect((await watch.look("j", start, ranks, Date.now(), cpuPool)).lastActiveAt.get(0)).toBe(stoppedAt);
+  });
+
+  it("on an accelerator pool CPU is not activity (a rank hung behind a dead peer spins): output alone is", async () => {
+    const busy = spawn("/usr/bin/python3", ["-c", "while True: sum(range(10000))"]);
+    children.push(busy);
+    const ranks = [rank(0, busy.pid!), rank(1, null)];
+    const start = attempt(Date.now() - 1000);
+    const watches = { cpu: new ActivityWatch(), nvidia: new ActivityWatch(), ascend: new ActivityWatch() };
+    const lookAll = async () => {
+      const now = Date.now();
+      return {
+        cpu: await watches.cpu.look("j", start, ranks, now, cpuPool),
+        nvidia: await watches.nvidia.look("j", start, ranks, now, nvidiaPool),
+        ascend: await watches.ascend.look("j", start, ranks, now, ascendPool),
+      };
+    };
+    let looks = await lookAll();
+    for (let i = 0; i < 25 && looks.cpu.lastActiveAt.get(0) === null; i++) {
+      await sleep(200);
+      looks = await lookAll();
+    }
+    // The same burning rank: active on a CPU pool; on NVIDIA and Ascend its CPU is sampled and reported, not counted.
+    expect(looks.cpu.cpuCounts).toBe(true);
+    expect(looks.cpu.lastActiveAt.get(0)).not.toBeNull();
+    for (const look of [looks.nvidia, looks.ascend]) {
+      expect(look.cpuCounts).toBe(false);
+      expect(look.cpuActiveAt.get(0)).not.toBeNull();
+      expect(look.lastActiveAt.get(0)).toBeNull();
+      expect(look.gapsMs).toEqual([]);
+    }
+    // Output still counts there, dated by its write.
+    appendFileSync(ranks[1]!.logPath, "still here\n");
+    const written = new Date(Date.now() - 100);
+    utimesSync(ranks[1]!.logPath, written, written);
+    looks = await lookAll();
+    expect(looks.nvidia.lastActiveAt.get(1)).toBeCloseTo(written.getTime(), -1);
+    expect(looks.nvidia.lastActiveAt.get(0)).toBeNull();
+    // With the pool unknown, CPU does not count either (the safe side: a hang is found).
+    const unknown = await new ActivityWatch().look("j", start, ranks, Date.now(), undefined);
+    expect(unknown.cpuCounts).toBe(false);
+  });
+
+  it("on an accelerator pool the incident says output alone was watched", () => {
+    const now = 100_000;
+    const hung = judgeHangVerdict({
+      now,
+      attempt: attempt(0),
+      ranks: [rank(0, null), rank(1, null)],
+      detection,
+      progress: [],
+      recent: [],
+      processState: () => "R",
+      fallback: { gapsMs: [200, 250], active: true, cpu: false },
+      unread: new Map([
+        [0, now - 12_000],
+        [1, null],
+      ]),
+    })!;
+    expect(hung.kind).toBe("hung");
+    expect(hung.dump.facts.culpritRank).toBe(1);
+    expect(hung.dump.facts.summary).toMatch(
+      /^no output for 12s \(timeout 10s; no progress source matched, so output was watched: CPU does not count on an accelerator pool\);/,
+    );
+    expect(hung.dump.facts.evidence).toMatchObject({ progressSource: "output" });
   });
 
   it("the fallback's timeout: the startup window first, then the gang's own rhythm, never below hangMinSeconds", () => {
@@ -132,7 +200,7 @@ describe("output-or-CPU activity (progress fallback)", () => {
       progress: [],
       recent: [],
       processState: (r: RankRecord) => (r.rank === 1 ? "T" : "S"),
-      fallback: { gapsMs: [200, 250], active: true },
+      fallback: { gapsMs: [200, 250], active: true, cpu: true },
     };
     const alive = judgeHangVerdict({
       ...base,
@@ -233,14 +301,14 @@ describe("a gang busy on CPU past the progress timeout is in a long step, not hu
     let busy = false;
     for (let i = 0; i < 25 && !busy; i++) {
       await sleep(200);
-      busy = gangBusy(await watch.look("busy", start, ranks, Date.now()), Date.now());
+      busy = gangBusy(await watch.look("busy", start, ranks, Date.now(), cpuPool), Date.now());
     }
     expect(busy).toBe(true);
     b.kill("SIGSTOP");
     let stillBusy = true;
     for (let i = 0; i < 30 && stillBusy; i++) {
       await sleep(200);
-      stillBusy = gangBusy(await watch.look("busy", start, ranks, Date.now()), Date.now());
+      stillBusy = gangBusy(await watch.look("busy", start, ranks, Date.now(), cpuPool), Date.now());
     }
     expect(stillBusy).toBe(false);
     expect(busyWithinMs).toBeLessThan(detection.hangMinSeconds * 1000);

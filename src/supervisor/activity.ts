@@ -6,19 +6,24 @@ import type { AttemptRecord, RankRecord } from "../store/port.js";
 /**
  * Progress for scripts that print nothing a progress source matches (no SDK report, no line of `progress.regex`):
  * hang detection falls back to "any output or CPU activity". A rank is active when its log or report file was written
- * (the file's mtime: right across a restart of the server) or when it used CPU: at least 5% of a core since it was
- * last found active, and 3 clock ticks (a rank blocked in a collective behind a stopped peer uses almost none: about a
- * tick in 3 s, measured on gloo). CPU comes from /proc for ranks on this host, from the node agent's heartbeat
- * (`rank-N.hb`, the rank's process group) elsewhere. The gang's pace is the gaps between its moments of activity.
+ * (the file's mtime: right across a restart of the server) or, on a CPU pool only (`cpuTellsLongSteps`), when it used
+ * CPU: at least 5% of a core since it was last found active, and 3 clock ticks (a rank blocked in a collective behind
+ * a stopped peer uses almost none: about a tick in 3 s, measured on gloo). On an accelerator pool a rank hung in a
+ * collective behind a dead peer spins on the CPU (a CUDA stream sync, NCCL's and HCCL's proxy threads), so there the
+ * fallback goes by output alone; CPU is still sampled and reported (`cpuActiveAt`). CPU comes from /proc for ranks on
+ * this host, from the node agent's heartbeat (`rank-N.hb`, the rank's process group) elsewhere. The gang's pace is
+ * the gaps between its moments of activity.
  */
 
 export interface ActivityLook {
-  /** Per rank: when it last showed activity (output or CPU), or null when never. */
+  /** Per rank: when it last showed activity (output, and CPU where `cpuCounts`), or null when never. */
   lastActiveAt: Map<number, number | null>;
   /** Gaps (ms) between the gang's moments of activity this attempt, oldest first (at most `maxGaps`). */
   gapsMs: number[];
-  /** Per rank: when it last used CPU (output left out), or null when never seen to. */
+  /** Per rank: when it last used CPU (output left out), or null when never seen to; sampled on every pool. */
   cpuActiveAt: Map<number, number | null>;
+  /** Whether CPU counted as activity in `lastActiveAt` (the pool's ranks compute on the CPU), or output alone did. */
+  cpuCounts: boolean;
 }
 
 /** CPU is sampled for gangs up to this size (as the gray-failure detector does); bigger ones go by output alone. */
@@ -47,7 +52,18 @@ interface JobActivity {
 export class ActivityWatch {
   private readonly jobs = new Map<string, JobActivity>();
 
-  async look(jobId: string, attempt: AttemptRecord, ranks: readonly RankRecord[], now: number): Promise<ActivityLook> {
+  /**
+   * Samples the gang's output and CPU. `pool` is the attempt's pool: CPU counts as activity only where
+   * `cpuTellsLongSteps(pool)` (a CPU pool); elsewhere, or with the pool unknown, output alone does.
+   */
+  async look(
+    jobId: string,
+    attempt: AttemptRecord,
+    ranks: readonly RankRecord[],
+    now: number,
+    pool: Pick<PoolSpec, "accelerator"> | undefined,
+  ): Promise<ActivityLook> {
+    const cpuCounts = cpuTellsLongSteps(pool);
     for (const [id, e] of this.jobs) if (now - e.seenAt > forgetMs) this.jobs.delete(id);
     let job = this.jobs.get(jobId);
     if (!job || job.attempt !== attempt.n) {
@@ -77,7 +93,7 @@ export class ActivityWatch {
         }
       }
       const written = await lastWrite([r.logPath, r.reportPath], attempt.startedAt, now);
-      lastActiveAt.set(r.rank, latest(written, ra.cpuActiveAt));
+      lastActiveAt.set(r.rank, cpuCounts ? latest(written, ra.cpuActiveAt) : written);
       cpuActiveAt.set(r.rank, ra.cpuActiveAt);
     }
     const gang = [...lastActiveAt.values()].reduce<number | null>(latest, null);
@@ -86,7 +102,7 @@ export class ActivityWatch {
       if (job.gaps.length > maxGaps) job.gaps.splice(0, job.gaps.length - maxGaps);
     }
     if (gang !== null) job.gangLast = Math.max(job.gangLast ?? gang, gang);
-    return { lastActiveAt, gapsMs: [...job.gaps], cpuActiveAt };
+    return { lastActiveAt, gapsMs: [...job.gaps], cpuActiveAt, cpuCounts };
   }
 }
 

@@ -15,7 +15,10 @@ import { Supervisor } from "./supervisor.js";
  */
 
 const cluster: ClusterSpec = {
-  pools: [{ name: "p", executor: "local", accelerator: { vendor: "cpu" }, nodes: 4, devicesPerNode: 1 }],
+  pools: [
+    { name: "p", executor: "local", accelerator: { vendor: "cpu" }, nodes: 4, devicesPerNode: 1 },
+    { name: "gpu", executor: "local", accelerator: { vendor: "nvidia", model: "H100" }, nodes: 2, devicesPerNode: 1 },
+  ],
 };
 const root = mkdtempSync(path.join(os.tmpdir(), "sy-fallback-"));
 const stops: Array<() => Promise<void>> = [];
@@ -43,9 +46,10 @@ async function setup(name: string) {
     await supervisor.stop();
     await store.close();
   });
-  const submit = (job: string, script: string) => {
+  const submit = (job: string, script: string, pool = "p") => {
     const yaml = [
       `name: ${job}`,
+      `pools: [${pool}]`,
       `workdir: ${JSON.stringify(path.join(home, "work"))}`,
       `command: ["/bin/sh", "-c", ${JSON.stringify(script)}]`,
       "detection: { startupSeconds: 1, hangMinSeconds: 2, hangMultiple: 3, stackDumpSeconds: 0 }",
@@ -81,6 +85,28 @@ describe("progress fallback: output or CPU when no progress source matched", () 
     );
     const events = await store.listEvents({ jobId: printing.id });
     expect(events.some((e) => e.kind === "progress.fallback")).toBe(true);
+  }, 60_000);
+
+  it("a rank that only burns CPU is alive on a CPU pool and hung on an accelerator pool, where output alone counts", async () => {
+    const { store, submit, run } = await setup("spin");
+    // One line, then a busy loop that prints nothing: a rank spinning in a CUDA stream sync or NCCL's proxy thread
+    // behind a dead peer looks like this from the outside.
+    const spin = "echo loading; while :; do :; done";
+    const onCpu = await submit("spin-cpu", spin, "p");
+    const onGpu = await submit("spin-gpu", spin, "gpu");
+    await run(6000);
+    expect(await store.listIncidents(onCpu.id)).toEqual([]);
+    const [hang] = await store.listIncidents(onGpu.id);
+    expect(hang).toMatchObject({ cause: "hang", culpritRank: 0 });
+    expect(hang!.summary).toMatch(
+      /^no output for \d+(\.\d)?s \(timeout 2s; no progress source matched, so output was watched: CPU does not count on an accelerator pool\);/,
+    );
+    expect(hang!.evidence).toMatchObject({ progressSource: "output" });
+    // The fallback event says what is watched on each pool (describe shows it).
+    const said = async (id: string) =>
+      (await store.listEvents({ jobId: id })).find((e) => e.kind === "progress.fallback")?.data.watched;
+    expect(await said(onCpu.id)).toBe("output and CPU");
+    expect(await said(onGpu.id)).toBe("output (not CPU: an accelerator pool)");
   }, 60_000);
 
   it("a rank with a working progress source (an SDK report file) keeps the startup timeout for its first step", async () => {

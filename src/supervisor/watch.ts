@@ -67,18 +67,19 @@ export async function watchAttempt(
       ranks.map(async (r) => [r.rank, await unreadActivity(r, job.spec.progress.regex !== null)] as const),
     ),
   );
-  // No progress source matched in this attempt (no step reported, no line matched): any output or CPU activity is
-  // the gang's progress (activity.ts), and describe says so with a suggested progress.regex.
+  // No progress source matched in this attempt (no step reported, no line matched): any output (and CPU activity on a
+  // CPU pool) is the gang's progress (activity.ts), and describe says so with a suggested progress.regex.
+  const pool = ctx.pool(attempt.pool);
   const fallback =
     progress.length === 0 && !(await hasProgressSource(ctx, job, ranks))
-      ? await activity.look(job.id, attempt, ranks, ctx.now())
+      ? await activity.look(job.id, attempt, ranks, ctx.now(), pool)
       : null;
   if (fallback) {
     for (const [rank, t] of fallback.lastActiveAt) {
       const u = unread.get(rank) ?? null;
       unread.set(rank, u === null ? t : t === null ? u : Math.max(u, t));
     }
-    await noteProgressFallback(ctx, job, attempt, ranks);
+    await noteProgressFallback(ctx, job, attempt, ranks, fallback.cpuCounts);
   }
   // Silent on its progress source for half the floor: the gang's CPU is sampled, and a gang whose every rank is busy
   // is in a long step (an eval never seen before), not hung (core/hang.ts busyStepTimeoutMs).
@@ -89,10 +90,10 @@ export async function watchAttempt(
   );
   const busy =
     !fallback &&
-    cpuTellsLongSteps(ctx.pool(attempt.pool)) &&
+    cpuTellsLongSteps(pool) &&
     progress.length > 0 &&
     ctx.now() - lastProgressAt >= (job.spec.detection.hangMinSeconds * 1000) / 2 &&
-    gangBusy(await busyWatch.look(job.id, attempt, ranks, ctx.now()), ctx.now());
+    gangBusy(await busyWatch.look(job.id, attempt, ranks, ctx.now(), pool), ctx.now());
   const hung = judgeHangVerdict({
     now: ctx.now(),
     attempt,
@@ -103,7 +104,13 @@ export async function watchAttempt(
     unread,
     processState: (r) => ctx.executor.processState(r),
     ...(fallback
-      ? { fallback: { gapsMs: fallback.gapsMs, active: [...fallback.lastActiveAt.values()].some((t) => t !== null) } }
+      ? {
+          fallback: {
+            gapsMs: fallback.gapsMs,
+            active: [...fallback.lastActiveAt.values()].some((t) => t !== null),
+            cpu: fallback.cpuCounts,
+          },
+        }
       : {}),
     ...(busy ? { busy } : {}),
   });
@@ -138,7 +145,7 @@ async function hasProgressSource(ctx: SupervisorContext, job: JobRecord, ranks: 
   return (await ctx.store.lastStep(job.id)) !== null;
 }
 
-/** Output and CPU activity of jobs whose progress source matched nothing (see activity.ts). */
+/** Output (and CPU activity on CPU pools) of jobs whose progress source matched nothing (see activity.ts). */
 const activity = new ActivityWatch();
 /** CPU of gangs silent on their progress source for a while: busy is a long step, not a hang. */
 const busyWatch = new ActivityWatch();
@@ -154,6 +161,7 @@ async function noteProgressFallback(
   job: JobRecord,
   attempt: AttemptRecord,
   ranks: RankRecord[],
+  cpuCounts: boolean,
 ): Promise<void> {
   const ageS = (ctx.now() - attempt.startedAt) / 1000;
   if (fallbackNoted.get(job.id) === attempt.n || ageS < Math.min(job.spec.detection.startupSeconds, 30)) return;
@@ -161,6 +169,7 @@ async function noteProgressFallback(
   fallbackNoted.set(job.id, attempt.n);
   const rank0 = ranks.find((r) => r.rank === 0) ?? ranks[0];
   const suggestion = rank0 ? suggestProgressRegex(await tailLines(rank0.logPath, 200)) : null;
+  const watched = cpuCounts ? "output and CPU" : "output (not CPU: an accelerator pool)";
   const why = job.spec.progress.regex ? "progress.regex matched no line" : "no SDK step report and no progress.regex";
   const advice = suggestion
     ? `suggest progress.regex: '${suggestion.regex}' (from lines like ${JSON.stringify(suggestion.example.slice(0, 120))})`
@@ -168,8 +177,8 @@ async function noteProgressFallback(
   await ctx.event(
     job.id,
     "progress.fallback",
-    `progress: none matched after ${Math.round(ageS)}s (${why}); watching output and CPU for hangs — ${advice}`,
-    { attempt: attempt.n, regex: suggestion?.regex ?? null, example: suggestion?.example ?? null },
+    `progress: none matched after ${Math.round(ageS)}s (${why}); watching ${watched} for hangs — ${advice}`,
+    { attempt: attempt.n, regex: suggestion?.regex ?? null, example: suggestion?.example ?? null, watched },
   );
 }
 

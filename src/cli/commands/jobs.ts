@@ -352,8 +352,10 @@ async function progressFallbackNote(
   const note = events.findLast((e) => e.kind === "progress.fallback" && e.data.attempt === current);
   if (!note) return null;
   const regex = typeof note.data.regex === "string" ? note.data.regex : null;
+  // Events before `watched` was recorded watched output and CPU on every pool.
+  const watched = typeof note.data.watched === "string" ? note.data.watched : "output and CPU";
   return (
-    "none matched; watching output and CPU — " +
+    `none matched; watching ${watched} — ` +
     (regex
       ? `suggest regex: '${regex}' (progress.regex in the job spec)`
       : "no counter in its output to suggest a regex from")

@@ -27,10 +27,10 @@ export interface HangInput {
   processState: (rank: RankRecord) => string | null;
   /**
    * Set when no progress source matched in this attempt (no step reported, no log line matched the regex): `unread`
-   * then holds each rank's last output or CPU activity (supervisor/activity.ts), and the timeout follows the gaps
-   * between the gang's moments of activity, after the startup window.
+   * then holds each rank's last output or CPU activity (supervisor/activity.ts; `cpu`: whether CPU counted, only on
+   * CPU pools), and the timeout follows the gaps between the gang's moments of activity, after the startup window.
    */
-  fallback?: { gapsMs: readonly number[]; active: boolean };
+  fallback?: { gapsMs: readonly number[]; active: boolean; cpu: boolean };
   /**
    * Set when every rank has been busy on CPU in the last few seconds (watch.ts samples it once the gang has been silent
    * for a while): the silence is a long step up to the startup timeout (core/hang.ts busyStepTimeoutMs).
@@ -135,8 +135,10 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
     faultAt: view.find((v) => v.rank === culprit.rank)?.lastReportAt ?? attempt.startedAt,
     detectedAt: now,
     summary: input.fallback
-      ? `no output or CPU activity for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s; no progress ` +
-        `source matched, so output and CPU were watched); ${culprit.reason}`
+      ? `no output${input.fallback.cpu ? " or CPU activity" : ""} for ${silent}s (timeout ` +
+        `${Math.round(verdict.timeoutMs / 100) / 10}s; no progress source matched, so ` +
+        `${input.fallback.cpu ? "output and CPU were watched" : "output was watched: CPU does not count on an accelerator pool"}); ` +
+        culprit.reason
       : `no progress for ${silent}s (timeout ${Math.round(verdict.timeoutMs / 100) / 10}s` +
         `${input.busy ? ", every rank busy on CPU all along" : ""}); ${culprit.reason}`,
     hard: false,
@@ -146,7 +148,7 @@ export function judgeHangVerdict(input: HangInput): Extract<Verdict, { kind: "hu
       silentMs: verdict.silentMs,
       timeoutMs: verdict.timeoutMs,
       processStates: view,
-      ...(input.fallback ? { progressSource: "output-or-cpu" } : {}),
+      ...(input.fallback ? { progressSource: input.fallback.cpu ? "output-or-cpu" : "output" } : {}),
       ...(input.busy ? { busy: true } : {}),
     },
   };
