@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiClient } from "../../src/cli/client.js";
@@ -26,7 +26,8 @@ import {
  * and has its control plane killed under it, and must come through. Two follow their own lines through a
  * progress.regex (as a user who took the suggestion would), two print nothing a progress source matches and are
  * watched through their output and CPU (the fallback). Then a script written for torchrun, launched through the CLI
- * in the short form and as `-- torchrun ...`, checks the torchrun environment it is given, across a restart.
+ * in the short form and as `-- torchrun ...`, checks the torchrun environment it is given, across a restart. On the
+ * Slurm testbed's NVIDIA pool, where CPU is no sign of progress, a rank that spins silently is found hung.
  */
 
 const fixtures = path.join(packageRoot, "test", "fixtures", "unmodified");
@@ -449,6 +450,40 @@ pools:
     slurm: { partition: nvidia, agentPython: /usr/bin/python3, env: { GLOO_SOCKET_IFNAME: eth0 } }
 `;
 
+/**
+ * An unmodified two-rank gloo script that prints one line per epoch on rank 0. Once the file `spin-<attempt>` exists
+ * in its folder, rank 1 stops training and spins on the CPU without a word, as a rank does that waits on its device
+ * behind a dead peer (a CUDA stream sync, NCCL's proxy thread); rank 0 then blocks in the next collective.
+ */
+const spinScript = `
+import os, time
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+def spin_on_device():
+    while True:
+        pass
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+spin = os.path.join(os.getcwd(), "spin-" + os.environ["SWITCHYARD_ATTEMPT"])
+model = DDP(torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for epoch in range(1, 3001):
+    for _ in range(8):
+        time.sleep(0.03)
+        if rank == 1 and os.path.exists(spin):
+            spin_on_device()
+        x = torch.randn(64, 16)
+        loss = torch.nn.functional.mse_loss(model(x), x.sum(dim=1, keepdim=True))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if rank == 0:
+        print("epoch %d/3000 train_loss=%.4f" % (epoch, loss.item()), flush=True)
+`;
+
 describe.skipIf(noTestbed || !hasTorch)("an unmodified script on the Slurm testbed", () => {
   const home = tempHome("unmodified-slurm");
   let server: ServerProcess;
@@ -460,36 +495,59 @@ describe.skipIf(noTestbed || !hasTorch)("an unmodified script on the Slurm testb
     server = new ServerProcess(home, writeCluster(home, slurmCluster));
     client = await server.start();
   }, 120_000);
+  /** The job, cancelled after the test even when it failed: its ranks outlive the server, and one spins. */
+  let jobId: string | null = null;
   afterAll(async () => {
+    if (jobId) await client.post(`/api/jobs/${jobId}/cancel`).catch(() => {});
     await server.stop();
     down();
   });
 
-  it("a hang across two hosts is found from the node agents' CPU records and the output; stacks from the remote rank, which the dump does not end", async () => {
-    const f = scripts[2]!;
+  it("on an NVIDIA pool a rank that spins on the CPU without output is hung (output alone counts there); its stacks come from the remote host, and the dump does not end it", async () => {
     const workdir = path.join(home, "work");
     mkdirSync(workdir, { recursive: true });
-    const yaml = spec({ ...f, regex: undefined }, workdir)
+    writeFileSync(path.join(workdir, "spin_behind_peer.py"), spinScript);
+    const f: Fixture = { name: "spin_behind_peer", args: [], hangRank: 1 };
+    const yaml = spec(f, workdir)
+      .replace(/^command: .*$/m, `command: ${JSON.stringify(["{python}", path.join(workdir, "spin_behind_peer.py")])}`)
       .replace("nodes: 1", "nodes: 2")
       .replace("procsPerNode: 2", "procsPerNode: 1");
-    const id = await submit(client, workdir, "epoch-prints", yaml);
+    const id = await submit(client, workdir, "spin-behind-peer", yaml);
+    jobId = id;
     await waitFor("two epochs", async () => /^epoch 2\//m.test(logOf(home, id, 1, 0)), 150_000);
     const started = (await detail(client, id)).attempts[0]!.startedAt;
     await waitFor("the startup window to pass", async () => Date.now() > started + 16_000, 60_000);
-    await client.post(`/api/jobs/${id}/chaos`, { action: "hang-rank", rank: 1 });
+    // The fallback is in force, and describe says that output alone is watched on this pool.
+    await waitFor(
+      "the progress.fallback event",
+      async () => (await events(client, id)).some((e) => e.kind === "progress.fallback"),
+      60_000,
+    );
+    const described = await cli(home, workdir, ["describe", id]);
+    expect(described.code, described.err).toBe(0);
+    expect(described.out).toContain("progress  none matched; watching output (not CPU: an accelerator pool) — ");
+    const attemptDir = path.join(home, "jobs", id, "attempt-1");
+    const hb = path.join(attemptDir, "rank-1.hb");
+    const exit = path.join(attemptDir, "rank-1.exit");
+    type Beat = { t: number; cpuTicks: number };
+    const beat = (): Beat => JSON.parse(readFileSync(hb, "utf8")) as Beat;
+    writeFileSync(path.join(workdir, "spin-1"), "");
+    await sleep(3000);
+    const spinning = beat();
     await waitFor(
       "rank 1's stack dump",
       async () => logOf(home, id, 1, 1).includes("(most recent call first):"),
       90_000,
     );
-    // The dump did not end the rank: its node agent has written no exit record, and still beats a second later.
-    const hb = path.join(home, "jobs", id, "attempt-1", "rank-1.hb");
-    const exit = path.join(home, "jobs", id, "attempt-1", "rank-1.exit");
+    // Rank 1 was busy on the CPU all along (its node agent's records: far above the 5% of a core that counts as
+    // activity on a CPU pool), yet it was found hung. The dump did not end it: no exit record, and it still beats.
+    const dumped = beat();
+    expect(dumped.t - spinning.t).toBeGreaterThan(5_000);
+    expect((dumped.cpuTicks - spinning.cpuTicks) / ((dumped.t - spinning.t) / 1000)).toBeGreaterThan(20);
     expect(existsSync(exit)).toBe(false);
-    const beat = JSON.parse(readFileSync(hb, "utf8")) as { t: number };
     await sleep(1500);
     expect(existsSync(exit)).toBe(false);
-    expect((JSON.parse(readFileSync(hb, "utf8")) as { t: number }).t).toBeGreaterThan(beat.t);
+    expect(beat().t).toBeGreaterThan(dumped.t);
     const d = await waitFor(
       "the hang incident",
       async () => {
@@ -499,8 +557,13 @@ describe.skipIf(noTestbed || !hasTorch)("an unmodified script on the Slurm testb
       60_000,
     );
     expect(d.incidents[0]).toMatchObject({ cause: "hang", culpritRank: 1 });
-    expect(d.incidents[0]!.summary).toMatch(/^no output or CPU activity for/);
-    expect(((d.incidents[0]!.evidence.stack ?? []) as string[]).join("\n")).toContain("epoch_prints.py");
+    expect(d.incidents[0]!.summary).toMatch(
+      /^no output for \d+(\.\d)?s \(timeout \d+(\.\d)?s; no progress source matched, so output was watched: CPU does not count on an accelerator pool\);/,
+    );
+    expect(d.incidents[0]!.evidence).toMatchObject({ progressSource: "output" });
+    const stack = ((d.incidents[0]!.evidence.stack ?? []) as string[]).join("\n");
+    expect(stack).toContain("spin_behind_peer.py");
+    expect(stack).toContain("spin_on_device");
     await client.post(`/api/jobs/${id}/cancel`);
   }, 400_000);
 });
