@@ -4,6 +4,9 @@ export default defineConfig({
   test: {
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // One temporary folder per run (TMPDIR for the workers and all they start), removed at the end: no test leaks
+    // into /tmp (test/global-setup.ts).
+    globalSetup: ["test/global-setup.ts"],
     reporters: ["default"],
     // `vitest run --project unit` is the quick loop (pure code and in-process servers, seconds): its files run side by
     // side. `--project integration` starts real processes (PyTorch ranks, the server, Slurm on the shared testbed,
