@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { runTmpVar } from "./global-setup.js";
+import setup, { runTmpVar } from "./global-setup.js";
 
 describe("the run's temporary folder (test/global-setup.ts)", () => {
   const runTmp = process.env[runTmpVar];
@@ -33,5 +33,35 @@ describe("the run's temporary folder (test/global-setup.ts)", () => {
       },
     );
     expect(py).toBe(runTmp);
+  });
+
+  it("setup makes a folder and points TMPDIR at it, teardown removes it with what is in it and restores TMPDIR", () => {
+    const saved = { TMPDIR: process.env.TMPDIR, run: process.env[runTmpVar] };
+    try {
+      // As in a fresh run: no run folder yet (the new one is made under this run's, which the run removes anyway).
+      delete process.env[runTmpVar];
+      const teardown = setup();
+      const made = process.env[runTmpVar]!;
+      expect(path.dirname(made)).toBe(runTmp);
+      expect(process.env.TMPDIR).toBe(made);
+      expect(statSync(made).mode & 0o777).toBe(0o700);
+      // A second project's setup in the same process reuses it, and its teardown leaves it.
+      setup()();
+      expect(existsSync(made)).toBe(true);
+      mkdirSync(path.join(made, "sy-home", "jobs"), { recursive: true });
+      writeFileSync(path.join(made, "sy-home", "jobs", "rank-0.log"), "left by a test\n");
+      teardown();
+      expect(existsSync(made)).toBe(false);
+      expect(process.env.TMPDIR).toBe(runTmp);
+      expect(process.env[runTmpVar]).toBeUndefined();
+    } finally {
+      for (const [name, value] of [
+        ["TMPDIR", saved.TMPDIR],
+        [runTmpVar, saved.run],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 });
