@@ -39,13 +39,13 @@ const build = join(root, "dist", "bench-gateway");
 const children: ChildProcess[] = [];
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
-/** utime + stime of a process, in seconds (0 when it is gone). */
-function cpuSeconds(pid: number): number {
+/** utime + stime of a process, in seconds (0 when it is gone); `sys` alone gives stime (kernel time). */
+function cpuSeconds(pid: number, sys = false): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     // fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    return ((sys ? 0 : Number(fields[11])) + Number(fields[12])) / CLK_TCK;
   } catch {
     return 0;
   }
@@ -67,7 +67,7 @@ function family(pid: number): number[] {
   return out;
 }
 
-const familyCpu = (pids: number[]): number => pids.reduce((a, p) => a + cpuSeconds(p), 0);
+const familyCpu = (pids: number[], sys = false): number => pids.reduce((a, p) => a + cpuSeconds(p, sys), 0);
 
 function startBackend(): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [join(build, "bench/gateway/proc.js"), "backend", "fast"], {
@@ -212,6 +212,7 @@ async function main(): Promise<void> {
     for (const t of targets) wrk(t.url, 2, dir); // warm-up: JIT, connection pools
     const usPerReq: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
     const backendUs: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+    const sysUs: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
     const rps: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
     const rounds = Number(argv.rounds);
     for (let round = 0; round < rounds; round++) {
@@ -220,14 +221,17 @@ async function main(): Promise<void> {
       for (const t of order) {
         const pids = t.pids();
         const c0 = familyCpu(pids);
+        const s0 = familyCpu(pids, true);
         const b0 = cpuSeconds(backend.child.pid!);
         const t0 = performance.now();
         const { requests, non2xx } = wrk(t.url, seconds, dir);
         const wall = (performance.now() - t0) / 1000;
         const cpu = familyCpu(pids) - c0;
+        const sys = familyCpu(pids, true) - s0;
         const bcpu = cpuSeconds(backend.child.pid!) - b0;
         if (non2xx > 0) log(`${t.name}: ${non2xx} non-2xx answers`);
         usPerReq[t.name]!.push((cpu / requests) * 1e6);
+        sysUs[t.name]!.push((sys / requests) * 1e6);
         backendUs[t.name]!.push((bcpu / requests) * 1e6);
         rps[t.name]!.push(requests / wall);
         log(
@@ -241,8 +245,8 @@ async function main(): Promise<void> {
     ];
     for (const t of targets) {
       lines.push(
-        `${t.name}: ${median(usPerReq[t.name]!).toFixed(1)} us CPU/request (rounds ${usPerReq[t.name]!.map((x) => x.toFixed(1)).join(" ")}), ` +
-          `backend ${median(backendUs[t.name]!).toFixed(1)} us, ${median(rps[t.name]!).toFixed(0)} req/s`,
+        `${t.name}: ${median(usPerReq[t.name]!).toFixed(1)} us CPU/request (rounds ${usPerReq[t.name]!.map((x) => x.toFixed(1)).join(" ")}; ` +
+          `kernel ${median(sysUs[t.name]!).toFixed(1)}), backend ${median(backendUs[t.name]!).toFixed(1)} us, ${median(rps[t.name]!).toFixed(0)} req/s`,
       );
     }
     if (argv.prof !== undefined) {

@@ -30,6 +30,7 @@ import { parsePrometheusText } from "./engines.js";
 import { request as undiciRequest } from "undici";
 import { rewriteModel } from "./body.js";
 import { SseScanner } from "./sse.js";
+import type { AccessLog } from "./access-log.js";
 import { readBodyLimited, type UpstreamResponse } from "./upstream.js";
 import type { WireCall } from "./wire.js";
 import { estimateTokens, LocalLimiter, totalTokensIn, type KeyLimits, type Limiter } from "./limits.js";
@@ -40,6 +41,11 @@ export interface GatewayOptions {
   /** When given, every /v1 request needs a valid key. */
   auth?: KeyAuthenticator;
   logger?: Logger;
+  /**
+   * Where the per-request access line goes, when not through `logger` (JSON mode on a real stdout: see
+   * access-log.ts). Only used while `logger` is at level info or below.
+   */
+  accessLog?: AccessLog;
   /** Environment used to resolve `apiKeyEnv` of configured backends. */
   env?: NodeJS.ProcessEnv;
   /** Per-key RPM/TPM limits; default: this process's own buckets (a cluster worker passes its primary's view). */
@@ -196,6 +202,7 @@ export class Gateway {
   readonly settings: GatewaySettings;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  private readonly accessLog: AccessLog | undefined;
   private readonly services = new Map<string, Service>();
   /** Alias or model name -> service. */
   private readonly names = new Map<string, Service>();
@@ -229,6 +236,7 @@ export class Gateway {
     const cors = opts.cors ?? config?.cors;
     this.cors = cors !== undefined && cors.origins.length > 0 ? new Cors(cors) : undefined;
     this.logger = opts.logger ?? pino({ level: "silent" });
+    this.accessLog = opts.accessLog;
     this.metrics = new GatewayMetrics(() => this.backendsById.values());
     const env = opts.env ?? process.env;
     for (const svc of config?.services ?? []) {
@@ -996,24 +1004,26 @@ export class Gateway {
     this.metrics.requests.inc({ service: r.service.model, backend: backendLabel, status: String(status), result });
     if (answeredBy !== undefined && result === "complete")
       this.metrics.latency.observe({ backend: backendLabel }, durationMs / 1000);
-    this.logger.info(
-      {
-        reqId: requestId,
-        method: req.method,
-        path: r.path,
-        model: r.service.model,
-        stream: r.stream,
-        status,
-        result,
-        backend: backendLabel,
-        attempts,
-        ...(outcome?.kind === "failed-after-commit" && { failure: outcome.failure }),
-        ...(last !== undefined && { lastFailure: last.failure }),
-        ...(r.keyId !== undefined && { key: r.keyId }),
-        ms: Math.round(durationMs * 100) / 100,
-      },
-      "request",
-    );
+    const rec = {
+      reqId: requestId,
+      method: req.method,
+      path: r.path,
+      model: r.service.model,
+      stream: r.stream,
+      status,
+      result,
+      backend: backendLabel,
+      attempts,
+      ...(outcome?.kind === "failed-after-commit" && { failure: outcome.failure }),
+      ...(last !== undefined && { lastFailure: last.failure }),
+      ...(r.keyId !== undefined && { key: r.keyId }),
+      ms: Math.round(durationMs * 100) / 100,
+    };
+    if (this.accessLog !== undefined) {
+      if (this.logger.isLevelEnabled("info")) this.accessLog.request(rec);
+    } else {
+      this.logger.info(rec, "request");
+    }
   }
 
   /** One upstream attempt. In-flight accounting is balanced by the finally below on every path. */
