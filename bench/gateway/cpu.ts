@@ -5,11 +5,12 @@
  * round, against one fixture backend, and the report takes the median over rounds.
  *
  *   npx vite-node bench/gateway/cpu.ts -- --variant base=/tmp/perf/A --variant new=. [--rounds 5 --seconds 4]
- *     [--workers 1] [--connections 64] [--nginx] [--prof DIR]
+ *     [--workers 1] [--connections 64] [--nginx] [--floor] [--prof DIR]
  *
  * A variant is a directory with bin/switchyard.js and a built dist/ (`npm run build`; copy dist, bin, package.json
  * and a node_modules link elsewhere to keep a baseline). `--nginx` adds nginx (1 worker, access log buffered) as a
- * variant; `--prof DIR` runs each switchyard variant once more under `node --cpu-prof` and writes the profiles there.
+ * variant; `--floor` adds floor.ts, a zero-logic raw-socket Node proxy (the lower bound of any Node gateway);
+ * `--prof DIR` runs each switchyard variant once more under `node --cpu-prof` and writes the profiles there.
  * Needs wrk (and nginx for --nginx) on PATH.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -28,6 +29,7 @@ const { values: argv } = parseArgs({
     workers: { type: "string", default: "1" },
     connections: { type: "string", default: "64" },
     nginx: { type: "boolean", default: false },
+    floor: { type: "boolean", default: false },
     prof: { type: "string" },
     body: { type: "string", default: "chat" },
   },
@@ -202,6 +204,18 @@ async function main(): Promise<void> {
       const sy = await startSwitchyard(dir, resolve(spec.slice(eq + 1)), name, backend.port);
       const pid = sy.child.pid!;
       targets.push({ name, url: sy.url, pids: () => family(pid) });
+    }
+    if (argv.floor) {
+      const port = await freePort();
+      const child = spawn(
+        process.execPath,
+        [join(build, "bench/gateway/floor.js"), String(port), String(backend.port)],
+        { stdio: ["ignore", "ignore", "inherit"] },
+      );
+      children.push(child);
+      const url = `http://127.0.0.1:${port}`;
+      await waitHttp(`${url}/healthz`, 200);
+      targets.push({ name: "floor", url, pids: () => [child.pid!] });
     }
     if (argv.nginx) {
       const ng = await startNginx(dir, backend.port);

@@ -55,6 +55,7 @@ export function compileProc(root: string, outDir: string): void {
       "--sourceMap",
       "false",
       join(root, "bench/gateway/proc.ts"),
+      join(root, "bench/gateway/floor.ts"),
     ],
     { stdio: "inherit" },
   );

@@ -33,6 +33,8 @@ const { values: argv } = parseArgs({
     "wrk-connections": { type: "string", default: "64" },
     "wrk-threads": { type: "string", default: "1" },
     workers: { type: "string", default: "1,2" },
+    /** Also measure floor.ts, a zero-logic raw-socket Node proxy: the lower bound of any gateway written in Node. */
+    floor: { type: "boolean", default: true },
   },
   allowPositionals: true,
 });
@@ -225,6 +227,19 @@ async function main(): Promise<void> {
       await waitHttp(`http://127.0.0.1:${ngPort}/health`);
       targets[`nginx-${n}w`] = `http://127.0.0.1:${ngPort}/v1/chat/completions`;
     }
+    if (argv.floor) {
+      const floorPort = await freePort();
+      const floor = spawn(
+        process.execPath,
+        [join(build, "bench/gateway/floor.js"), String(floorPort), String(fastPort)],
+        {
+          stdio: ["ignore", "ignore", "inherit"],
+        },
+      );
+      children.push(floor);
+      await waitHttp(`http://127.0.0.1:${floorPort}/healthz`);
+      targets["node-floor"] = `http://127.0.0.1:${floorPort}/v1/chat/completions`;
+    }
     const gw = syChildren.get(1) ?? [...syChildren.values()][0]!;
     const gwPort = Number(new URL(targets[`switchyard-${syChildren.has(1) ? 1 : workerCounts[0]}w`]!).port);
     const seconds = Number(argv.seconds);
@@ -276,6 +291,10 @@ async function main(): Promise<void> {
     for (const n of workerCounts) {
       const rounds = tput[`switchyard-${n}w`]!.map((s, i) => s / tput[`nginx-${n}w`]![i]!);
       ratios[`${n}w`] = { median: median(rounds), rounds };
+    }
+    if (argv.floor && tput["nginx-1w"] !== undefined) {
+      const rounds = tput["node-floor"]!.map((s, i) => s / tput["nginx-1w"]![i]!);
+      ratios["node-floor/nginx-1w"] = { median: median(rounds), rounds };
     }
 
     // Concurrent slow streams through the gateway (1 worker, so that its RSS is one process's).
@@ -357,6 +376,13 @@ async function main(): Promise<void> {
       const r = ratios[`${n}w`]!;
       lines.push(
         `switchyard/nginx at ${n} worker(s) = ${fmt(r.median, 2)} (per round: ${r.rounds.map((x) => fmt(x, 2)).join(", ")})`,
+      );
+    }
+    const floorRatio = ratios["node-floor/nginx-1w"];
+    if (floorRatio !== undefined) {
+      lines.push(
+        `node-floor (zero-logic raw-socket Node proxy, 1 process)/nginx at 1 worker = ${fmt(floorRatio.median, 2)} ` +
+          `(per round: ${floorRatio.rounds.map((x) => fmt(x, 2)).join(", ")})`,
       );
     }
     if (nStreams > 0) {
