@@ -141,10 +141,12 @@ async function refreshJob() {
   drawLoss(steps);
   drawLedger(report.ledger);
   const a = report.advice;
+  // Drills (switchyard chaos) cost time in the ledger but are left out of the MTBF.
+  const drills = a.injectedLeftOut ? ` (${a.injectedLeftOut} injected fault(s) not counted)` : "";
   document.getElementById("advice").textContent =
     a.mtbfMs == null
-      ? "Advisor: no failure yet."
-      : `Advisor: measured MTBF ${secs(a.mtbfMs)}, checkpoint save ${secs(a.saveMs)}; Young ${secs(a.youngMs)}, Daly ${secs(a.dalyMs)}, in use ${secs(a.intervalInUseMs)}.`;
+      ? `Advisor: no failure yet${drills ? ` but injected ones${drills}` : ""}.`
+      : `Advisor: measured MTBF ${secs(a.mtbfMs)}${drills}, checkpoint save ${secs(a.saveMs)}; Young ${secs(a.youngMs)}, Daly ${secs(a.dalyMs)}, in use ${secs(a.intervalInUseMs)}.`;
   const costs = new Map(report.ledger.incidents.map((i) => [i.id, i]));
   const numbers = incidentNumbers(job.incidents);
   document
@@ -155,7 +157,7 @@ async function refreshJob() {
           "tr",
           {},
           el("td", {}, `#${numbers.get(i.id)}`),
-          el("td", {}, i.cause),
+          el("td", {}, costs.get(i.id)?.injected ? `${i.cause} (injected)` : i.cause),
           el("td", {}, `rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}`),
           el("td", {}, secs(costs.get(i.id)?.detectionMs)),
           el("td", {}, costs.get(i.id)?.stepsLost ?? "-"),

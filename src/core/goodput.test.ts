@@ -79,6 +79,7 @@ describe("goodput ledger", () => {
         stepsLost: 2,
         degradedMs: 0,
         endedAttempt: true,
+        injected: null,
         costMs: 500 + 1_500 + 1_000 + 2_000 + 5_000 + 1_000,
       },
     ]);
@@ -157,6 +158,106 @@ describe("interval advice", () => {
     expect(a.intervalInUseMs).toBe(5_000);
     expect(a.youngMs).toBeCloseTo(Math.sqrt(2 * 0.4 * (running / 1000)) * 1000, 6);
     expect(a.dalyMs).toBeLessThan(a.youngMs!);
+  });
+});
+
+/**
+ * A run of `faults.length + 1` attempts of 100 s each (one step a second, a checkpoint every 10 steps with a 0.5 s
+ * save); each attempt but the last ends with the fault listed for it (a chaos action: injected; null: real), found
+ * 1 s after its fault, relaunched 4 s later from the last checkpoint.
+ */
+function faulty(faults: ReadonlyArray<string | null>): LedgerInput {
+  const attempts: LedgerInput["attempts"][number][] = [];
+  const steps: LedgerInput["steps"][number][] = [];
+  const checkpoints: LedgerInput["checkpoints"][number][] = [];
+  const incidents: LedgerInput["incidents"][number][] = [];
+  let t = 0;
+  let step = 0;
+  for (let n = 1; n <= faults.length + 1; n++) {
+    const fault = faults[n - 1];
+    const startedAt = t;
+    for (let i = 1; i <= 100; i++) {
+      step++;
+      steps.push({ attempt: n, step, t: startedAt + i * 1000 });
+      if (step % 10 === 0) checkpoints.push({ attempt: n, step, t: startedAt + i * 1000, saveMs: 500 });
+    }
+    const faultAt = startedAt + 100_500;
+    attempts.push({ n, pool: "p", startedAt, endedAt: faultAt + 2000, resumeStep: n === 1 ? null : step });
+    if (fault !== undefined) {
+      incidents.push({
+        id: 100 + n,
+        attempt: n,
+        cause: n % 2 ? "killed" : "hang",
+        culpritRank: 0,
+        culpritNode: "p-0",
+        pool: "p",
+        faultAt,
+        detectedAt: faultAt + 1000,
+        ...(fault !== null ? { injected: fault } : {}),
+      });
+    }
+    step -= step % 10 === 0 ? 0 : step % 10; // resume from the last checkpoint
+    t = faultAt + 6000;
+  }
+  return { createdAt: 0, endAt: t - 3000, attempts, steps, checkpoints, incidents, waits: [] };
+}
+
+describe("injected faults (switchyard chaos) and the advisor", () => {
+  const real = null;
+  it("a job with 2 real and 3 injected failures gets its MTBF from the 2 real ones and says 3 were left out", () => {
+    const input = faulty([real, "kill-rank", "hang-rank", real, "nan"]);
+    const l = buildLedger(input);
+    const a = adviseInterval(l, input.checkpoints);
+    const running = l.totals.productive + l.totals.degraded + l.totals.lost + l.totals.checkpoint;
+    expect(running).toBeGreaterThan(0);
+    expect(a.mtbfMs).toBe(running / 2);
+    expect(a.injectedLeftOut).toBe(3);
+    expect(a.youngMs).toBeCloseTo(Math.sqrt(2 * 0.5 * (running / 2 / 1000)) * 1000, 6);
+    // Counting the drills would have called for checkpoints more often: the advice differs from an all-real run's.
+    const allReal = adviseInterval(buildLedger(faulty([real, real, real, real, real])), input.checkpoints);
+    expect(allReal.mtbfMs).toBe(running / 5);
+    expect(allReal.injectedLeftOut).toBe(0);
+    expect(allReal.dalyMs!).toBeLessThan(a.dalyMs!);
+  });
+
+  it("the ledger still charges what the injected faults cost, under their cause, marked in the per-incident list", () => {
+    const input = faulty([real, "kill-rank", "hang-rank", real, "nan"]);
+    const l = buildLedger(input);
+    const same = buildLedger(faulty([real, real, real, real, real]));
+    // Being a drill changes no charge: the same totals, per-incident costs and causes as real faults.
+    expect(l.totals).toEqual(same.totals);
+    expect(l.byCause).toEqual(same.byCause);
+    expect(sum(l.totals)).toBe(l.wallMs);
+    expect(l.incidents.map((i) => [i.id, i.injected])).toEqual([
+      [101, null],
+      [102, "kill-rank"],
+      [103, "hang-rank"],
+      [104, null],
+      [105, "nan"],
+    ]);
+    for (const i of l.incidents) expect(i.costMs).toBe(same.incidents.find((s) => s.id === i.id)!.costMs);
+    expect(l.incidents.filter((i) => i.injected !== null).every((i) => i.costMs > 0)).toBe(true);
+  });
+
+  it("only injected failures: no measured MTBF, and all of them counted as left out", () => {
+    const input = faulty(["kill-rank", "kill-rank"]);
+    const a = adviseInterval(buildLedger(input), input.checkpoints);
+    expect(a).toMatchObject({ mtbfMs: null, injectedLeftOut: 2, youngMs: null, dalyMs: null });
+  });
+
+  it("an injected slowdown ridden out is no failure either way and is not counted as left out", () => {
+    const l = buildLedger(
+      steady([
+        {
+          ...slowLink,
+          degraded: { from: 300_000, to: 900_000, speed: 0.5 },
+          endedAttempt: false,
+          injected: "slow-rank",
+        },
+      ]),
+    );
+    expect(l.byCause).toEqual({ network: 300_000 });
+    expect(adviseInterval(l, [])).toMatchObject({ mtbfMs: null, injectedLeftOut: 0 });
   });
 });
 

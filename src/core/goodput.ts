@@ -69,6 +69,11 @@ export interface LedgerIncident {
    * Absent or true: the attempt ended with it (rollback, detection and restart are charged to it).
    */
   endedAttempt?: boolean;
+  /**
+   * The chaos action that injected this fault (`switchyard chaos`), absent for a real one. Its time is charged like
+   * any incident's, but it is no sample of the fleet's failure rate: the interval advisor leaves it out.
+   */
+  injected?: string;
 }
 
 export interface LedgerInput {
@@ -98,6 +103,8 @@ export interface IncidentCost {
   degradedMs: number;
   /** False when the run went on through it (a slowdown ridden out): not a failure for the MTBF. */
   endedAttempt: boolean;
+  /** The chaos action that injected it (a drill), null for a real fault: charged here, not counted in the MTBF. */
+  injected: string | null;
   /** Everything this incident cost: lost work, detection, restart, the slow share of a degraded run. */
   costMs: number;
 }
@@ -128,6 +135,7 @@ export function buildLedger(input: LedgerInput): Ledger {
       stepsLost: 0,
       degradedMs: 0,
       endedAttempt: i.endedAttempt !== false,
+      injected: i.injected ?? null,
       costMs: 0,
     });
   }
@@ -303,8 +311,10 @@ function chargeGap(
 }
 
 export interface IntervalAdvice {
-  /** Measured mean time between failures (ms of running time per incident), null with no incident yet. */
+  /** Measured mean time between failures (ms of running time per real incident), null with no real one yet. */
   mtbfMs: number | null;
+  /** Failures that chaos injected (drills), left out of the MTBF: they say nothing about the fleet. */
+  injectedLeftOut: number;
   /** Mean blocking save time (ms). */
   saveMs: number | null;
   /** Mean time between checkpoints in use (ms). */
@@ -315,11 +325,16 @@ export interface IntervalAdvice {
 
 /**
  * The checkpoint interval the measured failure rate calls for (Young and Daly), against the one in use. MTBF counts
- * running time (productive, degraded, lost, checkpoint) per incident that ended an attempt, so idle queueing does not flatter the fleet.
+ * running time (productive, degraded, lost, checkpoint) per incident that ended an attempt, so idle queueing does not
+ * flatter the fleet. Injected faults (`switchyard chaos`) are not failures of the fleet: a drill must not make the
+ * advice say "checkpoint more often". They are left out of the count (`injectedLeftOut` says how many); the running
+ * time they cost stays in the ledger, and in the running time the real failures are spread over.
  */
 export function adviseInterval(ledger: Ledger, checkpoints: readonly LedgerCheckpoint[]): IntervalAdvice {
   const running = ledger.totals.productive + ledger.totals.degraded + ledger.totals.lost + ledger.totals.checkpoint;
-  const failures = ledger.incidents.filter((i) => i.endedAttempt).length;
+  const ended = ledger.incidents.filter((i) => i.endedAttempt);
+  const injectedLeftOut = ended.filter((i) => i.injected !== null).length;
+  const failures = ended.length - injectedLeftOut;
   const mtbfMs = failures > 0 ? running / failures : null;
   const saveMs = checkpoints.length > 0 ? checkpoints.reduce((a, c) => a + c.saveMs, 0) / checkpoints.length : null;
   const byAttempt = new Map<number, number[]>();
@@ -333,6 +348,7 @@ export function adviseInterval(ledger: Ledger, checkpoints: readonly LedgerCheck
   const canAdvise = mtbfMs !== null && saveMs !== null && saveMs > 0;
   return {
     mtbfMs,
+    injectedLeftOut,
     saveMs,
     intervalInUseMs,
     youngMs: canAdvise ? youngInterval(saveMs / 1000, mtbfMs / 1000) * 1000 : null,

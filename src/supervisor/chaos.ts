@@ -1,7 +1,7 @@
 import { constants } from "node:fs";
 import { lstat, open, readdir } from "node:fs/promises";
 import path from "node:path";
-import type { RankRecord } from "../store/port.js";
+import type { AttemptRecord, EventRecord, IncidentRecord, RankRecord } from "../store/port.js";
 
 /** Faults injected into real processes and files, to rehearse recovery: what an unstable pool does on its own. */
 export const ChaosAction = {
@@ -49,6 +49,11 @@ export function normalizeRate(rate: string): string | null {
 export interface ChaosResult {
   action: ChaosAction;
   rank?: number;
+  /**
+   * The attempt whose rank (or link) was hit. With the rank and node it is the mark the server's `chaos` event keeps,
+   * by which the report tells an injected fault's incident from a real one (`injectedIncidents`).
+   */
+  attempt?: number;
   path?: string;
   node?: string;
   rate?: string;
@@ -68,7 +73,7 @@ export async function injectChaos(
       const signal: NodeJS.Signals =
         action === "kill-rank" ? "SIGKILL" : action === "hang-rank" ? "SIGSTOP" : "SIGCONT";
       if (!target.signalRank(chosen, signal)) throw new Error(`rank ${chosen.rank} is not running`);
-      return { action, rank: chosen.rank, message: `sent ${signal} to rank ${chosen.rank} on ${chosen.node}` };
+      return { action, ...hit(chosen), message: `sent ${signal} to rank ${chosen.rank} on ${chosen.node}` };
     }
     case "slow-rank": {
       const chosen = pickRank(target.ranks, rank);
@@ -76,7 +81,7 @@ export async function injectChaos(
       const { periodMs, stoppedShare, durationMs } = slowRankDefaults;
       return {
         action,
-        rank: chosen.rank,
+        ...hit(chosen),
         message: `rank ${chosen.rank} on ${chosen.node} runs at ${Math.round((1 - stoppedShare) * 100)}% speed for ${durationMs / 1000}s (SIGSTOP/SIGCONT every ${periodMs} ms)`,
       };
     }
@@ -86,7 +91,7 @@ export async function injectChaos(
       await touchMarker(path.join(target.attemptDir, `chaos-nan-rank-${chosen.rank}`));
       return {
         action,
-        rank: chosen.rank,
+        ...hit(chosen),
         message: `rank ${chosen.rank} reports NaN losses from its next step (SDK ranks only)`,
       };
     }
@@ -99,9 +104,11 @@ export async function injectChaos(
         );
       }
       const node = target.link?.node ?? pickRank(target.ranks, rank).node;
+      const live = target.ranks.find((r) => r.exitedAt === null);
+      const attempt = live ? { attempt: live.attempt } : {};
       if (action === "heal-link") {
         await target.shaper.heal(node);
-        return { action, node, message: `${node}'s link is no longer shaped` };
+        return { action, ...attempt, node, message: `${node}'s link is no longer shaped` };
       }
       const raw = target.link?.rate;
       if (raw === undefined) throw new Error("degrade-link needs a rate (fix: --rate 5mbit)");
@@ -112,6 +119,7 @@ export async function injectChaos(
       await target.shaper.degrade(node, rate, burst !== undefined ? { burst } : {});
       return {
         action,
+        ...attempt,
         node,
         rate,
         message: `${node}'s link shaped to ${rate} both ways${burst ? ` (bursts of ${burst} at full speed)` : ""}`,
@@ -136,6 +144,104 @@ export async function injectChaos(
 }
 
 const slowRankDefaults = { periodMs: 1000, stoppedShare: 0.6, durationMs: 30_000 };
+
+/** An incident that `switchyard chaos` caused: the action and the `chaos` event that recorded it. */
+export interface InjectedFault {
+  action: ChaosAction;
+  event: number;
+  at: number;
+}
+
+/** Actions that cause a fault; resume-rank and heal-link undo one, corrupt-checkpoint only makes a restart skip a save. */
+const faultActions: ReadonlySet<string> = new Set<ChaosAction>([
+  "kill-rank",
+  "hang-rank",
+  "nan",
+  "slow-rank",
+  "degrade-link",
+]);
+/** Faults that end their attempt at once (at most one incident each: the one that ended it). */
+const endingActions: ReadonlySet<string> = new Set<ChaosAction>(["kill-rank", "hang-rank", "nan"]);
+/** A slow rank's slowdown is found while it lasts, or soon after (the detector's window). */
+const slowRankFoundWithinMs = slowRankDefaults.durationMs + 60_000;
+/** The server stamps its `chaos` event just after the signal; a detector may stamp the incident a moment earlier. */
+const stampSlackMs = 1000;
+
+/**
+ * Which incidents `switchyard chaos` injected: each `chaos` event of a fault is matched to the incidents of the same
+ * attempt detected after it whose culprit is the rank or host it hit (an incident that names no culprit matches too).
+ * kill-rank, hang-rank and nan match the incident that ended the attempt; slow-rank a slowdown found while it lasted
+ * (or within a minute after); degrade-link any incident on that host until `heal-link` (the shaping outlives the
+ * attempt). resume-rank ends a hang-rank or slow-rank of that rank. The fault model's own `chaos` events (a pool's
+ * declared `faultModel`, which plays the pool's failure rate) carry no action and are not injections here: they
+ * stand for the fleet's own failures. Pure: the report calls it on the records of the store.
+ */
+export function injectedIncidents(
+  incidents: ReadonlyArray<
+    Pick<IncidentRecord, "id" | "attempt" | "culpritRank" | "culpritNode" | "detectedAt" | "evidence">
+  >,
+  events: ReadonlyArray<Pick<EventRecord, "id" | "t" | "kind" | "data">>,
+  attempts: ReadonlyArray<Pick<AttemptRecord, "n" | "startedAt" | "endedAt">>,
+): Map<number, InjectedFault> {
+  const chaos = events
+    .filter((e) => e.kind === "chaos" && typeof e.data.action === "string")
+    .map((e) => {
+      const d = e.data;
+      // Events recorded before results named the attempt: the attempt that ran at the time.
+      const attempt =
+        typeof d.attempt === "number"
+          ? d.attempt
+          : [...attempts]
+              .sort((a, b) => b.n - a.n)
+              .find((a) => a.startedAt <= e.t && (a.endedAt === null || a.endedAt >= e.t))?.n;
+      return {
+        id: e.id,
+        t: e.t,
+        action: d.action as ChaosAction,
+        attempt,
+        rank: typeof d.rank === "number" ? d.rank : undefined,
+        node: typeof d.node === "string" ? d.node : undefined,
+      };
+    })
+    .sort((a, b) => a.t - b.t || a.id - b.id);
+  const out = new Map<number, InjectedFault>();
+  for (const inj of chaos) {
+    if (!faultActions.has(inj.action) || inj.attempt === undefined) continue;
+    const undo = chaos.find(
+      (u) =>
+        u.t >= inj.t &&
+        u.id !== inj.id &&
+        (inj.action === "degrade-link"
+          ? u.action === "heal-link" && u.node === inj.node
+          : u.action === "resume-rank" && u.attempt === inj.attempt && u.rank === inj.rank),
+    );
+    let until = undo?.t ?? Number.POSITIVE_INFINITY;
+    if (inj.action === "slow-rank") until = Math.min(until, inj.t + slowRankFoundWithinMs);
+    for (const i of [...incidents].sort((a, b) => a.detectedAt - b.detectedAt || a.id - b.id)) {
+      if (out.has(i.id) || i.detectedAt < inj.t - stampSlackMs || i.detectedAt > until) continue;
+      const sameAttempt = i.attempt === inj.attempt;
+      const noCulprit = i.culpritRank === null && i.culpritNode === null;
+      let matches: boolean;
+      if (inj.action === "degrade-link") {
+        matches = (i.culpritNode !== null && i.culpritNode === inj.node) || (sameAttempt && noCulprit);
+      } else {
+        matches =
+          sameAttempt &&
+          (noCulprit ||
+            (inj.rank !== undefined && i.culpritRank === inj.rank) ||
+            (i.culpritNode !== null && i.culpritNode === inj.node)) &&
+          (!endingActions.has(inj.action) || i.evidence.endedAttempt !== false);
+      }
+      if (matches) out.set(i.id, { action: inj.action, event: inj.id, at: inj.t });
+    }
+  }
+  return out;
+}
+
+/** What a result records of the rank it hit: its number, host and attempt. */
+function hit(r: RankRecord): { rank: number; node: string; attempt: number } {
+  return { rank: r.rank, node: r.node, attempt: r.attempt };
+}
 
 /** A degraded chip or link, played by a SIGSTOP/SIGCONT duty cycle on the real process. */
 function slowDown(rank: RankRecord, target: ChaosTarget, o: typeof slowRankDefaults): void {

@@ -7,6 +7,7 @@ import {
   type LedgerInput,
 } from "../core/goodput.js";
 import type { AttemptRecord, EventRecord, IncidentRecord, JobRecord, StepSample, Store } from "../store/port.js";
+import { injectedIncidents } from "./chaos.js";
 
 export interface JobReport {
   jobId: string;
@@ -60,6 +61,8 @@ export function ledgerInputFromRecords(
       recovered.set(e.data.incident, typeof e.data.to === "number" ? e.data.to : e.t);
     }
   }
+  // Faults `switchyard chaos` injected (its `chaos` events): charged like any, left out of the advisor's MTBF.
+  const injected = injectedIncidents(incidents, events, attempts);
   const input: LedgerInput = {
     createdAt: job.createdAt,
     endAt: job.endedAt ?? now,
@@ -78,6 +81,7 @@ export function ledgerInputFromRecords(
       detectedAt: i.detectedAt,
       ...degradedOf(i.evidence.degraded, recovered.get(i.id)),
       ...(i.evidence.endedAttempt === false ? { endedAttempt: false } : {}),
+      ...(injected.has(i.id) ? { injected: injected.get(i.id)!.action } : {}),
     })),
     waits,
   };

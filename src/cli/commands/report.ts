@@ -74,7 +74,7 @@ export function formatReport(report: JobReport): string {
         ["INCIDENT", "CAUSE", "CULPRIT", "POOL", "DETECTED IN", "TO FIRST STEP", "STEPS LOST", "COST"],
         ledger.incidents.map((i) => [
           `#${numbers.get(i.id)}`,
-          i.cause,
+          i.injected ? `${i.cause} (injected)` : i.cause,
           `rank ${i.culpritRank ?? "-"} on ${i.culpritNode ?? "-"}`,
           i.pool,
           seconds(i.detectionMs),
@@ -96,11 +96,19 @@ export function formatReport(report: JobReport): string {
   }
   out.push(`steps recomputed after rollbacks: ${ledger.stepsLost}`);
   out.push("");
+  // Drills (`switchyard chaos`) cost time above but are no sample of the fleet's failure rate.
+  const leftOut = advice.injectedLeftOut ?? 0;
+  const notCounted = `${leftOut} injected fault${leftOut === 1 ? "" : "s"} not counted`;
+  const drills = leftOut > 0 ? ` (${notCounted})` : "";
   if (advice.mtbfMs === null) {
-    out.push("advisor: no failure yet, so no measured MTBF to tune the checkpoint interval against");
+    out.push(
+      leftOut > 0
+        ? `advisor: no failure yet but injected ones (${notCounted}), so no measured MTBF to tune the checkpoint interval against`
+        : "advisor: no failure yet, so no measured MTBF to tune the checkpoint interval against",
+    );
   } else if (advice.youngMs === null) {
     out.push(
-      `advisor: measured MTBF ${minutes(advice.mtbfMs)}, but no checkpoint save time was reported (use the SDK's checkpoint())`,
+      `advisor: measured MTBF ${minutes(advice.mtbfMs)}${drills}, but no checkpoint save time was reported (use the SDK's checkpoint())`,
     );
   } else {
     const inUse = advice.intervalInUseMs;
@@ -113,7 +121,7 @@ export function formatReport(report: JobReport): string {
             ? " — checkpoint less often"
             : " — about right";
     out.push(
-      `advisor: measured MTBF ${minutes(advice.mtbfMs)}, checkpoint save ${seconds(advice.saveMs!)}: ` +
+      `advisor: measured MTBF ${minutes(advice.mtbfMs)}${drills}, checkpoint save ${seconds(advice.saveMs!)}: ` +
         `Young's interval ${minutes(advice.youngMs)}, Daly's ${minutes(advice.dalyMs)}; in use ${minutes(inUse)}${verdict}`,
     );
   }
