@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { mulberry32 } from "./random.js";
-import { judgeSlowdown, type ProgressSample, type SlowdownVerdict } from "./slowdown.js";
+import {
+  baselineOf,
+  judgeSlowdown,
+  slowdownBaselineAdmitExponent,
+  type ProgressSample,
+  type SlowdownVerdict,
+} from "./slowdown.js";
 import { slowdownDefaults, type SlowdownPolicy } from "./spec.js";
 
 const policy: SlowdownPolicy = { ...slowdownDefaults };
@@ -13,7 +19,8 @@ interface Series {
 /**
  * A char-GPT-like run: steps of `stepS` (±20% jitter, seeded), a checkpoint every `ckptEvery` steps (the save adds
  * 1.5 s to the next step and 0.3 s to the one after), an eval step every `evalEvery` steps (3 s longer), and from
- * `slowFromS` on every step takes `slowFactor` times as long.
+ * `slowFromS` on every step takes `slowFactor` times as long. `pace(tS)`, when given, scales every step by the machine's
+ * load at that time (seconds since launch).
  */
 function run(o: {
   seconds: number;
@@ -24,6 +31,7 @@ function run(o: {
   slowUntilS?: number;
   slowFactor?: number;
   extra?: (step: number) => number;
+  pace?: (tS: number) => number;
   seed?: number;
 }): Series {
   const rnd = mulberry32(o.seed ?? 7);
@@ -32,7 +40,7 @@ function run(o: {
   const checkpointSteps: number[] = [];
   let t = 4_000; // launch + imports
   for (let step = 1; t < o.seconds * 1000; step++) {
-    let dur = stepS * (0.8 + 0.4 * rnd());
+    let dur = stepS * (0.8 + 0.4 * rnd()) * (o.pace?.(t / 1000) ?? 1);
     const slow = o.slowFromS !== undefined && t >= o.slowFromS * 1000 && t < (o.slowUntilS ?? Infinity) * 1000;
     if (slow) dur *= o.slowFactor ?? 2;
     if (o.ckptEvery && step > 1 && (step - 1) % o.ckptEvery === 0) dur += 1.5;
@@ -145,5 +153,87 @@ describe("slowdown detection", () => {
     expect(fire).toBeDefined();
     expect(fire!.v.baselineStepS).toBeGreaterThan(25);
     expect(fire!.v.factor).toBeGreaterThan(1.8);
+  });
+
+  it("one outlier-fast block among ordinary ones does not set the baseline: ordinary steps after it are not slow", () => {
+    // 0.5 s steps, and for 25 s (one 20 s block and a bit) the machine is quiet: 0.24 s steps, 2.08x faster. Taken as
+    // the baseline, every ordinary step after it would look like a 2.08x slowdown.
+    const series = run({ seconds: 400, stepS: 0.5, slowFromS: 150, slowUntilS: 175, slowFactor: 0.48 });
+    const verdicts = tick(series);
+    expect(firstFire(verdicts)).toBeUndefined();
+    const fastest = Math.min(...verdicts.map((x) => x.v.recentStepS ?? Infinity));
+    expect(fastest).toBeLessThan(0.3); // the quiet stretch was seen: a whole window of fast steps
+    const last = verdicts.at(-1)!.v;
+    expect(last.baselineStepS).toBeGreaterThan(0.45);
+    expect(last.baselineStepS).toBeLessThan(0.55);
+    expect(last.factor).toBeLessThan(1.2);
+  });
+
+  it("a quiet stretch of two blocks among 20 minutes of load that varies 0.40-0.69 s a step is no baseline (the soak)", () => {
+    // The soak's false alarm: a 40 s stretch at 0.33 s a step, every other 20 s block at 0.40-0.69 s, a minute at
+    // 0.7 s under rising load (2.1x the quiet stretch).
+    const rnd = mulberry32(99);
+    const levels = Array.from({ length: 70 }, () => 0.4 + 0.29 * rnd());
+    const load = (tS: number) =>
+      tS >= 300 && tS < 340 ? 0.33 : tS >= 900 && tS < 960 ? 0.7 : levels[Math.floor(tS / 20)]!;
+    const verdicts = tick(run({ seconds: 1200, stepS: 1, pace: load }));
+    expect(firstFire(verdicts)).toBeUndefined();
+    expect(Math.min(...verdicts.map((x) => x.v.recentStepS ?? Infinity))).toBeLessThan(0.36);
+    const during = verdicts.filter((x) => x.now > 920_000 && x.now < 960_000);
+    expect(Math.min(...during.map((x) => x.v.recentStepS!))).toBeGreaterThan(0.63);
+    // The baseline sits at the lower quartile of the ordinary blocks, not at the quiet stretch.
+    expect(verdicts.at(-1)!.v.baselineStepS).toBeGreaterThan(0.4);
+  });
+
+  it("a sustained 2x slowdown cannot lift the baseline: 10 minutes into it, it is still measured as 2x", () => {
+    const verdicts = tick(run({ seconds: 900, ckptEvery: 20, slowFromS: 300, slowFactor: 2 }));
+    const fire = firstFire(verdicts);
+    expect(fire).toBeDefined();
+    expect(fire!.now - 300_000).toBeLessThan(60_000);
+    expect(Math.abs(fire!.v.since! - 300_000)).toBeLessThan(5_000);
+    const last = verdicts.at(-1)!.v;
+    expect(last.baselineStepS).toBeGreaterThan(0.27);
+    expect(last.baselineStepS).toBeLessThan(0.31);
+    expect(last.factor).toBeGreaterThan(1.9);
+    expect(last.slow).toBe(true);
+  });
+
+  it("catches a 2x slowdown that begins right after the first block, and one halfway through the second", () => {
+    // When the first block (and so the baseline) is complete: steps before a slowdown do not depend on it.
+    const first = tick(run({ seconds: 60 })).find((x) => x.v.baselineStepS !== null)!.now;
+    for (const onset of [first, first + 10_000]) {
+      const verdicts = tick(run({ seconds: 200, slowFromS: onset / 1000, slowFactor: 2 }));
+      const fire = firstFire(verdicts);
+      expect(fire, `onset ${onset} ms`).toBeDefined();
+      expect(fire!.now - onset).toBeLessThan(60_000);
+      expect(fire!.v.baselineStepS).toBeCloseTo(0.3, 1);
+      expect(fire!.v.factor).toBeGreaterThan(1.8);
+      expect(verdicts.at(-1)!.v.baselineStepS).toBeCloseTo(0.3, 1);
+    }
+  });
+});
+
+describe("baselineOf: the baseline of block medians", () => {
+  const lone = 2 ** slowdownBaselineAdmitExponent;
+  it("keeps the fastest block of an even pace (medians within the noise tolerance)", () => {
+    expect(baselineOf([0.3], lone)).toBe(0.3);
+    expect(baselineOf([0.29, 0.3], lone)).toBe(0.29);
+    expect(baselineOf([0.281, 0.285, 0.29, 0.293, 0.295, 0.3, 0.301, 0.302, 0.31, 0.312], lone)).toBe(0.281);
+  });
+  it("leaves out a lone fast block, however few blocks there are", () => {
+    expect(baselineOf([0.24, 0.5], lone)).toBe(0.5);
+    expect(baselineOf([0.1, 0.24, 0.5, 0.52], lone)).toBe(0.5);
+    // A block only 1.2x faster has company: a mixed block (a slowdown starting halfway through it) cannot lift it.
+    expect(baselineOf([0.3, 0.36], lone)).toBe(0.3);
+  });
+  it("a fast stretch of up to a quarter of the blocks does not set it; more than that does", () => {
+    const ordinary = [0.45, 0.48, 0.5, 0.52, 0.55, 0.6, 0.62, 0.65, 0.69];
+    expect(
+      baselineOf(
+        [0.33, 0.33, ...ordinary].sort((a, b) => a - b),
+        lone,
+      ),
+    ).toBeGreaterThanOrEqual(0.45);
+    expect(baselineOf([0.33, 0.33, 0.33, 0.33, 0.45, 0.5], lone)).toBe(0.33);
   });
 });

@@ -2,12 +2,13 @@ import type { SlowdownPolicy } from "./spec.js";
 
 /**
  * Slowdown ("gray failure") detection from progress alone: no change to the training script, only the step reports (SDK)
- * or log lines (regex) the hang detector reads too. Each attempt is its own reference: its baseline step time is the
- * fastest sustained pace it has shown after warm-up (the lowest median over consecutive blocks of `windowSeconds`), and
- * the recent pace is the median step time of the last `windowSeconds`. Medians, not means: one long eval step or a
- * checkpoint save does not move them, and the steps that touch a checkpoint (the step it follows and the one after it)
- * are left out altogether. The gang is slow when more than half of the recent window's steps took at least `factor`
- * times the baseline, and has been so for `sustainSeconds`.
+ * or log lines (regex) the hang detector reads too. Each attempt is its own reference: its baseline step time is a
+ * fast pace it has shown and held after warm-up (the lower quartile of the medians of consecutive `windowSeconds`
+ * blocks, slow blocks left out, never one lone fast block: see baselineStepMs), and the recent pace is the median step
+ * time of the last `windowSeconds`. Medians, not means: one long eval step or a checkpoint save does not move them, and
+ * the steps that touch a checkpoint (the step it follows and the one after it) are left out altogether. The gang is
+ * slow when more than half of the recent window's steps took at least `factor` times the baseline, and has been so for
+ * `sustainSeconds`.
  *
  * Pure: the supervisor passes the attempt's rank-0 progress (in a synchronous job every rank steps together) and the
  * steps its checkpoints were saved at; the verdict says when the slowdown began, so the ledger can charge it.
@@ -112,11 +113,35 @@ function firstAbove(sorted: readonly number[], x: number): number {
 }
 
 /**
- * The attempt's baseline step time (ms): the lowest median over consecutive blocks of at least `windowMs` and
- * `slowdownMinSamples` intervals. Null until one whole block has been seen.
+ * A block's median enters the baseline only when it is below this power of `factor` times the baseline so far: the
+ * square root, halfway to slow on a log scale (1.41x for a 2x factor). A slowdown, and the block it begins in, never
+ * lifts its own reference; ordinary variation enters. The same ratio sets a lone fast block apart (baselineOf).
  */
-export function baselineStepMs(intervals: readonly StepInterval[], windowMs: number): number | null {
-  let best: number | null = null;
+export const slowdownBaselineAdmitExponent = 0.5;
+
+/** The baseline is at the lower quartile of the block medians that entered it (see baselineOf). */
+export const slowdownBaselineQuantile = 0.25;
+
+/**
+ * The attempt's baseline step time (ms), from consecutive blocks of at least `windowMs` and `slowdownMinSamples`
+ * intervals after warm-up, oldest first; null until one whole block has been seen.
+ *
+ * Not simply the fastest block: on a shared machine one quiet stretch runs unusually fast, and ordinary steps after it
+ * would then look like a 1.3-2x slowdown. Instead:
+ * - The first block is the baseline (a slowdown that begins right after it is measured against it). Progress alone
+ *   cannot tell such a slowdown from a first block that was unusually fast: that one still sets the baseline.
+ * - Each later block enters the baseline unless its median is slow against the baseline so far (at least
+ *   `factor ** slowdownBaselineAdmitExponent` times it): a slowdown cannot lift its own baseline, however long it lasts.
+ * - The baseline is then baselineOf the medians that entered: the lower quartile, lowered to the fastest median
+ *   within the noise tolerance of it, with lone fast blocks left out. On an even pace that is the fastest block, as
+ *   before; one outlier-fast block, or a fast stretch of up to a quarter of the blocks, does not set it.
+ * Bounded: one median per block of the samples given (the supervisor passes at most `slowdownSampleLimit`).
+ */
+export function baselineStepMs(intervals: readonly StepInterval[], windowMs: number, factor: number): number | null {
+  const admitBelow = Math.max(1, factor) ** slowdownBaselineAdmitExponent;
+  /** Medians of the blocks that entered, ascending. */
+  const entered: number[] = [];
+  let baseline: number | null = null;
   let blockStart = 0;
   for (let i = 0; i < intervals.length; i++) {
     const start = intervals[blockStart]!;
@@ -124,18 +149,37 @@ export function baselineStepMs(intervals: readonly StepInterval[], windowMs: num
     const count = i - blockStart + 1;
     if (cur.endT - start.startT >= windowMs && count >= slowdownMinSamples) {
       const m = median(intervals.slice(blockStart, i + 1).map((x) => x.perStepMs));
-      best = best === null ? m : Math.min(best, m);
       blockStart = i + 1;
+      if (baseline !== null && m >= admitBelow * baseline) continue;
+      entered.splice(firstAbove(entered, m), 0, m);
+      baseline = baselineOf(entered, admitBelow);
     }
   }
-  return best;
+  return baseline;
+}
+
+/**
+ * The baseline of block medians (ascending, at least one):
+ * - Lone fast blocks are left out: from the fastest up, a median whose next slower one is at least `loneRatio` times
+ *   it (no other block came near its pace; while more than one median is left).
+ * - Of the rest, the lower quartile (`slowdownBaselineQuantile`; the fastest while fewer than five are left), then
+ *   the fastest median not more than `slowdownNoiseTolerance` below it: block medians of an even pace differ by less
+ *   than that, so an even run keeps its fastest block, while a fast stretch well below the quartile does not count.
+ */
+export function baselineOf(sortedMedians: readonly number[], loneRatio: number): number {
+  let lo = 0;
+  while (lo + 1 < sortedMedians.length && sortedMedians[lo + 1]! >= loneRatio * sortedMedians[lo]!) lo++;
+  let k = lo + Math.floor(slowdownBaselineQuantile * (sortedMedians.length - 1 - lo));
+  const floor = sortedMedians[k]! * (1 - slowdownNoiseTolerance);
+  while (k > lo && sortedMedians[k - 1]! >= floor) k--;
+  return sortedMedians[k]!;
 }
 
 export function judgeSlowdown(input: SlowdownInput): SlowdownVerdict {
   const { policy } = input;
   const windowMs = policy.windowSeconds * 1000;
   const intervals = eligibleIntervals(input.samples, input.checkpointSteps ?? [], policy.warmupSteps);
-  const baseline = baselineStepMs(intervals, windowMs);
+  const baseline = baselineStepMs(intervals, windowMs, policy.factor);
   const none = (reason: string, recent: number | null = null): SlowdownVerdict => ({
     slow: false,
     factor: baseline !== null && recent !== null ? recent / baseline : null,
