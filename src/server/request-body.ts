@@ -5,13 +5,25 @@
  */
 import type { Context } from "hono";
 import type { z } from "zod";
-import { countZodIssues, SpecError, zodIssuesToSpecIssues, type SpecIssue } from "../core/spec-errors.js";
+import {
+  countZodIssues,
+  SpecError,
+  zodIssuesToSpecIssues,
+  type DescribeIssue,
+  type SpecIssue,
+} from "../core/spec-errors.js";
 
 /**
  * The body of `c` checked by `schema` (a strict object). An empty body is `{}`, so routes whose fields are all optional
- * take a bare POST. `example` shows a valid body in the fix of a body that is not a JSON object at all.
+ * take a bare POST. `example` shows a valid body in the fix of a body that is not a JSON object at all. `describe`
+ * words a route's own issues (returns undefined for the usual wording): a machine-made body's fix is its sender.
  */
-export async function requestBody<S extends z.ZodType>(c: Context, schema: S, example: string): Promise<z.output<S>> {
+export async function requestBody<S extends z.ZodType>(
+  c: Context,
+  schema: S,
+  example: string,
+  describe?: DescribeIssue,
+): Promise<z.output<S>> {
   const route = `${c.req.method} ${c.req.path}`;
   const text = await c.req.text();
   let value: unknown = {};
@@ -24,7 +36,7 @@ export async function requestBody<S extends z.ZodType>(c: Context, schema: S, ex
   }
   const result = schema.safeParse(value, { reportInput: true });
   if (result.success) return result.data;
-  const shown = zodIssuesToSpecIssues(result.error.issues, undefined, route, schema).map((i) =>
+  const shown = zodIssuesToSpecIssues(result.error.issues, undefined, route, schema, describe).map((i) =>
     // The body itself is the wrong kind of value (a list, a string): show what a right one looks like.
     i.path === "" ? { ...i, fix: `send JSON like ${example}` } : i,
   );

@@ -2,7 +2,7 @@ import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Hono } from "hono";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { makeClient } from "../cli/client.js";
 import { TRAFFIC_REPORT_VERSION, type TrafficReport } from "../gateway/report.js";
 import { SqliteStore } from "../store/sqlite.js";
@@ -244,39 +244,6 @@ describe("TrafficBook over SQLite", () => {
     expect(s.gateways.map((g) => g.gateway).sort()).toEqual(["edge-a", "edge-b"]);
   });
 
-  it("refuses bad reports with a 400 that names the field", async () => {
-    const bad = async (body: unknown, status: number, pattern: RegExp): Promise<void> => {
-      const res = await postReport(body);
-      expect(res.status).toBe(status);
-      expect(((await res.json()) as { error: string }).error).toMatch(pattern);
-    };
-    await bad("{not json", 400, /POST \/api\/services\/traffic: the body is not JSON/);
-    await bad({ ...report(), v: 2 }, 400, /bad traffic report: v: .*fix: run a gateway of the server's version/);
-    await bad({ ...report(), gateway: "bad name!" }, 400, /gateway: 1-128 characters/);
-    await bad(report({ answered: -1 }), 400, /pools\.0\.answered/);
-    await bad(report({ ttft: [1, 2] }), 400, /pools\.0\.ttft: has 2 buckets/);
-    await bad({ ...report(), extra: 1 }, 400, /extra/);
-    const many = report();
-    many.pools = Array.from({ length: 1025 }, (_, i) => ({ ...report().pools[0]!, pool: `p${i}` }));
-    await bad(many, 400, /pools: .*1024/);
-    await bad("x".repeat(300 * 1024), 413, /over the limit of 262144/);
-    await bad(
-      report({ errors: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`r${i}`, 1])) }),
-      400,
-      /at most 32 reasons/,
-    );
-    expect(await store.listTrafficSamples({ since: 0 })).toEqual([]);
-  });
-
-  it("answers bad queries with a 400 and the fix", async () => {
-    for (const q of ["since=yesterday", "since=100&until=50", "step=0", "service="]) {
-      const res = await app.request(`/api/services/traffic?${q}`);
-      expect(res.status, q).toBe(400);
-    }
-    const ok = await series("since=90s");
-    expect(ok.since).toBe(now - 90_000);
-  });
-
   it("prunes samples past the retention (age and rows)", async () => {
     now = 1_000_000;
     await postReport(report({ startedAt: 0, at: 1, answered: 1 }));
@@ -325,5 +292,117 @@ describe("through the real server", () => {
     expect((await fetch(`${url}/api/services/nope`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(
       404,
     );
+  });
+});
+
+/** Bad input answered like every API body (request-body.ts): 400 `{error, issues}`, the route, the field and the fix. */
+describe("bad traffic input, through the real server", () => {
+  let server: RunningServer;
+  let token: string;
+  const home = mkdtempSync(path.join(os.tmpdir(), "sy-traffic-bad-"));
+  beforeAll(async () => {
+    server = await startServer({ home, host: "127.0.0.1", port: 0, version: "test" });
+    token = readToken(home)!;
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  interface Refusal {
+    error: string;
+    issues?: Array<{ file: string; path: string; message: string; fix: string }>;
+  }
+  const send = async (route: string, init: RequestInit = {}): Promise<{ status: number; json: Refusal }> => {
+    const res = await fetch(`${server.info.url}${route}`, {
+      ...init,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    });
+    return { status: res.status, json: (await res.json()) as Refusal };
+  };
+  const post = (body: unknown) =>
+    send("/api/services/traffic", { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body) });
+
+  it("a bad report: 400 naming each field and its fix, in the API's one format; nothing is stored", async () => {
+    const r = await post(report({ answered: -1 }));
+    expect(r.status).toBe(400);
+    expect(r.json).toEqual({
+      error: "POST /api/services/traffic: pools[0].answered: must be >= 0, got number -1 (fix: use a value >= 0)",
+      issues: [
+        {
+          file: "POST /api/services/traffic",
+          path: "pools[0].answered",
+          line: 0,
+          column: 0,
+          message: "must be >= 0, got number -1",
+          fix: "use a value >= 0",
+        },
+      ],
+    });
+    const cases: Array<[unknown, string]> = [
+      ["{not json", 'POST /api/services/traffic: the body is not JSON (fix: send JSON like {"v": 1,'],
+      [[1], 'POST /api/services/traffic: expected object, got a list (fix: send JSON like {"v": 1,'],
+      [
+        { ...report(), v: 2 },
+        "POST /api/services/traffic: v: report version 2, this server takes 1 (fix: run a gateway of this server's version",
+      ],
+      [{ ...report(), gateway: "bad name!" }, "POST /api/services/traffic: gateway: must be 1-128 characters of"],
+      [report({ ttft: [1, 2] }), "POST /api/services/traffic: pools[0].ttft: has 2 buckets; ttftLe has 5 bounds"],
+      [{ ...report(), extra: 1 }, 'POST /api/services/traffic: extra: unknown key "extra" (fix:'],
+      [
+        { ...report(), pools: Array.from({ length: 1025 }, (_, i) => ({ ...report().pools[0]!, pool: `p${i}` })) },
+        "POST /api/services/traffic: pools: needs at most 1024 item(s), got 1025 (fix: keep at most 1024 item(s))",
+      ],
+      [
+        report({ errors: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`r${i}`, 1])) }),
+        "POST /api/services/traffic: pools[0].errors: at most 32 reasons (fix: run a gateway of this server's version",
+      ],
+    ];
+    for (const [body, start] of cases) {
+      const res = await post(body);
+      expect(res.status, start).toBe(400);
+      expect(res.json.error.startsWith(start), res.json.error).toBe(true);
+      expect(res.json.error).toMatch(/\(fix: .+\)$/);
+      expect(res.json.issues?.[0]?.fix).toBeTruthy();
+    }
+    // Over the report's own size limit: 413, with the fix.
+    const big = await post("x".repeat(300 * 1024));
+    expect(big.status).toBe(413);
+    expect(big.json.error).toMatch(/over the limit of 262144 \(fix: fewer services or backends per gateway\)/);
+    const series = await send("/api/services/traffic?since=1h");
+    expect(((series.json as unknown as TrafficSeries).services ?? []).length).toBe(0);
+  });
+
+  it("bad queries: 400 naming each parameter and its fix", async () => {
+    const q = async (query: string) => {
+      const r = await send(`/api/services/traffic?${query}`);
+      expect(r.status, query).toBe(400);
+      return r.json;
+    };
+    expect(await q("since=yesterday")).toEqual({
+      error:
+        'GET /api/services/traffic: since: got "yesterday" (fix: epoch milliseconds, or a duration back from now like 90s, 15m, 2h)',
+      issues: [
+        {
+          file: "GET /api/services/traffic",
+          path: "since",
+          line: 0,
+          column: 0,
+          message: 'got "yesterday"',
+          fix: "epoch milliseconds, or a duration back from now like 90s, 15m, 2h",
+        },
+      ],
+    });
+    expect((await q("since=100&until=50")).error).toBe(
+      "GET /api/services/traffic: until: is not after since (50 <= 100) (fix: give an until later than since, or leave until out (now))",
+    );
+    expect((await q("step=0")).error).toBe(
+      'GET /api/services/traffic: step: got "0" (fix: whole seconds from 1 to 86400, or leave step out (about 180 points over the window))',
+    );
+    expect((await q("service=")).error).toBe(
+      "GET /api/services/traffic: service: is empty (fix: give a service name (see `switchyard services`), or leave service out for all)",
+    );
+    // Every bad parameter at once, one issue each.
+    expect((await q("since=x&until=y&step=1.5")).issues?.map((i) => i.path)).toEqual(["since", "until", "step"]);
+    const ok = await send("/api/services/traffic?since=90s");
+    expect(ok.status).toBe(200);
   });
 });

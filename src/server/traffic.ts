@@ -2,7 +2,8 @@
  * Gateway traffic in the control plane (issue 14, "Dashboard and report").
  *
  *   POST /api/services/traffic   a gateway's traffic report (src/gateway/report.ts: cumulative counters since the
- *                                gateway started, its name and instance); 204, or 400 naming what is wrong
+ *                                gateway started, its name and instance); 204, or 400 `{error, issues}` naming
+ *                                each bad field and the fix, as every API body (request-body.ts)
  *   GET  /api/services/traffic   ?service=&since=&until=&step=: the series per service (requests/s, TTFT p50/p99,
  *                                errors by reason, failovers, saved, streams cut and caught), totals over the
  *                                window, per pool, and the gateways that report
@@ -24,8 +25,10 @@
  * - streams cut = incomplete answers.
  */
 import type { Hono } from "hono";
-import { trafficLimits, trafficReportSchema, type TrafficReport } from "../gateway/report.js";
+import type { DescribeIssue } from "../core/spec-errors.js";
+import { TRAFFIC_REPORT_VERSION, trafficLimits, trafficReportSchema, type TrafficReport } from "../gateway/report.js";
 import type { Store, TrafficRetention, TrafficSampleRecord } from "../store/port.js";
+import { requestBody, requestError } from "./request-body.js";
 
 export const defaultTrafficRetention: TrafficRetention = {
   keepMs: 3 * 24 * 3600_000,
@@ -176,8 +179,6 @@ export function quantileMs(ttft: Record<string, number>, q: number): number | nu
 // Ingest
 // ---------------------------------------------------------------------------------------------------------------
 
-export class BadTrafficReport extends Error {}
-
 export class TrafficBook {
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -186,17 +187,6 @@ export class TrafficBook {
     private readonly retention: TrafficRetention = defaultTrafficRetention,
     private readonly now: () => number = Date.now,
   ) {}
-
-  /** Validates a report (already parsed JSON); throws BadTrafficReport naming the field. */
-  static parse(body: unknown): TrafficReport {
-    const r = trafficReportSchema.safeParse(body);
-    if (r.success) return r.data;
-    const issues = r.error.issues
-      .slice(0, 5)
-      .map((i) => `${i.path.join(".") || "(report)"}: ${i.message}`)
-      .join("; ");
-    throw new BadTrafficReport(`bad traffic report: ${issues}`);
-  }
 
   /** Stores one report's differences; one report at a time (they read and replace the gateway's counters). */
   ingest(report: TrafficReport): Promise<{ samples: number }> {
@@ -471,6 +461,24 @@ export function parseTime(text: string, now: number): number | null {
   return m ? now - Number(m[1]) * unitMs[m[2]!]! : null;
 }
 
+/** A valid (empty) report, shown in the fix of a body that is not one at all. */
+const exampleReport =
+  `{"v": ${TRAFFIC_REPORT_VERSION}, "gateway": "edge-a", "instance": "0f3c9a2e", "startedAt": 0, "at": 0, ` +
+  `"ttftLe": [], "pools": [], "services": [], "rejected": {}} (the report a gateway of this server's version sends)`;
+
+/** A gateway of another version, or a report's own consistency checks: the fix is the gateway, not a value. */
+const gatewayFix = `run a gateway of this server's version (it takes report version ${TRAFFIC_REPORT_VERSION}; the fields are in src/gateway/report.ts)`;
+const describeTrafficIssue: DescribeIssue = (issue) => {
+  if (issue.path.length === 1 && issue.path[0] === "v") {
+    return {
+      message: `report version ${JSON.stringify(issue.input) ?? "missing"}, this server takes ${TRAFFIC_REPORT_VERSION}`,
+      fix: gatewayFix,
+    };
+  }
+  if (issue.code === "custom") return { message: issue.message, fix: gatewayFix };
+  return undefined;
+};
+
 /** Registers the traffic routes: before the services routes (`/api/services/:name` would take "traffic"). */
 export function registerTrafficRoutes(app: Hono, book: TrafficBook, now: () => number = Date.now): void {
   app.post("/api/services/traffic", async (c) => {
@@ -484,29 +492,8 @@ export function registerTrafficRoutes(app: Hono, book: TrafficBook, now: () => n
         413,
       );
     }
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      return c.json(
-        { error: `${what}: the body is not JSON (fix: send the report src/gateway/report.ts builds)` },
-        400,
-      );
-    }
-    let report: TrafficReport;
-    try {
-      report = TrafficBook.parse(body);
-    } catch (err) {
-      if (err instanceof BadTrafficReport) {
-        return c.json(
-          {
-            error: `${what}: ${err.message} (fix: run a gateway of the server's version; the report's fields are in src/gateway/report.ts)`,
-          },
-          400,
-        );
-      }
-      throw err;
-    }
+    // The body was read once; requestBody reads it again from Hono's cache.
+    const report = await requestBody(c, trafficReportSchema, exampleReport, describeTrafficIssue);
     await book.ingest(report);
     return c.body(null, 204);
   });
@@ -514,33 +501,46 @@ export function registerTrafficRoutes(app: Hono, book: TrafficBook, now: () => n
   app.get("/api/services/traffic", async (c) => {
     const what = "GET /api/services/traffic";
     const t = now();
-    const sinceText = c.req.query("since") ?? "15m";
-    const untilText = c.req.query("until");
-    const since = parseTime(sinceText, t);
-    const until = untilText === undefined ? t : parseTime(untilText, t);
-    if (since === null || until === null) {
-      return c.json(
-        {
-          error: `${what}: since and until are epoch milliseconds or a duration back from now like 90s, 15m, 2h (got ${JSON.stringify(since === null ? sinceText : untilText)})`,
-        },
-        400,
-      );
+    const issues: Array<{ path: string; message: string; fix: string }> = [];
+    const timeFix = "epoch milliseconds, or a duration back from now like 90s, 15m, 2h";
+    const time = (name: "since" | "until", fallback: number): number => {
+      const text = c.req.query(name);
+      if (text === undefined) return fallback;
+      const v = parseTime(text, t);
+      if (v === null) issues.push({ path: name, message: `got ${JSON.stringify(text.slice(0, 64))}`, fix: timeFix });
+      return v ?? fallback;
+    };
+    const since = time("since", t - 15 * 60_000);
+    const until = time("until", t);
+    if (issues.length === 0 && until <= since) {
+      issues.push({
+        path: "until",
+        message: `is not after since (${until} <= ${since})`,
+        fix: "give an until later than since, or leave until out (now)",
+      });
     }
-    if (until <= since) return c.json({ error: `${what}: until must be after since` }, 400);
     const from = Math.max(since, until - defaultTrafficRetention.keepMs);
     const stepText = c.req.query("step");
     let stepS = Math.max(5, Math.ceil((until - from) / 1000 / 180));
     if (stepText !== undefined) {
       const n = Number(stepText);
-      if (!Number.isInteger(n) || n < 1 || n > 86_400) {
-        return c.json({ error: `${what}: step is whole seconds, 1 to 86400` }, 400);
-      }
-      stepS = Math.max(n, Math.ceil((until - from) / 1000 / 2000));
+      if (!/^\d{1,5}$/.test(stepText) || n < 1 || n > 86_400) {
+        issues.push({
+          path: "step",
+          message: `got ${JSON.stringify(stepText.slice(0, 64))}`,
+          fix: "whole seconds from 1 to 86400, or leave step out (about 180 points over the window)",
+        });
+      } else stepS = Math.max(n, Math.ceil((until - from) / 1000 / 2000));
     }
     const service = c.req.query("service");
     if (service !== undefined && (service.length === 0 || service.length > 256)) {
-      return c.json({ error: `${what}: service is a service name (1-256 characters)` }, 400);
+      issues.push({
+        path: "service",
+        message: service.length === 0 ? "is empty" : `has ${service.length} characters, more than 256`,
+        fix: "give a service name (see `switchyard services`), or leave service out for all",
+      });
     }
+    if (issues.length > 0) throw requestError(what, issues);
     return c.json(await book.series({ since: from, until, stepS, ...(service !== undefined && { service }) }));
   });
 }
