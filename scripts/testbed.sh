@@ -29,6 +29,16 @@ NODES=(
   "n2:$SUBNET.22:nvidia:h20"
 )
 CONF="$TESTBED_DIR/slurm.conf"
+# munge: the socket Slurm authenticates through (the machine's default unless SWITCHYARD_TESTBED_MUNGE_SOCKET moves it).
+MUNGE_SOCKET="${SWITCHYARD_TESTBED_MUNGE_SOCKET:-/run/munge/munge.socket.2}"
+# A munged the testbed starts runs as user munge and writes its pid file into this munge-owned folder; the pid in it is
+# what `down` stops. Versions before it asked for $TESTBED_DIR/munged.pid, which munged could not write (root's folder),
+# so their munged outlived `down`: `up` adopts such a one and `down` stops it, both found by that pid-file argument.
+MUNGE_DIR="$TESTBED_DIR/munge"
+MUNGED_PIDFILE="$MUNGE_DIR/munged.pid"
+OLD_MUNGED_PIDFILE="$TESTBED_DIR/munged.pid"
+# Written when `up` reuses a munged it did not start (the machine's own): its pid, for `down` to leave alone.
+MUNGED_FOREIGN="$TESTBED_DIR/munged.foreign"
 
 say() { echo "testbed: $*"; }
 die() {
@@ -57,7 +67,7 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 require_root() {
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces, a bridge, slurmctld)"
-  for tool in ip nsenter slurmctld slurmd munged sinfo tc; do
+  for tool in ip nsenter slurmctld slurmd munged munge runuser ss sinfo tc; do
     command -v "$tool" >/dev/null || die "$tool not found (fix: apt-get install slurm-wlm munge iproute2; scripts/bootstrap.sh does it)"
   done
 }
@@ -74,6 +84,7 @@ write_conf() {
     echo "SlurmUser=root"
     echo "SlurmdUser=root"
     echo "AuthType=auth/munge"
+    [ "$MUNGE_SOCKET" = /run/munge/munge.socket.2 ] || echo "AuthInfo=socket=$MUNGE_SOCKET"
     echo "StateSaveLocation=$TESTBED_DIR/state"
     echo "SlurmdSpoolDir=$TESTBED_DIR/spool/%n"
     echo "SlurmctldPidFile=$TESTBED_DIR/slurmctld.pid"
@@ -129,13 +140,74 @@ up_network() {
   done
 }
 
+munge_answers() { [ -S "$MUNGE_SOCKET" ] && munge --socket="$MUNGE_SOCKET" -n </dev/null >/dev/null 2>&1; }
+
+# The pid of the munged listening on $MUNGE_SOCKET (empty when none, or when ss cannot say).
+munged_on_socket() {
+  ss -xlpnH 2>/dev/null | awk -v s="$MUNGE_SOCKET" '$5 == s' | sed -n 's/.*("munged",pid=\([0-9][0-9]*\),.*/\1/p' | head -n 1
+}
+
+# Whether pid is a munged this testbed started: its command line names one of the testbed's munged pid files.
+munged_ours() {
+  local pid="$1" arg
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = munged ] || return 1
+  while IFS= read -r -d '' arg; do
+    case "$arg" in "--pid-file=$MUNGED_PIDFILE" | "--pid-file=$OLD_MUNGED_PIDFILE") return 0 ;; esac
+  done <"/proc/$pid/cmdline"
+  return 1
+}
+
 up_munge() {
-  if [ -S /run/munge/munge.socket.2 ] && munge -n </dev/null >/dev/null 2>&1; then return 0; fi
-  mkdir -p /run/munge
-  chown munge:munge /run/munge
-  chmod 0755 /run/munge
-  runuser -u munge -- munged --pid-file="$TESTBED_DIR/munged.pid" ||
+  local pid
+  rm -f "$MUNGED_FOREIGN"
+  if munge_answers; then
+    pid="$(munged_on_socket)"
+    if munged_ours "$pid"; then
+      if [ "$(cat "$MUNGED_PIDFILE" 2>/dev/null)" != "$pid" ]; then
+        install -d -o munge -g munge -m 0700 "$MUNGE_DIR"
+        echo "$pid" >"$MUNGED_PIDFILE"
+        say "munge: adopted the testbed's munged (pid $pid), started without a pid file by an older testbed.sh; 'down' stops it"
+      fi
+      return 0
+    fi
+    echo "${pid:-unknown}" >"$MUNGED_FOREIGN"
+    say "munge: reusing the munged already running on $MUNGE_SOCKET (pid ${pid:-unknown}), which the testbed did not start; 'down' leaves it running"
+    return 0
+  fi
+  local sockdir
+  sockdir="$(dirname "$MUNGE_SOCKET")"
+  mkdir -p "$sockdir"
+  chown munge:munge "$sockdir"
+  chmod 0755 "$sockdir"
+  install -d -o munge -g munge -m 0700 "$MUNGE_DIR"
+  rm -f "$MUNGED_PIDFILE"
+  runuser -u munge -- munged --socket="$MUNGE_SOCKET" --pid-file="$MUNGED_PIDFILE" ||
     die "munged did not start (fix: see /var/log/munge/munged.log)"
+  local deadline=$((SECONDS + 10))
+  until [ -s "$MUNGED_PIDFILE" ] && munge_answers; do
+    [ $SECONDS -lt $deadline ] || die "munged started but wrote no pid file or does not answer on $MUNGE_SOCKET within 10 s (fix: see /var/log/munge/munged.log)"
+    sleep 0.1
+  done
+  pid="$(cat "$MUNGED_PIDFILE")"
+  munged_ours "$pid" || die "$MUNGED_PIDFILE names pid $pid, which is not the munged just started (fix: see /var/log/munge/munged.log)"
+  say "munge: started munged (pid $pid) on $MUNGE_SOCKET; 'down' stops it"
+}
+
+# Stops the munged the testbed started (its pid file, or, from an older version without one, the munged on the socket
+# whose command line names the testbed's pid file); a munged it reused is left running.
+down_munge() {
+  local pid=""
+  [ -f "$MUNGED_PIDFILE" ] && pid="$(cat "$MUNGED_PIDFILE")"
+  munged_ours "$pid" || pid="$(munged_on_socket)"
+  if munged_ours "$pid"; then
+    stop_pid "$pid"
+    say "munge: stopped the testbed's munged (pid $pid)"
+  elif [ -f "$MUNGED_FOREIGN" ]; then
+    say "munge: left the munged the testbed did not start running (pid $(cat "$MUNGED_FOREIGN"))"
+  fi
+  rm -f "$MUNGED_PIDFILE" "$OLD_MUNGED_PIDFILE" "$MUNGED_FOREIGN"
+  rmdir "$MUNGE_DIR" 2>/dev/null || true
 }
 
 start_slurmd() {
@@ -175,15 +247,19 @@ cmd_up() {
   say "use it with: export SLURM_CONF=$CONF"
 }
 
+# SIGTERM, up to 5 s to exit, then SIGKILL.
+stop_pid() {
+  local pid="$1"
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
 kill_pidfile() {
-  local f="$1" pid
+  local f="$1"
   [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$(cat "$f")"
   rm -f "$f"
 }
 
@@ -201,8 +277,7 @@ cmd_down() {
     ip link del "$(hostveth "$name")" 2>/dev/null || true
   done
   kill_pidfile "$TESTBED_DIR/slurmctld.pid"
-  # A munged we started writes its pid file here; one that was already running (the machine's own) is left alone.
-  kill_pidfile "$TESTBED_DIR/munged.pid"
+  down_munge
   ip link del "$BRIDGE" 2>/dev/null || true
   case "$TESTBED_DIR" in /run/switchyard-testbed | /tmp/*) rm -rf "$TESTBED_DIR" ;; *) rm -f "$CONF" ;; esac
   say "down: namespaces, links, daemons and $TESTBED_DIR removed"
@@ -219,6 +294,12 @@ cmd_status() {
     hv="$(hostveth "$name")"
     if tc qdisc show dev "$hv" 2>/dev/null | grep -q tbf; then say "$name link degraded: $(tc qdisc show dev "$hv" | grep tbf)"; fi
   done
+  local pid
+  pid="$(munged_on_socket)"
+  if [ -z "$pid" ]; then say "munge: no munged on $MUNGE_SOCKET"
+  elif munged_ours "$pid"; then say "munge: the testbed's munged (pid $pid); 'down' stops it"
+  else say "munge: a munged the testbed did not start (pid $pid); 'down' leaves it running"
+  fi
 }
 
 cmd_degrade() {
@@ -265,6 +346,9 @@ cmd_revive() {
   start_slurmd "$name"
   say "$name: host revived (link up, slurmd started)"
 }
+
+# Sourced (tests call up_munge and down_munge with their own SWITCHYARD_TESTBED_DIR and munge socket): define only.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
 case "${1:-}" in
   up) cmd_up ;;
