@@ -142,12 +142,16 @@ describe("which incidents chaos injected (the mark the report reads)", () => {
     expect(await injectChaos("nan", t, 0)).toMatchObject({ rank: 0, node: "n-1", attempt: 3 });
   });
 
-  type Inc = Pick<IncidentRecord, "id" | "attempt" | "culpritRank" | "culpritNode" | "detectedAt" | "evidence">;
+  type Inc = Pick<
+    IncidentRecord,
+    "id" | "attempt" | "cause" | "culpritRank" | "culpritNode" | "detectedAt" | "evidence"
+  >;
   type Ev = Pick<EventRecord, "id" | "t" | "kind" | "data">;
   type Att = Pick<AttemptRecord, "n" | "startedAt" | "endedAt">;
   const inc = (id: number, attempt: number, detectedAt: number, over: Partial<Inc> = {}): Inc => ({
     id,
     attempt,
+    cause: "killed",
     culpritRank: 1,
     culpritNode: "n-1",
     detectedAt,
@@ -179,9 +183,14 @@ describe("which incidents chaos injected (the mark the report reads)", () => {
         events,
       ),
     ).toEqual({ 1: "kill-rank" });
-    // The hang's own incident (found 10 s later) is marked; one on another rank and host is not.
-    expect(marked([inc(4, 2, 160_000, { culpritRank: 0, culpritNode: "n-0" })], events)).toEqual({ 4: "hang-rank" });
-    expect(marked([inc(5, 2, 160_000, { culpritRank: 1, culpritNode: "n-1" })], events)).toEqual({});
+    // The hang's own incident (found 10 s later) is marked, also where the detector named another rank as culprit;
+    // a fault of another cause on another rank and host is not.
+    const hang = { cause: "hang", culpritRank: 0, culpritNode: "n-0" };
+    expect(marked([inc(4, 2, 160_000, hang)], events)).toEqual({ 4: "hang-rank" });
+    expect(marked([inc(4, 2, 160_000, { ...hang, culpritRank: 1, culpritNode: "n-1" })], events)).toEqual({
+      4: "hang-rank",
+    });
+    expect(marked([inc(5, 2, 160_000, { cause: "software", culpritRank: 1, culpritNode: "n-1" })], events)).toEqual({});
   });
 
   it("the fault model's chaos events (a pool playing its failure rate) are the fleet's own: not marked", () => {

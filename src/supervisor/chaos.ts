@@ -160,8 +160,15 @@ const faultActions: ReadonlySet<string> = new Set<ChaosAction>([
   "slow-rank",
   "degrade-link",
 ]);
-/** Faults that end their attempt at once (at most one incident each: the one that ended it). */
-const endingActions: ReadonlySet<string> = new Set<ChaosAction>(["kill-rank", "hang-rank", "nan"]);
+/**
+ * Faults that end their attempt at once (at most one incident each: the one that ended it), and the cause each is found
+ * as: an incident of that cause right after it is the drill's even where the culprit named is another rank.
+ */
+const endingActions: ReadonlyMap<string, string> = new Map<ChaosAction, string>([
+  ["kill-rank", "killed"],
+  ["hang-rank", "hang"],
+  ["nan", "numerical"],
+]);
 /** A slow rank's slowdown is found while it lasts, or soon after (the detector's window). */
 const slowRankFoundWithinMs = slowRankDefaults.durationMs + 60_000;
 /** The server stamps its `chaos` event just after the signal; a detector may stamp the incident a moment earlier. */
@@ -170,7 +177,8 @@ const stampSlackMs = 1000;
 /**
  * Which incidents `switchyard chaos` injected: each `chaos` event of a fault is matched to the incidents of the same
  * attempt detected after it whose culprit is the rank or host it hit (an incident that names no culprit matches too).
- * kill-rank, hang-rank and nan match the incident that ended the attempt; slow-rank a slowdown found while it lasted
+ * kill-rank, hang-rank and nan match the incident that ended the attempt, when it names that culprit or has the cause
+ * the fault is found as (killed, hang, numerical); slow-rank a slowdown found while it lasted
  * (or within a minute after); degrade-link any incident on that host until `heal-link` (the shaping outlives the
  * attempt). resume-rank ends a hang-rank or slow-rank of that rank. The fault model's own `chaos` events (a pool's
  * declared `faultModel`, which plays the pool's failure rate) carry no action and are not injections here: they
@@ -178,7 +186,7 @@ const stampSlackMs = 1000;
  */
 export function injectedIncidents(
   incidents: ReadonlyArray<
-    Pick<IncidentRecord, "id" | "attempt" | "culpritRank" | "culpritNode" | "detectedAt" | "evidence">
+    Pick<IncidentRecord, "id" | "attempt" | "cause" | "culpritRank" | "culpritNode" | "detectedAt" | "evidence">
   >,
   events: ReadonlyArray<Pick<EventRecord, "id" | "t" | "kind" | "data">>,
   attempts: ReadonlyArray<Pick<AttemptRecord, "n" | "startedAt" | "endedAt">>,
@@ -225,12 +233,14 @@ export function injectedIncidents(
       if (inj.action === "degrade-link") {
         matches = (i.culpritNode !== null && i.culpritNode === inj.node) || (sameAttempt && noCulprit);
       } else {
+        const culprit =
+          noCulprit ||
+          (inj.rank !== undefined && i.culpritRank === inj.rank) ||
+          (i.culpritNode !== null && i.culpritNode === inj.node);
+        const foundAs = endingActions.get(inj.action);
         matches =
           sameAttempt &&
-          (noCulprit ||
-            (inj.rank !== undefined && i.culpritRank === inj.rank) ||
-            (i.culpritNode !== null && i.culpritNode === inj.node)) &&
-          (!endingActions.has(inj.action) || i.evidence.endedAttempt !== false);
+          (foundAs === undefined ? culprit : i.evidence.endedAttempt !== false && (culprit || i.cause === foundAs));
       }
       if (matches) out.set(i.id, { action: inj.action, event: inj.id, at: inj.t });
     }
