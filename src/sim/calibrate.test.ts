@@ -112,6 +112,28 @@ describe("a plan calibrated from a job's ledger", () => {
     expect(c.intervalS).toBeCloseTo(10, 0);
   });
 
+  it("leaves a fault chaos injected out of the rates (as the advisor's MTBF does) but keeps its detection and restart", () => {
+    const h = history();
+    // `switchyard chaos kill-rank 1` just before the kill that attempt 1 ended with.
+    h.events.push({
+      id: 999,
+      jobId: "j",
+      t: 42_400,
+      kind: "chaos",
+      message: "chaos: kill rank 1",
+      data: { action: "kill-rank", rank: 1, attempt: 1, host: "b" },
+    } as EventRecord);
+    const c = calibrate(h, { nowMs: 150_000 });
+    expect(c.injectedLeftOut).toBe(1);
+    expect(c.causes.map((m) => [m.cause, m.count])).toEqual([["hang", 1]]);
+    expect(c.causes[0]!.perNodeDay).toBeCloseTo(1 / (c.runningS / 86_400) / 2, 9);
+    // The drill's restart is still a measured restart.
+    expect(c.restartsMeasured).toBe(2);
+    const plain = calibrate(history(), { nowMs: 150_000 });
+    expect(plain.injectedLeftOut).toBe(0);
+    expect(plain.causes.map((m) => m.cause)).toEqual(["killed", "hang"]);
+  });
+
   it("writes a plan that validates like a plan file, on the job's own nodes", () => {
     const plan = parsePlan(stringify(planFromCalibration(calibrate(history(), { nowMs: 150_000 }))), "calibrated");
     const s = plan.scenarios[0];

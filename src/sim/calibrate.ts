@@ -56,6 +56,11 @@ export interface Calibration {
   nodes: number;
   devicesPerNode: number;
   causes: MeasuredCause[];
+  /**
+   * Failures that chaos injected (drills): left out of the rates, as the advisor leaves them out of its MTBF; their
+   * detection and restart times still count (a drill measures the detector and the restart as well as a real fault).
+   */
+  injectedLeftOut: number;
   /** Detection -> first step of the next attempt, mean and coefficient of variation, and how many were measured. */
   restartS: number;
   restartCv: number;
@@ -194,18 +199,24 @@ export function calibrate(
   const runningS = (t.productive + t.degraded + t.lost + t.checkpoint) / 1000;
   const nodes = job.spec.nodes;
   const failures = ledger.incidents.filter((i) => i.endedAttempt);
+  // Rates from real failures only: a drill says nothing about how often the fleet fails.
+  const real = new Map<string, number>();
+  for (const f of failures) if (f.injected === null) real.set(f.cause, (real.get(f.cause) ?? 0) + 1);
   const byCause = new Map<string, number[]>();
   for (const f of failures) byCause.set(f.cause, [...(byCause.get(f.cause) ?? []), f.detectionMs / 1000]);
-  const causes: MeasuredCause[] = [...byCause.entries()].map(([cause, detections]) => {
-    const detect = meanAndCv(detections);
-    return {
-      cause,
-      count: detections.length,
-      perNodeDay: runningS > 0 ? detections.length / (runningS / SECONDS_PER_DAY) / nodes : 0,
-      detectS: detect.mean,
-      detectCv: detect.cv,
-    };
-  });
+  const causes: MeasuredCause[] = [...byCause.entries()]
+    .filter(([cause]) => real.has(cause))
+    .map(([cause, detections]) => {
+      const detect = meanAndCv(detections);
+      const count = real.get(cause) ?? 0;
+      return {
+        cause,
+        count,
+        perNodeDay: runningS > 0 ? count / (runningS / SECONDS_PER_DAY) / nodes : 0,
+        detectS: detect.mean,
+        detectCv: detect.cv,
+      };
+    });
   // Restart: detection -> the next attempt's first step, as the ledger measures it (stop, backoff, launch, load).
   // With none measured yet, the first attempt's start -> first step stands in for it.
   const restarts = failures.flatMap((f) => (f.timeToFirstStepMs === null ? [] : [f.timeToFirstStepMs / 1000]));
@@ -240,6 +251,7 @@ export function calibrate(
     nodes,
     devicesPerNode: job.spec.procsPerNode,
     causes,
+    injectedLeftOut: failures.filter((f) => f.injected !== null).length,
     restartS: restart.mean,
     restartCv: restart.cv,
     restartsMeasured: restarts.length,

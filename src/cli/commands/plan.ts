@@ -243,6 +243,11 @@ function calibrationText(
           (m) =>
             `  ${m.cause}: ${m.count} failure(s), ${m.perNodeDay.toPrecision(3)} per node-day, detected in ${m.detectS.toFixed(1)} s`,
         )),
+    ...(c.injectedLeftOut > 0
+      ? [
+          `  ${c.injectedLeftOut} injected fault(s) (switchyard chaos) not counted as failures; their detection and restart times are used`,
+        ]
+      : []),
     `  restart (detection -> first step) ${c.restartS.toFixed(1)} s${c.restartsMeasured === 0 ? " (none yet: the first start stands in)" : ` over ${c.restartsMeasured}`}; save ${c.saveS.toFixed(2)} s; interval ${c.intervalS === null ? "optimal (none measured)" : `${c.intervalS.toFixed(1)} s`}`,
   ];
   if (predicted !== undefined) {
