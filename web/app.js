@@ -144,9 +144,12 @@ async function refreshJob() {
   // Drills (switchyard chaos) cost time in the ledger but are left out of the MTBF.
   const drills = a.injectedLeftOut ? ` (${a.injectedLeftOut} injected fault(s) not counted)` : "";
   document.getElementById("advice").textContent =
-    a.mtbfMs == null
+    (a.mtbfMs == null
       ? `Advisor: no failure yet${drills ? ` but injected ones${drills}` : ""}.`
-      : `Advisor: measured MTBF ${secs(a.mtbfMs)}${drills}, checkpoint save ${secs(a.saveMs)}; Young ${secs(a.youngMs)}, Daly ${secs(a.dalyMs)}, in use ${secs(a.intervalInUseMs)}.`;
+      : `Advisor: measured MTBF ${secs(a.mtbfMs)}${drills}, checkpoint save ${secs(a.saveMs)}; Young ${secs(a.youngMs)}, Daly ${secs(a.dalyMs)}, in use ${secs(a.intervalInUseMs)}.`) +
+    (a.ifInjectedWereReal
+      ? ` Had the injected faults been real: MTBF ${secs(a.ifInjectedWereReal.mtbfMs)}, Daly ${secs(a.ifInjectedWereReal.dalyMs)}.`
+      : "");
   const costs = new Map(report.ledger.incidents.map((i) => [i.id, i]));
   const numbers = incidentNumbers(job.incidents);
   document

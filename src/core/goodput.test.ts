@@ -218,6 +218,9 @@ describe("injected faults (switchyard chaos) and the advisor", () => {
     expect(allReal.mtbfMs).toBe(running / 5);
     expect(allReal.injectedLeftOut).toBe(0);
     expect(allReal.dalyMs!).toBeLessThan(a.dalyMs!);
+    // What the drill rehearsed: the advice as if all five had been real, beside the measured one.
+    expect(a.ifInjectedWereReal).toEqual({ mtbfMs: allReal.mtbfMs, youngMs: allReal.youngMs, dalyMs: allReal.dalyMs });
+    expect(allReal.ifInjectedWereReal).toBeNull();
   });
 
   it("the ledger still charges what the injected faults cost, under their cause, marked in the per-incident list", () => {
@@ -243,6 +246,10 @@ describe("injected faults (switchyard chaos) and the advisor", () => {
     const input = faulty(["kill-rank", "kill-rank"]);
     const a = adviseInterval(buildLedger(input), input.checkpoints);
     expect(a).toMatchObject({ mtbfMs: null, injectedLeftOut: 2, youngMs: null, dalyMs: null });
+    const running = buildLedger(input).totals;
+    expect(a.ifInjectedWereReal?.mtbfMs).toBe(
+      (running.productive + running.degraded + running.lost + running.checkpoint) / 2,
+    );
   });
 
   it("an injected slowdown ridden out is no failure either way and is not counted as left out", () => {

@@ -321,6 +321,11 @@ export interface IntervalAdvice {
   intervalInUseMs: number | null;
   youngMs: number | null;
   dalyMs: number | null;
+  /**
+   * The same advice as if the injected faults had been real failures (what the drill rehearsed): null without
+   * injected faults or a save time.
+   */
+  ifInjectedWereReal: { mtbfMs: number; youngMs: number; dalyMs: number } | null;
 }
 
 /**
@@ -346,6 +351,7 @@ export function adviseInterval(ledger: Ledger, checkpoints: readonly LedgerCheck
   }
   const intervalInUseMs = gaps.length > 0 ? gaps.reduce((a, b) => a + b, 0) / gaps.length : null;
   const canAdvise = mtbfMs !== null && saveMs !== null && saveMs > 0;
+  const drillMtbfMs = injectedLeftOut > 0 ? running / ended.length : null;
   return {
     mtbfMs,
     injectedLeftOut,
@@ -353,5 +359,13 @@ export function adviseInterval(ledger: Ledger, checkpoints: readonly LedgerCheck
     intervalInUseMs,
     youngMs: canAdvise ? youngInterval(saveMs / 1000, mtbfMs / 1000) * 1000 : null,
     dalyMs: canAdvise ? dalyInterval(saveMs / 1000, mtbfMs / 1000) * 1000 : null,
+    ifInjectedWereReal:
+      drillMtbfMs !== null && saveMs !== null && saveMs > 0
+        ? {
+            mtbfMs: drillMtbfMs,
+            youngMs: youngInterval(saveMs / 1000, drillMtbfMs / 1000) * 1000,
+            dalyMs: dalyInterval(saveMs / 1000, drillMtbfMs / 1000) * 1000,
+          }
+        : null,
   };
 }

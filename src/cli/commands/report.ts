@@ -111,19 +111,28 @@ export function formatReport(report: JobReport): string {
       `advisor: measured MTBF ${minutes(advice.mtbfMs)}${drills}, but no checkpoint save time was reported (use the SDK's checkpoint())`,
     );
   } else {
-    const inUse = advice.intervalInUseMs;
-    const verdict =
-      inUse === null
-        ? ""
-        : inUse > advice.dalyMs! * 1.5
-          ? " — checkpoint more often"
-          : inUse < advice.dalyMs! / 1.5
-            ? " — checkpoint less often"
-            : " — about right";
     out.push(
       `advisor: measured MTBF ${minutes(advice.mtbfMs)}${drills}, checkpoint save ${seconds(advice.saveMs!)}: ` +
-        `Young's interval ${minutes(advice.youngMs)}, Daly's ${minutes(advice.dalyMs)}; in use ${minutes(inUse)}${verdict}`,
+        `Young's interval ${minutes(advice.youngMs)}, Daly's ${minutes(advice.dalyMs)}; in use ${minutes(advice.intervalInUseMs)}` +
+        verdict(advice.intervalInUseMs, advice.dalyMs!),
+    );
+  }
+  // What the drill rehearsed: the same advice as if the injected faults had been the fleet's own.
+  const drill = advice.ifInjectedWereReal;
+  if (drill != null) {
+    out.push(
+      `  if the ${leftOut} injected fault${leftOut === 1 ? "" : "s"} had been real: MTBF ${minutes(drill.mtbfMs)}, ` +
+        `Young's interval ${minutes(drill.youngMs)}, Daly's ${minutes(drill.dalyMs)}; in use ${minutes(advice.intervalInUseMs)}` +
+        verdict(advice.intervalInUseMs, drill.dalyMs),
     );
   }
   return out.join("\n");
+}
+
+/** How the interval in use compares with Daly's: more than 1.5x off either way is worth changing. */
+function verdict(inUse: number | null, dalyMs: number): string {
+  if (inUse === null) return "";
+  if (inUse > dalyMs * 1.5) return " — checkpoint more often";
+  if (inUse < dalyMs / 1.5) return " — checkpoint less often";
+  return " — about right";
 }
