@@ -262,6 +262,60 @@ describe.each(adapters)("Store conformance: $name", (adapter) => {
     await s.close();
   });
 
+  it("lists one rank's steps across attempts in time order, and every rank's without a rank", async () => {
+    const s = adapter.open().store;
+    await s.createJob({ id: "j-4", name: "j", spec, state: "RUNNING", createdAt: 0 });
+    for (const n of [1, 2]) {
+      await s.createAttempt({
+        jobId: "j-4",
+        n,
+        state: n === 1 ? "FAILED" : "RUNNING",
+        pool: "p",
+        nodes: ["p-0"],
+        masterPort: 1,
+        dir: "/d",
+        resumeFrom: null,
+        resumeStep: null,
+        startedAt: n * 100,
+        endedAt: null,
+        reason: null,
+      });
+    }
+    const sample = (attempt: number, rank: number, step: number) => ({
+      jobId: "j-4",
+      attempt,
+      rank,
+      step,
+      t: attempt * 100 + step + rank / 10,
+      loss: 1,
+      tokens: null,
+      computeS: null,
+    });
+    for (const attempt of [1, 2]) {
+      await s.ingestReportsBatch(
+        "j-4",
+        attempt,
+        [0, 1, 2].map((rank) => ({
+          rank,
+          cursor: { reportOffset: 1 },
+          samples: [sample(attempt, rank, 1), sample(attempt, rank, 2)],
+        })),
+      );
+    }
+    expect((await s.listSteps("j-4", { rank: 1 })).map((x) => [x.attempt, x.rank, x.step])).toEqual([
+      [1, 1, 1],
+      [1, 1, 2],
+      [2, 1, 1],
+      [2, 1, 2],
+    ]);
+    expect((await s.listSteps("j-4", { rank: 2, afterT: 201.5 })).map((x) => [x.attempt, x.step])).toEqual([[2, 2]]);
+    expect(await s.listSteps("j-4", { rank: 7 })).toEqual([]);
+    expect((await s.listSteps("j-4")).map((x) => x.t)).toEqual([
+      101, 101.1, 101.2, 102, 102.1, 102.2, 201, 201.1, 201.2, 202, 202.1, 202.2,
+    ]);
+    await s.close();
+  });
+
   it("finds jobs by id or newest name, lists the active ones newest first, and patches only what a patch names", async () => {
     const s = adapter.open().store;
     await s.createJob({ id: "a-1", name: "a", spec, state: "RUNNING", createdAt: 10 });
@@ -474,6 +528,25 @@ describe("SQLite store", () => {
     }
     const s = new SqliteStore(f);
     expect(await s.listEvents({ jobId: "j" })).toHaveLength(50);
+    await s.close();
+  });
+
+  it("reads one rank's steps through the primary key per attempt, not by scanning every rank's rows", async () => {
+    const s = new SqliteStore(file());
+    await s.listSteps("j", { rank: 3 });
+    // The statement listSteps really ran (the store keeps it prepared), explained with its parameters.
+    const inner = s as unknown as {
+      statements: Map<string, unknown>;
+      db: { prepare(q: string): { all(p: Record<string, unknown>): Array<{ detail: string }> } };
+    };
+    const sql = [...inner.statements.keys()].find((q) => q.includes("FROM steps") && q.includes("rank = @rank"));
+    expect(sql).toBeDefined();
+    const plan = inner.db
+      .prepare(`EXPLAIN QUERY PLAN ${sql!}`)
+      .all({ jobId: "j", rank: 3, afterT: -1 })
+      .map((r) => r.detail)
+      .join("; ");
+    expect(plan).toMatch(/SEARCH steps USING INDEX sqlite_autoindex_steps_1 \(job_id=\? AND attempt=\? AND rank=\?/);
     await s.close();
   });
 

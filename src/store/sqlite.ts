@@ -457,12 +457,20 @@ export class SqliteStore implements Store {
   }
 
   async listSteps(jobId: string, opts: { rank?: number; afterT?: number } = {}): Promise<StepSample[]> {
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM steps WHERE job_id = @jobId AND (@rank IS NULL OR rank = @rank) AND t > @afterT
-         ORDER BY t, rank`,
-      )
-      .all({ jobId, rank: opts.rank ?? null, afterT: opts.afterT ?? -1 }) as Row[];
+    // One rank's steps go through the primary key (job, attempt, rank, step) once per attempt: `rank = @rank` alone,
+    // behind the attempt column, would scan every rank's rows of the job (4,096 ranks: hundreds of thousands).
+    const rows = (
+      opts.rank !== undefined
+        ? this.stmt(
+            `SELECT * FROM steps WHERE job_id = @jobId
+               AND attempt IN (SELECT n FROM attempts WHERE job_id = @jobId) AND rank = @rank AND t > @afterT
+             ORDER BY t, rank`,
+          ).all({ jobId, rank: opts.rank, afterT: opts.afterT ?? -1 })
+        : this.stmt("SELECT * FROM steps WHERE job_id = @jobId AND t > @afterT ORDER BY t, rank").all({
+            jobId,
+            afterT: opts.afterT ?? -1,
+          })
+    ) as Row[];
     return rows.map(toStep);
   }
 
