@@ -96,6 +96,12 @@ describe("gateway happy path", () => {
     expect(a.requests.at(-1)?.headers.authorization).toBeUndefined();
   });
 
+  it("asks the backend for uncompressed answers whatever the client accepts (it reads every SSE event)", async () => {
+    // The official clients send Accept-Encoding: gzip; a gzipped stream could not be checked for its end.
+    await post(`${h.url}/v1/chat/completions`, chat("m", true), { "accept-encoding": "gzip, deflate, br" });
+    expect(a.requests.at(-1)?.headers["accept-encoding"]).toBe("identity");
+  });
+
   it("refuses unknown models, bad JSON and bodies over the limit with OpenAI-style errors", async () => {
     const unknown = await post(`${h.url}/v1/chat/completions`, chat("nope"));
     expect(unknown.status).toBe(404);

@@ -79,6 +79,8 @@ const DROP_REQUEST_HEADERS = new Set([
   "authorization",
   "content-length",
   "expect",
+  // The gateway reads every answer (SSE events for the stream's end, usage for TPM): it asks for plain bytes.
+  "accept-encoding",
 ]);
 const DROP_RESPONSE_HEADERS = new Set([
   "connection",
@@ -884,6 +886,7 @@ export class Gateway {
       if (v !== undefined) out[name] = v;
     }
     if (backend.apiKey !== undefined) out.authorization = `Bearer ${backend.apiKey}`;
+    out["accept-encoding"] = "identity";
     out["x-request-id"] ??= requestId;
     return out;
   }
