@@ -100,20 +100,20 @@ export class AccessLog {
     const out = bytes;
     write(this.fd, out, 0, out.length, null, (err, written) => {
       this.writing = false;
-      let retryIn = 0;
-      if (err === null) {
-        if (written < out.length) this.carry = out.subarray(written);
-      } else if (err.code === "EAGAIN") {
+      if (err === null && written < out.length) {
+        this.carry = out.subarray(written);
+        this.flush();
+      } else if (err?.code === "EAGAIN") {
+        // A full non-blocking pipe: try the same bytes again shortly.
         this.carry = out;
-        retryIn = 10;
+        setTimeout(() => this.flush(), 10).unref();
       } else {
         // The log's reader is gone (EPIPE) or the disk is full: these lines are lost, the gateway goes on.
-        this.dropped += countLines(out);
+        if (err !== null) this.dropped += countLines(out);
+        // What gathered meanwhile: written now if a batch is full or no timer will come for it.
+        if (this.pending.length >= this.flushBytes || (this.pending.length > 0 && this.timer === undefined))
+          this.flush();
       }
-      if (this.carry === undefined && this.pending.length < this.flushBytes && this.timer !== undefined) return;
-      if (this.carry === undefined && this.pending.length === 0) return;
-      if (retryIn > 0) setTimeout(() => this.flush(), retryIn).unref();
-      else this.flush();
     });
   }
 

@@ -76,7 +76,6 @@ export class WireCall implements BodyFlow {
   /** @internal */ settled = false;
 
   constructor(
-    /** @internal */ readonly pool: WirePool,
     /** @internal */ readonly head: string,
     /** @internal */ readonly payload: Buffer,
     /** @internal */ readonly isHead: boolean,
@@ -91,9 +90,8 @@ export class WireCall implements BodyFlow {
     if (this.abortReason !== undefined || this.settled) return;
     this.abortReason = reason;
     const conn = this.conn;
-    this.conn = undefined;
     if (conn !== undefined) {
-      conn.call = undefined;
+      conn.detach();
       conn.socket.destroy();
     }
     this.fail(reason);
@@ -105,6 +103,13 @@ export class WireCall implements BodyFlow {
 
   resume(): void {
     this.conn?.socket.resume();
+  }
+
+  /** @internal The body is whole. */
+  finish(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.body!.finish();
   }
 
   /** @internal The call ends with an error: before the head (the promise rejects) or in the body. */
@@ -353,34 +358,33 @@ class WireConn {
 
   /** The answer is whole: the connection goes back to the pool (or closes), then the body ends. */
   private complete(call: WireCall): void {
-    this.call = undefined;
-    call.conn = undefined;
-    call.settled = true;
+    this.detach();
     this.served++;
     this.pool.release(this);
-    call.body!.finish();
+    call.finish();
+  }
+
+  /** Unlinks the current call from this connection; returns it. */
+  detach(): WireCall | undefined {
+    const call = this.call;
+    this.call = undefined;
+    if (call !== undefined) call.conn = undefined;
+    return call;
   }
 
   private protocolError(message: string): void {
-    const call = this.call;
-    this.call = undefined;
+    const call = this.detach();
     this.socket.destroy();
-    if (call !== undefined) {
-      call.conn = undefined;
-      call.fail(new WireError("WIRE_PROTOCOL", `${this.pool.origin}: ${message}`));
-    }
+    call?.fail(new WireError("WIRE_PROTOCOL", `${this.pool.origin}: ${message}`));
   }
 
   private onClose(err: Error | undefined): void {
     this.pool.forget(this);
-    const call = this.call;
+    const call = this.detach();
     if (call === undefined) return;
-    this.call = undefined;
-    call.conn = undefined;
     if (!this.socket.destroyed) this.socket.destroy();
     if (this.mode === "close" && call.body !== undefined && err === undefined) {
-      call.settled = true;
-      call.body.finish();
+      call.finish();
       return;
     }
     if (this.received === 0 && this.served > 0 && !call.resent && call.abortReason === undefined) {
@@ -442,7 +446,7 @@ export class WirePool {
       }
     }
     head += `content-length: ${body.length}\r\n\r\n`;
-    const call = new WireCall(this, head, body, method === "HEAD");
+    const call = new WireCall(head, body, method === "HEAD");
     if (bad !== undefined || /[\s\0]/.test(path)) {
       call.fail(
         new WireError(

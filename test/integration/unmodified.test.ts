@@ -450,40 +450,6 @@ pools:
     slurm: { partition: nvidia, agentPython: /usr/bin/python3, env: { GLOO_SOCKET_IFNAME: eth0 } }
 `;
 
-/**
- * An unmodified two-rank gloo script that prints one line per epoch on rank 0. Once the file `spin-<attempt>` exists
- * in its folder, rank 1 stops training and spins on the CPU without a word, as a rank does that waits on its device
- * behind a dead peer (a CUDA stream sync, NCCL's proxy thread); rank 0 then blocks in the next collective.
- */
-const spinScript = `
-import os, time
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-def spin_on_device():
-    while True:
-        pass
-
-dist.init_process_group("gloo")
-rank = dist.get_rank()
-spin = os.path.join(os.getcwd(), "spin-" + os.environ["SWITCHYARD_ATTEMPT"])
-model = DDP(torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
-for epoch in range(1, 3001):
-    for _ in range(8):
-        time.sleep(0.03)
-        if rank == 1 and os.path.exists(spin):
-            spin_on_device()
-        x = torch.randn(64, 16)
-        loss = torch.nn.functional.mse_loss(model(x), x.sum(dim=1, keepdim=True))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    if rank == 0:
-        print("epoch %d/3000 train_loss=%.4f" % (epoch, loss.item()), flush=True)
-`;
-
 describe.skipIf(noTestbed || !hasTorch)("an unmodified script on the Slurm testbed", () => {
   const home = tempHome("unmodified-slurm");
   let server: ServerProcess;
@@ -506,12 +472,8 @@ describe.skipIf(noTestbed || !hasTorch)("an unmodified script on the Slurm testb
   it("on an NVIDIA pool a rank that spins on the CPU without output is hung (output alone counts there); its stacks come from the remote host, and the dump does not end it", async () => {
     const workdir = path.join(home, "work");
     mkdirSync(workdir, { recursive: true });
-    writeFileSync(path.join(workdir, "spin_behind_peer.py"), spinScript);
     const f: Fixture = { name: "spin_behind_peer", args: [], hangRank: 1 };
-    const yaml = spec(f, workdir)
-      .replace(/^command: .*$/m, `command: ${JSON.stringify(["{python}", path.join(workdir, "spin_behind_peer.py")])}`)
-      .replace("nodes: 1", "nodes: 2")
-      .replace("procsPerNode: 2", "procsPerNode: 1");
+    const yaml = spec(f, workdir).replace("nodes: 1", "nodes: 2").replace("procsPerNode: 2", "procsPerNode: 1");
     const id = await submit(client, workdir, "spin-behind-peer", yaml);
     jobId = id;
     await waitFor("two epochs", async () => /^epoch 2\//m.test(logOf(home, id, 1, 0)), 150_000);
