@@ -172,7 +172,13 @@ describe.skipIf(noTestbed || !hasTorch)("training on the Slurm testbed", () => {
 
     await waitFor("the second attempt", async () => ((await job(client, id)).attempts.length >= 2 ? true : undefined));
     await waitForStep(client, id, hungAt + 3);
-    await chaos(client, id, "kill-rank", 1);
+    // A step reported does not mean every rank's record says running yet: retry while the server says it is not.
+    await waitFor("rank 1 killed", async () =>
+      chaos(client, id, "kill-rank", 1).catch((err: unknown) => {
+        if (err instanceof Error && /is not running/.test(err.message)) return undefined;
+        throw err;
+      }),
+    );
     const moved = await waitFor(
       "the move to nvidia",
       async () => (await events(client, id)).find((e) => e.kind === "job.moved"),
